@@ -1,0 +1,191 @@
+#include "checkpoint/image/image_file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <vector>
+
+#include "common/error.h"
+#include "common/fs.h"
+
+namespace cryo::ckpt {
+
+namespace {
+
+constexpr char kMagic[8] = {'C', 'R', 'Y', 'O', 'I', 'M', 'G', '\0'};
+constexpr char kEndMagic[8] = {'C', 'R', 'Y', 'O', 'E', 'N', 'D', '\0'};
+
+struct Header {
+  char magic[8];
+  uint32_t version;
+  uint32_t kind;
+  uint64_t payload_size;
+  uint64_t reserved;
+};
+static_assert(sizeof(Header) == kImageHeaderSize);
+
+struct Trailer {
+  uint64_t hash;
+  char magic[8];
+};
+static_assert(sizeof(Trailer) == kImageTrailerSize);
+
+Header make_header(PayloadKind kind, uint64_t size) {
+  Header h{};
+  std::memcpy(h.magic, kMagic, sizeof kMagic);
+  h.version = kImageFormatVersion;
+  h.kind = static_cast<uint32_t>(kind);
+  h.payload_size = size;
+  return h;
+}
+
+Trailer make_trailer(uint64_t hash) {
+  Trailer t{};
+  t.hash = hash;
+  std::memcpy(t.magic, kEndMagic, sizeof kEndMagic);
+  return t;
+}
+
+void pread_exact(int fd, void* out, size_t size, uint64_t offset, const std::string& path) {
+  auto* p = static_cast<char*>(out);
+  while (size > 0) {
+    ssize_t n = ::pread(fd, p, size, static_cast<off_t>(offset));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw_errno("read " + path);
+    }
+    if (n == 0) throw Error(path + ": image file is truncated");
+    p += n;
+    size -= static_cast<size_t>(n);
+    offset += static_cast<uint64_t>(n);
+  }
+}
+
+// Validates header and trailer; returns payload size and expected hash.
+void check_frame(int fd, const std::string& path, PayloadKind kind, uint64_t* size,
+                 uint64_t* hash) {
+  struct stat st;
+  if (::fstat(fd, &st) < 0) throw_errno("stat " + path);
+  uint64_t file_size = static_cast<uint64_t>(st.st_size);
+  if (file_size < kImageHeaderSize + kImageTrailerSize)
+    throw Error(path + ": image file is truncated (" + std::to_string(file_size) + " bytes)");
+  Header h;
+  pread_exact(fd, &h, sizeof h, 0, path);
+  if (std::memcmp(h.magic, kMagic, sizeof kMagic) != 0)
+    throw Error(path + ": not a cryo image file (bad magic)");
+  if (h.version != kImageFormatVersion)
+    throw Error(path + ": image format version " + std::to_string(h.version) +
+                " is not supported (this cryo reads version " +
+                std::to_string(kImageFormatVersion) + ")");
+  if (h.kind != static_cast<uint32_t>(kind))
+    throw Error(path + ": unexpected payload kind " + std::to_string(h.kind));
+  if (h.payload_size != file_size - kImageHeaderSize - kImageTrailerSize)
+    throw Error(path + ": image file is truncated or has trailing data (header says " +
+                std::to_string(h.payload_size) + " payload bytes, file has " +
+                std::to_string(file_size) + " bytes)");
+  Trailer t;
+  pread_exact(fd, &t, sizeof t, kImageHeaderSize + h.payload_size, path);
+  if (std::memcmp(t.magic, kEndMagic, sizeof kEndMagic) != 0)
+    throw Error(path + ": image file is corrupted (bad trailer)");
+  *size = h.payload_size;
+  *hash = t.hash;
+}
+
+}  // namespace
+
+void write_json_image(const std::string& dir, const std::string& name, const json& value) {
+  std::string payload = value.dump(1);
+  Header h = make_header(PayloadKind::kJson, payload.size());
+  Trailer t = make_trailer(XXH3_64bits(payload.data(), payload.size()));
+  std::string file;
+  file.reserve(sizeof h + payload.size() + sizeof t);
+  file.append(reinterpret_cast<const char*>(&h), sizeof h);
+  file += payload;
+  file.append(reinterpret_cast<const char*>(&t), sizeof t);
+  fs::write_file_atomic(dir + "/" + name, file, 0600);
+}
+
+json read_json_image(const std::string& dir, const std::string& name) {
+  std::string path = dir + "/" + name;
+  UniqueFd fd = fs::open_or_throw(path, O_RDONLY);
+  uint64_t size, hash;
+  check_frame(fd.get(), path, PayloadKind::kJson, &size, &hash);
+  if (size > (uint64_t{1} << 31)) throw Error(path + ": JSON image is implausibly large");
+  std::string payload(size, '\0');
+  pread_exact(fd.get(), payload.data(), size, kImageHeaderSize, path);
+  if (XXH3_64bits(payload.data(), payload.size()) != hash)
+    throw Error(path + ": image file is corrupted (checksum mismatch)");
+  try {
+    return json::parse(payload);
+  } catch (const json::exception& e) {
+    throw Error(path + ": image file is corrupted: " + e.what());
+  }
+}
+
+RawImageWriter::RawImageWriter(const std::string& dir, const std::string& name)
+    : path_(dir + "/" + name), hash_(XXH3_createState()) {
+  fd_ = fs::open_or_throw(path_, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  XXH3_64bits_reset(hash_);
+  Header h = make_header(PayloadKind::kRaw, 0);
+  fs::write_all(fd_.get(), &h, sizeof h, path_);
+}
+
+RawImageWriter::~RawImageWriter() {
+  XXH3_freeState(hash_);
+  if (!finished_) {
+    fd_.reset();
+    ::unlink(path_.c_str());
+  }
+}
+
+void RawImageWriter::append(const void* data, size_t size) {
+  fs::write_all(fd_.get(), data, size, path_);
+  XXH3_64bits_update(hash_, data, size);
+  size_ += size;
+}
+
+void RawImageWriter::finish() {
+  Trailer t = make_trailer(XXH3_64bits_digest(hash_));
+  fs::write_all(fd_.get(), &t, sizeof t, path_);
+  Header h = make_header(PayloadKind::kRaw, size_);
+  if (::pwrite(fd_.get(), &h, sizeof h, 0) != static_cast<ssize_t>(sizeof h))
+    throw_errno("write header of " + path_);
+  finished_ = true;
+  fd_.reset();
+}
+
+RawImageReader::RawImageReader(const std::string& dir, const std::string& name)
+    : path_(dir + "/" + name) {
+  fd_ = fs::open_or_throw(path_, O_RDONLY);
+  check_frame(fd_.get(), path_, PayloadKind::kRaw, &size_, &expected_hash_);
+}
+
+void RawImageReader::verify_checksum() const {
+  XXH3_state_t* state = XXH3_createState();
+  XXH3_64bits_reset(state);
+  std::vector<char> buf(4 << 20);
+  uint64_t done = 0;
+  try {
+    while (done < size_) {
+      size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), size_ - done));
+      pread_exact(fd_.get(), buf.data(), n, kImageHeaderSize + done, path_);
+      XXH3_64bits_update(state, buf.data(), n);
+      done += n;
+    }
+  } catch (...) {
+    XXH3_freeState(state);
+    throw;
+  }
+  uint64_t hash = XXH3_64bits_digest(state);
+  XXH3_freeState(state);
+  if (hash != expected_hash_) throw Error(path_ + ": image file is corrupted (checksum mismatch)");
+}
+
+void RawImageReader::read_at(uint64_t offset, void* out, size_t size) const {
+  if (offset + size > size_) throw Error(path_ + ": read past the end of the payload");
+  pread_exact(fd_.get(), out, size, kImageHeaderSize + offset, path_);
+}
+
+}  // namespace cryo::ckpt

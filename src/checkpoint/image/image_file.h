@@ -1,0 +1,79 @@
+// The on-disk format of checkpoint image files (see docs/IMAGE-FORMAT.md).
+//
+// Every file in an image directory is
+//   header  (32 bytes): magic "CRYOIMG\0", u32 format version, u32 payload kind, u64 payload size,
+//                       u64 reserved (0)
+//   payload (payload size bytes): JSON text (kind kJson) or raw bytes (kind kRaw, e.g. page data)
+//   trailer (16 bytes): u64 XXH3-64 of the payload, magic "CRYOEND\0"
+// Raw payloads are written as one contiguous run so they can be streamed, compressed and read
+// with preadv straight into the restored process's memory: payload offset = kImageHeaderSize.
+#pragma once
+
+#include <xxhash.h>
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "common/unique_fd.h"
+
+namespace cryo::ckpt {
+
+using json = nlohmann::json;
+
+inline constexpr uint32_t kImageFormatVersion = 1;
+inline constexpr size_t kImageHeaderSize = 32;
+inline constexpr size_t kImageTrailerSize = 16;
+
+enum class PayloadKind : uint32_t { kJson = 1, kRaw = 2 };
+
+// Writes `value` as a JSON image file `dir/name` (crash-safe: temp file + rename).
+void write_json_image(const std::string& dir, const std::string& name, const json& value);
+// Reads and verifies (magic, version, size, checksum) a JSON image file.
+json read_json_image(const std::string& dir, const std::string& name);
+
+// Streams a raw image file: append() any number of times, then finish(). The checksum is computed
+// as the data goes by; the header's size is filled in by finish(). Destroying an unfinished writer
+// removes the partial file.
+class RawImageWriter {
+ public:
+  RawImageWriter(const std::string& dir, const std::string& name);
+  ~RawImageWriter();
+  RawImageWriter(const RawImageWriter&) = delete;
+  RawImageWriter& operator=(const RawImageWriter&) = delete;
+
+  // Offset of the next appended byte inside the payload.
+  uint64_t payload_size() const { return size_; }
+  void append(const void* data, size_t size);
+  void finish();
+  int fd() const { return fd_.get(); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  UniqueFd fd_;
+  XXH3_state_t* hash_;
+  uint64_t size_ = 0;
+  bool finished_ = false;
+};
+
+// Opens a raw image file and verifies header and trailer. verify_checksum() reads the whole payload
+// once; callers that restore pages read them with pread/preadv at payload_offset() + offset.
+class RawImageReader {
+ public:
+  RawImageReader(const std::string& dir, const std::string& name);
+  uint64_t payload_size() const { return size_; }
+  static constexpr uint64_t payload_offset() { return kImageHeaderSize; }
+  void verify_checksum() const;
+  void read_at(uint64_t offset, void* out, size_t size) const;
+  int fd() const { return fd_.get(); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  UniqueFd fd_;
+  uint64_t size_ = 0;
+  uint64_t expected_hash_ = 0;
+};
+
+}  // namespace cryo::ckpt
