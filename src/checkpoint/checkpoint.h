@@ -1,0 +1,66 @@
+// The checkpoint engine's public interface. Knows processes, not containers: the container engine
+// passes what it knows (a cgroup to freeze, namespaces to create) through the options.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+namespace cryo::ckpt {
+
+struct DumpOptions {
+  bool leave_running = false;
+  bool shell_job = false;
+  bool tcp_established = false;
+  bool file_locks = false;
+  std::string freezer_cgroup;  // cgroup directory (v1 freezer or cgroup2) holding exactly the tree
+};
+
+// Measured, in microseconds (Podman's --print-stats names).
+struct DumpStats {
+  uint64_t freezing_time = 0;
+  uint64_t frozen_time = 0;
+  uint64_t memdump_time = 0;
+  uint64_t memwrite_time = 0;
+  uint64_t pages_scanned = 0;
+  uint64_t pages_written = 0;
+};
+
+// Dumps the tree rooted at `pid` into `image_dir`. Throws cryo::Error; on failure the tree runs
+// on as it was.
+DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& options);
+
+struct RestoreOptions {
+  bool detach = false;  // -d: do not wait for the tree
+  bool shell_job = false;
+  bool tcp_established = false;
+  bool file_locks = false;
+  std::string pidfile;
+  // The root is created in a new PID namespace as its PID 1 (container restore).
+  bool new_pid_namespace = false;
+  // Extra clone flags for the root (CLONE_NEWNS, CLONE_NEWUTS...), for callers that set up the
+  // namespaces from inside; and a hook run in the root before anything else is restored.
+  uint64_t root_clone_flags = 0;
+  std::function<void()> in_root_before_restore;
+};
+
+struct RestoreStats {
+  uint64_t forking_time = 0;
+  uint64_t restore_time = 0;
+  uint64_t pages_restored = 0;
+  uint64_t pages_compared = 0;
+  uint64_t pages_skipped_cow = 0;
+};
+
+struct RestoreResult {
+  pid_t root_pid = -1;  // in the caller's PID namespace
+  RestoreStats stats;
+};
+
+// Restores the tree in `image_dir`. On failure nothing of the new tree is left and the images are
+// untouched.
+RestoreResult restore(const std::string& image_dir, const RestoreOptions& options);
+
+}  // namespace cryo::ckpt

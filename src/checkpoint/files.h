@@ -1,0 +1,61 @@
+// Open files of a process tree: fd tables and the open file descriptions behind them (regular
+// files, directories, deleted files, devices, pipes, FIFOs; sockets and other kinds in their own
+// files). One open file description shared by several fds or processes stays one after restore.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace cryo::ckpt {
+
+struct FileDumpOptions {
+  bool shell_job = false;  // the tree's terminal is outside it: restore onto the restorer's terminal
+};
+
+// Dumps the fds of each process of a frozen tree. Descriptions are taken from the target with
+// pidfd_getfd and deduplicated across processes (kcmp).
+class FileDumper {
+ public:
+  FileDumper(std::string image_dir, FileDumpOptions options);
+  ~FileDumper();
+  // Writes fdtable-PID.img; remembers the descriptions the fds refer to.
+  void dump_process(pid_t pid, int pidfd);
+  // Writes files.img and the data files of the descriptions (pipe contents, deleted files...).
+  void finish();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+struct FileRestoreOptions {
+  bool shell_job = false;
+  // fds of the restoring cryo that stand for the dumped tree's outside terminal (--shell-job).
+  int inherit_tty_fd = -1;
+};
+
+// Every open file description of the dumped tree, created once by the coordinator before the root
+// is forked, so that each restoring process inherits them and installs its own fds.
+class FilePool {
+ public:
+  static std::unique_ptr<FilePool> open(const std::string& image_dir,
+                                        const FileRestoreOptions& options);
+  ~FilePool();
+  // In the restoring process `pid` (a fork of the coordinator, after it forked its own children):
+  // puts its fds in place with their flags and closes every other fd except those in `keep`, which
+  // are moved above the highest restored fd (their new numbers are written back into `keep`).
+  void install(pid_t pid, std::vector<int>* keep);
+  // Highest fd number used by any restored process (callers keep their own fds above it).
+  int max_fd() const;
+
+ private:
+  FilePool();
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace cryo::ckpt

@@ -1,0 +1,41 @@
+// Running syscalls inside a ptrace-stopped thread of another process (rr's AutoRemoteSyscalls is
+// the model). The thread's registers are saved on construction and put back on destruction, so the
+// thread resumes exactly where it was.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "checkpoint/ptrace.h"
+#include "checkpoint/remote_addr.h"
+#include "checkpoint/syscall_batch.h"
+
+namespace cryo::ckpt {
+
+class RemoteSyscalls {
+ public:
+  explicit RemoteSyscalls(PtraceAttachment& thread);
+  ~RemoteSyscalls();
+  RemoteSyscalls(const RemoteSyscalls&) = delete;
+  RemoteSyscalls& operator=(const RemoteSyscalls&) = delete;
+
+  pid_t tid() const;
+  // One syscall through a `syscall` instruction of the target (~30 µs). Returns the raw kernel
+  // result (-errno on failure); never throws for a failing syscall.
+  long syscall(long nr, uint64_t a1 = 0, uint64_t a2 = 0, uint64_t a3 = 0, uint64_t a4 = 0,
+               uint64_t a5 = 0, uint64_t a6 = 0);
+  // Scratch memory in the target, mapped on first use and unmapped on destruction.
+  RemoteAddr scratch(size_t size);
+  void write_memory(RemoteAddr addr, const void* data, size_t size);
+  void read_memory(RemoteAddr addr, void* out, size_t size);
+  // Runs all syscalls of the batch inside the target in one stop. Returns the serialized block as
+  // it is after the run: read results with SyscallBatch::result_of, outputs at offset_of(ref).
+  std::vector<uint8_t> run_batch(const SyscallBatch& batch);
+
+ private:
+  struct Impl;
+  Impl* impl_;
+};
+
+}  // namespace cryo::ckpt

@@ -1,0 +1,60 @@
+// Container networking: a persistent network namespace per container, the default bridge network
+// (10.88.0.0/16 like Podman's), veth pairs, IP leases, and port publishing by kernel NAT.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "engine/state/paths.h"
+
+namespace cryo::engine {
+
+struct PortMapping {
+  std::string host_ip;  // "" = all addresses
+  uint16_t host_port = 0;
+  uint16_t container_port = 0;
+  std::string protocol = "tcp";  // "tcp" or "udp"
+};
+
+struct NetworkRequest {
+  std::string mode = "bridge";  // bridge | host | none
+  std::string static_ip;        // --ip
+  std::string static_mac;       // --mac-address
+  std::vector<PortMapping> ports;
+};
+
+// What was set up; stored with the container (and exported as network.status on checkpoint).
+struct NetworkStatus {
+  std::string mode;
+  std::string netns_path;  // bind-mounted netns file; "" for host mode
+  std::string interface;   // "eth0" inside the container
+  std::string host_veth;
+  std::string ip;
+  int prefix_length = 0;
+  std::string gateway;
+  std::string mac;
+  std::vector<PortMapping> ports;
+};
+
+nlohmann::json to_json(const NetworkStatus& status);
+NetworkStatus network_status_from_json(const nlohmann::json& j);
+// Parses -p/--publish: [[ip:][hostPort]:]containerPort[/protocol]. Throws cryo::Error.
+PortMapping parse_publish(const std::string& spec);
+
+class NetworkManager {
+ public:
+  explicit NetworkManager(StorePaths paths);
+  // Creates the container's netns and, in bridge mode, the bridge (once), a veth pair, an IP lease
+  // and the NAT rules for its ports. Fails cleanly (nothing left) with a clear message, e.g. when
+  // a host port is already in use. Port conflicts are Podman's exit code 125.
+  NetworkStatus setup(const std::string& container_id, const NetworkRequest& request);
+  // Removes what setup() created; safe to call twice and on partial setups.
+  void teardown(const std::string& container_id, const NetworkStatus& status);
+
+ private:
+  StorePaths paths_;
+};
+
+}  // namespace cryo::engine
