@@ -36,14 +36,17 @@ void add_import(CLI::App& parent, GlobalOptions& global) {
       ->allow_extra_args(false);
   cmd->add_option("-m,--message", opts->message, "Commit message for the imported image");
   cmd->add_flag("-q,--quiet", opts->quiet, "Suppress output");
-  cmd->add_option("tarball", opts->tarball, "Rootfs tarball (plain, gzip, zstd, xz, bzip2)")
+  cmd->add_option("tarball", opts->tarball,
+                  "Rootfs tarball (plain, gzip, zstd, xz, bzip2), - for stdin")
       ->required();
   cmd->add_option("reference", opts->reference, "Name for the image");
   cmd->callback([opts, &global] {
     engine::ImageStore store = store_for(global);
     engine::ImportOptions options{opts->changes, opts->message, opts->reference};
     if (!opts->quiet) std::fputs("Getting image source signatures\n", stderr);
-    engine::ImageRecord image = store.import_rootfs(opts->tarball, options);
+    // Podman reads the tarball from stdin for "-"; libarchive reads /dev/stdin like any file.
+    std::string tarball = opts->tarball == "-" ? "/dev/stdin" : opts->tarball;
+    engine::ImageRecord image = store.import_rootfs(tarball, options);
     if (!opts->quiet) {
       std::fprintf(stderr, "Copying blob %s done\n",
                    image.layer_digests.back().substr(7, 12).c_str());
@@ -157,7 +160,7 @@ void add_images(CLI::App& parent, const std::string& name, GlobalOptions& global
              {"Digest", image.digest},
              {"History", image.names},
              {"Created", image.created},
-             {"CreatedAt", image.created}});
+             {"CreatedAt", engine::rfc3339_time(image.created)}});
       }
       std::printf("%s\n", out.dump(4).c_str());
       return;

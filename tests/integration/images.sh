@@ -83,6 +83,29 @@ cryo image rm "${id:0:8}" >/dev/null
 cryo image load -q -i "$tmp/busybox-oci.tar" >/dev/null
 expect_eq "$(cryo images -q --no-trunc)" "sha256:$id" "ID after oci-archive round trip"
 
+# --- compressed rootfs tarballs share the layer; concurrent imports are safe (flock) ---
+gzip -c "$tmp/busybox.tar" >"$tmp/busybox.tar.gz"
+pids=()
+for n in 1 2 3 4; do
+  cryo import -c "ENV N=$n" -c 'CMD ["sh", "-c", "echo hi"]' "$tmp/busybox.tar.gz" "par:$n" \
+    >"$tmp/par$n.out" 2>/dev/null &
+  pids+=($!)
+done
+for pid in "${pids[@]}"; do wait "$pid" || fail "a parallel import failed"; done
+for n in 1 2 3 4; do
+  cryo image inspect "par:$n" | python3 -c '
+import json, sys
+(img,) = json.load(sys.stdin)
+assert "N=%s" % sys.argv[1] in img["Config"]["Env"], img["Config"]
+assert img["Config"]["Cmd"] == ["sh", "-c", "echo hi"], img["Config"]
+assert img["Id"] == open(sys.argv[2]).read().strip(), "import did not print the ID"
+' "$n" "$tmp/par$n.out" || fail "par:$n"
+done
+expect_eq "$(ls "$tmp/root/layers")" "$layer_dir" "layers after gzip imports (one shared layer)"
+expect_eq "$(cryo images -q | wc -l)" 5 "image count after parallel imports"
+cryo rmi par:1 par:2 par:3 par:4 >/dev/null
+expect_eq "$(ls "$tmp/root/layers")" "$layer_dir" "busybox layer kept while busybox uses it"
+
 # --- a two-layer docker-archive whose upper layer whites out a file; overlayfs must hide it ---
 mkdir -p "$tmp/l1/etc" "$tmp/l1/data" "$tmp/l2/etc" "$tmp/l2/data" "$tmp/arch"
 echo keep >"$tmp/l1/etc/keep"

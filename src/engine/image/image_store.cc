@@ -25,18 +25,8 @@ constexpr const char* kManifestMediaType = "application/vnd.oci.image.manifest.v
 constexpr const char* kConfigMediaType = "application/vnd.oci.image.config.v1+json";
 constexpr const char* kLayerMediaType = "application/vnd.oci.image.layer.v1.tar";
 
-std::string rfc3339(int64_t seconds, long nanos) {
-  time_t t = static_cast<time_t>(seconds);
-  struct tm tm;
-  gmtime_r(&t, &tm);
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%09ldZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, nanos);
-  return buf;
-}
-
 // Seconds of an RFC 3339 time ("2024-05-01T10:00:00.5+02:00"); 0 when it does not parse.
-int64_t parse_rfc3339(const std::string& text) {
+int64_t parse_rfc3339_time(const std::string& text) {
   struct tm tm = {};
   int consumed = 0;
   if (std::sscanf(text.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
@@ -297,7 +287,7 @@ ImageRecord ImageStore::add_image_locked(const std::string& config_bytes,
   record.id = storage::sha256_hex(config_bytes);
   record.layer_digests = diff_ids_of(config);
   record.created = config.contains("created") && config["created"].is_string()
-                       ? parse_rfc3339(config["created"].get<std::string>())
+                       ? parse_rfc3339_time(config["created"].get<std::string>())
                        : 0;
   record.size = size;
   record.config = image_config_from_oci(config);
@@ -333,7 +323,7 @@ ImageRecord ImageStore::import_rootfs(const std::string& tarball, const ImportOp
 
     timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
-    std::string created = rfc3339(now.tv_sec, now.tv_nsec);
+    std::string created = rfc3339_time(now.tv_sec, now.tv_nsec);
     nlohmann::json config = {
         {"created", created},
         {"architecture", "amd64"},
@@ -555,8 +545,19 @@ void ImageStore::delete_image_locked(const ImageRecord& record) {
   for (const ImageRecord& other : list_locked())
     still_used.insert(other.layer_digests.begin(), other.layer_digests.end());
   storage::LayerStore layers(paths_);
-  for (const std::string& layer : record.layer_digests)
-    if (!still_used.count(layer)) layers.remove(layer);
+  // Under the lock every complete layer belongs to an image (commit and record happen under the
+  // same lock), so unreferenced ones, e.g. left by a crash between the two, are garbage too.
+  // ".tmp-" directories are not: another command may be unpacking into one right now.
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(paths_.layers_dir(), ec))
+    names.push_back(entry.path().filename().string());
+  for (const std::string& name : names) {
+    if (storage::is_sha256_hex(name) && !still_used.count("sha256:" + name))
+      layers.remove("sha256:" + name);
+    else if (starts_with(name, ".rm-"))
+      fs::remove_all(paths_.layers_dir() + "/" + name);
+  }
 }
 
 RemoveResult ImageStore::remove(const std::string& ref, bool force) {
@@ -621,7 +622,7 @@ nlohmann::json ImageStore::inspect(const ImageRecord& image) const {
       {"RepoDigests", repo_digests},
       {"Parent", ""},
       {"Comment", comment},
-      {"Created", config.value("created", rfc3339(image.created, 0))},
+      {"Created", config.value("created", rfc3339_time(image.created, 0))},
       {"Config", config.value("config", nlohmann::json::object())},
       {"Version", ""},
       {"Author", config.value("author", "")},

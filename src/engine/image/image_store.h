@@ -59,6 +59,8 @@ ImageConfig image_config_from_oci(const nlohmann::json& oci_config);
 // "2 minutes ago" (Docker's units.HumanDuration) and "4.53 MB" (HumanSize, decimal units).
 std::string human_duration_since(int64_t then_seconds, int64_t now_seconds);
 std::string human_size(uint64_t bytes);
+// "2024-05-01T10:00:00Z", with ".nnnnnnnnn" before the Z when nanos is not 0.
+std::string rfc3339_time(int64_t seconds, long nanos = 0);
 
 enum class ArchiveFormat { kDockerArchive, kOciArchive };
 
