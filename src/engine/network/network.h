@@ -11,6 +11,7 @@
 
 namespace cryo::engine {
 
+// One published port. host_port 0 asks for a free host port, chosen by setup().
 struct PortMapping {
   std::string host_ip;  // "" = all addresses
   uint16_t host_port = 0;
@@ -40,6 +41,8 @@ struct NetworkStatus {
 
 nlohmann::json to_json(const NetworkStatus& status);
 NetworkStatus network_status_from_json(const nlohmann::json& j);
+// The request that rebuilds the same network (mode, IP, MAC, the same host ports) for a restore.
+NetworkRequest request_from_status(const NetworkStatus& status);
 // Parses -p/--publish: [[ip:][hostPort]:]containerPort[/protocol]. Throws cryo::Error.
 PortMapping parse_publish(const std::string& spec);
 
@@ -50,10 +53,22 @@ class NetworkManager {
   // and the NAT rules for its ports. Fails cleanly (nothing left) with a clear message, e.g. when
   // a host port is already in use. Port conflicts are Podman's exit code 125.
   NetworkStatus setup(const std::string& container_id, const NetworkRequest& request);
-  // Removes what setup() created; safe to call twice and on partial setups.
+  // Removes what setup() created (NAT rules, published-port records, veth pair, netns); safe to
+  // call twice and on partial setups. The IP lease (and MAC) is kept, so that the next setup of
+  // the same container (restart, restore) gets the same addresses: call release() when the
+  // container is removed.
   void teardown(const std::string& container_id, const NetworkStatus& status);
+  // Releases the container's IP lease (container removal). No-op when it has none.
+  void release(const std::string& container_id);
+
+  // Where setup() puts the container's netns file: <runroot>/netns/<container_id>.
+  std::string netns_path(const std::string& container_id) const;
+  // Host side veth name of a container: "veth" + the first 11 characters of its id.
+  static std::string host_veth_name(const std::string& container_id);
 
  private:
+  void setup_bridge(const std::string& container_id, const NetworkRequest& request,
+                    NetworkStatus& status);
   StorePaths paths_;
 };
 

@@ -1,0 +1,36 @@
+#include "engine/network/state_file.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+
+#include <cerrno>
+#include <filesystem>
+
+#include "common/error.h"
+#include "common/fs.h"
+
+namespace cryo::engine {
+
+LockedJsonFile::LockedJsonFile(std::string path) : path_(std::move(path)) {
+  fs::mkdir_p(std::filesystem::path(path_).parent_path());
+  lock_ = fs::open_or_throw(path_ + ".lock", O_RDWR | O_CREAT, 0600);
+  while (::flock(lock_.get(), LOCK_EX) < 0) {
+    if (errno != EINTR) throw_errno("flock " + path_ + ".lock");
+  }
+  auto text = fs::read_file_if_exists(path_);
+  if (!text || text->empty()) {
+    data_ = nlohmann::json::object();
+    return;
+  }
+  try {
+    data_ = nlohmann::json::parse(*text);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error("parse " + path_ + ": " + e.what());
+  }
+}
+
+void LockedJsonFile::save() {
+  fs::write_file_atomic(path_, data_.dump(2) + "\n", 0600);
+}
+
+}  // namespace cryo::engine
