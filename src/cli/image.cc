@@ -1,11 +1,287 @@
 // Image commands: import, load, save, images, rmi, image inspect.
+#include <cstdio>
+#include <ctime>
+#include <iostream>
+#include <memory>
+
 #include "cli/cli.h"
+#include "common/error.h"
+#include "common/strings.h"
+#include "engine/image/image_store.h"
 
 namespace cryo::cli {
 
+// `cryo inspect` falls back to this for names that are not containers (declare it in cli.h).
+nlohmann::json inspect_images(const GlobalOptions& global, const std::vector<std::string>& refs);
+
+namespace {
+
+engine::ImageStore store_for(const GlobalOptions& global) {
+  return engine::ImageStore(engine::StorePaths{global.root, global.runroot});
+}
+
+void add_import(CLI::App& parent, GlobalOptions& global) {
+  struct Options {
+    std::vector<std::string> changes;
+    std::string message;
+    std::string tarball;
+    std::string reference;
+    bool quiet = false;
+  };
+  auto opts = std::make_shared<Options>();
+  CLI::App* cmd = parent.add_subcommand("import", "Import a tarball to create a filesystem image");
+  cmd->add_option("-c,--change", opts->changes,
+                  "Apply a Dockerfile instruction (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, "
+                  "STOPSIGNAL, USER, VOLUME, WORKDIR)")
+      ->allow_extra_args(false);
+  cmd->add_option("-m,--message", opts->message, "Commit message for the imported image");
+  cmd->add_flag("-q,--quiet", opts->quiet, "Suppress output");
+  cmd->add_option("tarball", opts->tarball, "Rootfs tarball (plain, gzip, zstd, xz, bzip2)")
+      ->required();
+  cmd->add_option("reference", opts->reference, "Name for the image");
+  cmd->callback([opts, &global] {
+    engine::ImageStore store = store_for(global);
+    engine::ImportOptions options{opts->changes, opts->message, opts->reference};
+    if (!opts->quiet) std::fputs("Getting image source signatures\n", stderr);
+    engine::ImageRecord image = store.import_rootfs(opts->tarball, options);
+    if (!opts->quiet) {
+      std::fprintf(stderr, "Copying blob %s done\n",
+                   image.layer_digests.back().substr(7, 12).c_str());
+      std::fprintf(stderr, "Copying config %s done\nWriting manifest to image destination\n",
+                   image.id.substr(0, 12).c_str());
+    }
+    std::printf("%s\n", image.id.c_str());
+  });
+}
+
+void add_load(CLI::App& parent, GlobalOptions& global) {
+  struct Options {
+    std::string input;
+    bool quiet = false;
+  };
+  auto opts = std::make_shared<Options>();
+  CLI::App* cmd = parent.add_subcommand("load", "Load image(s) from a tar archive");
+  cmd->add_option("-i,--input", opts->input, "Read from the specified archive file")->required();
+  cmd->add_flag("-q,--quiet", opts->quiet, "Suppress the output");
+  cmd->callback([opts, &global] {
+    engine::ImageStore store = store_for(global);
+    if (!opts->quiet) std::fputs("Getting image source signatures\n", stderr);
+    for (const engine::ImageRecord& image : store.load(opts->input)) {
+      if (image.names.empty()) std::printf("Loaded image: sha256:%s\n", image.id.c_str());
+      for (const std::string& name : image.names) std::printf("Loaded image: %s\n", name.c_str());
+    }
+  });
+}
+
+void add_save(CLI::App& parent, GlobalOptions& global) {
+  struct Options {
+    std::string output;
+    std::string format = "docker-archive";
+    std::string image;
+    bool quiet = false;
+  };
+  auto opts = std::make_shared<Options>();
+  CLI::App* cmd = parent.add_subcommand("save", "Save image to an archive");
+  cmd->add_option("-o,--output", opts->output, "Write to a specified file")->required();
+  cmd->add_option("--format", opts->format, "Save image to docker-archive or oci-archive");
+  cmd->add_flag("-q,--quiet", opts->quiet, "Suppress the output");
+  cmd->add_option("image", opts->image, "Image to save")->required();
+  cmd->callback([opts, &global] {
+    engine::ArchiveFormat format;
+    if (opts->format == "docker-archive") {
+      format = engine::ArchiveFormat::kDockerArchive;
+    } else if (opts->format == "oci-archive") {
+      format = engine::ArchiveFormat::kOciArchive;
+    } else {
+      throw ExitCodeError(
+          "unknown format \"" + opts->format + "\": supported are docker-archive and oci-archive",
+          125);
+    }
+    store_for(global).save(opts->image, opts->output, format);
+  });
+}
+
+std::string repository_of(const std::string& name) {
+  return name.substr(0, name.rfind(':'));
+}
+std::string tag_of(const std::string& name) {
+  return name.substr(name.rfind(':') + 1);
+}
+
+void add_images(CLI::App& parent, const std::string& name, GlobalOptions& global) {
+  struct Options {
+    bool quiet = false;
+    bool all = false;
+    bool no_trunc = false;
+    std::string format;
+    std::string filter_ref;
+  };
+  auto opts = std::make_shared<Options>();
+  CLI::App* cmd = parent.add_subcommand(name, "List images in local storage");
+  cmd->add_flag("-q,--quiet", opts->quiet, "Display only image IDs");
+  cmd->add_flag("-a,--all", opts->all, "Show all images (there are no intermediate images)");
+  cmd->add_flag("--no-trunc", opts->no_trunc, "Do not truncate output");
+  cmd->add_option("--format", opts->format, "Output format: json");
+  cmd->add_option("image", opts->filter_ref, "Only images of this repository");
+  cmd->callback([opts, &global] {
+    engine::ImageStore store = store_for(global);
+    std::vector<engine::ImageRecord> images = store.list();
+    if (!opts->filter_ref.empty()) {
+      std::string wanted = engine::normalize_image_name(opts->filter_ref);
+      bool with_tag = opts->filter_ref.find(':') != std::string::npos;
+      std::erase_if(images, [&](const engine::ImageRecord& image) {
+        for (const std::string& n : image.names)
+          if (with_tag ? n == wanted : repository_of(n) == repository_of(wanted)) return false;
+        return true;
+      });
+    }
+    int64_t now = ::time(nullptr);
+    if (opts->format == "json") {
+      nlohmann::json out = nlohmann::json::array();
+      for (const engine::ImageRecord& image : images) {
+        nlohmann::json repo_digests = nlohmann::json::array();
+        for (const std::string& n : image.names)
+          repo_digests.push_back(repository_of(n) + "@" + image.digest);
+        out.push_back(
+            {{"Id", image.id},
+             {"ParentId", ""},
+             {"RepoTags", nullptr},
+             {"RepoDigests", repo_digests},
+             {"Size", image.size},
+             {"SharedSize", 0},
+             {"VirtualSize", image.size},
+             {"Labels", image.config.labels.empty() ? nlohmann::json(nullptr)
+                                                    : nlohmann::json(image.config.labels)},
+             {"Containers", store.containers_using(image.id).size()},
+             {"Names", image.names},
+             {"Digest", image.digest},
+             {"History", image.names},
+             {"Created", image.created},
+             {"CreatedAt", image.created}});
+      }
+      std::printf("%s\n", out.dump(4).c_str());
+      return;
+    }
+    if (!opts->format.empty())
+      throw ExitCodeError("not supported yet: --format \"" + opts->format + "\" (only json)", 125);
+    if (opts->quiet) {
+      for (const engine::ImageRecord& image : images)
+        std::printf("%s\n", opts->no_trunc ? ("sha256:" + image.id).c_str()
+                                           : image.id.substr(0, 12).c_str());
+      return;
+    }
+    std::vector<std::vector<std::string>> rows = {
+        {"REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"}};
+    for (const engine::ImageRecord& image : images) {
+      std::string id = opts->no_trunc ? "sha256:" + image.id : image.id.substr(0, 12);
+      std::string created = engine::human_duration_since(image.created, now);
+      std::string size = engine::human_size(image.size);
+      if (image.names.empty()) rows.push_back({"<none>", "<none>", id, created, size});
+      for (const std::string& n : image.names)
+        rows.push_back({repository_of(n), tag_of(n), id, created, size});
+    }
+    std::vector<size_t> widths(rows[0].size(), 0);
+    for (const auto& row : rows)
+      for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+    for (const auto& row : rows) {
+      std::string line;
+      for (size_t i = 0; i < row.size(); ++i) {
+        line += row[i];
+        if (i + 1 < row.size()) line += std::string(widths[i] - row[i].size() + 2, ' ');
+      }
+      std::printf("%s\n", line.c_str());
+    }
+  });
+}
+
+void add_rmi(CLI::App& parent, const std::string& name, GlobalOptions& global) {
+  struct Options {
+    bool force = false;
+    bool all = false;
+    std::vector<std::string> images;
+  };
+  auto opts = std::make_shared<Options>();
+  CLI::App* cmd = parent.add_subcommand(name, "Remove one or more images from local storage");
+  cmd->add_flag("-f,--force", opts->force, "Force removal of the image and its containers");
+  cmd->add_flag("-a,--all", opts->all, "Remove all images");
+  cmd->add_option("image", opts->images, "Images to remove");
+  cmd->callback([opts, &global] {
+    engine::ImageStore store = store_for(global);
+    std::vector<std::string> refs = opts->images;
+    if (opts->all)
+      for (const engine::ImageRecord& image : store.list()) refs.push_back(image.id);
+    if (refs.empty()) throw ExitCodeError("image name or ID must be specified", 125);
+    // Like Podman: go on with the other images, report each failure, exit with the last code.
+    int code = 0;
+    for (const std::string& ref : refs) {
+      try {
+        engine::RemoveResult result = store.remove(ref, opts->force);
+        for (const std::string& n : result.untagged) std::printf("Untagged: %s\n", n.c_str());
+        if (result.deleted) std::printf("Deleted: %s\n", result.deleted->c_str());
+      } catch (const ExitCodeError& e) {
+        if (opts->force && e.exit_code() == 1) continue;  // -f ignores unknown images
+        std::fflush(stdout);
+        std::fprintf(stderr, "Error: %s\n", e.what());
+        code = e.exit_code();
+      } catch (const Error& e) {
+        std::fflush(stdout);
+        std::fprintf(stderr, "Error: %s\n", e.what());
+        code = 125;
+      }
+    }
+    exit_code() = code;
+  });
+}
+
+void add_inspect(CLI::App& parent, GlobalOptions& global) {
+  auto images = std::make_shared<std::vector<std::string>>();
+  auto format = std::make_shared<std::string>();
+  CLI::App* cmd = parent.add_subcommand("inspect", "Display the configuration of an image");
+  cmd->add_option("-f,--format", *format, "Output format: json");
+  cmd->add_option("image", *images, "Images to inspect")->required();
+  cmd->callback([images, format, &global] {
+    if (!format->empty() && *format != "json")
+      throw ExitCodeError("not supported yet: --format \"" + *format + "\" (only json)", 125);
+    std::printf("%s\n", inspect_images(global, *images).dump(4).c_str());
+  });
+}
+
+void add_tag(CLI::App& parent, GlobalOptions& global) {
+  auto args = std::make_shared<std::vector<std::string>>();
+  CLI::App* cmd = parent.add_subcommand("tag", "Add an additional name to a local image");
+  cmd->add_option("image-and-names", *args, "IMAGE TARGET_NAME [TARGET_NAME...]")->required();
+  cmd->callback([args, &global] {
+    if (args->size() < 2)
+      throw ExitCodeError("image name and at least one target name required", 125);
+    engine::ImageStore store = store_for(global);
+    for (size_t i = 1; i < args->size(); ++i) store.tag((*args)[0], (*args)[i]);
+  });
+}
+
+}  // namespace
+
+nlohmann::json inspect_images(const GlobalOptions& global, const std::vector<std::string>& refs) {
+  engine::ImageStore store = store_for(global);
+  nlohmann::json out = nlohmann::json::array();
+  for (const std::string& ref : refs) out.push_back(store.inspect(store.resolve(ref)));
+  return out;
+}
+
 void register_image_commands(CLI::App& app, GlobalOptions& global) {
-  (void)app;
-  (void)global;
+  CLI::App* image = app.add_subcommand("image", "Manage images");
+  image->require_subcommand(1);
+  for (CLI::App* parent : {&app, image}) {
+    add_import(*parent, global);
+    add_load(*parent, global);
+    add_save(*parent, global);
+    add_tag(*parent, global);
+  }
+  add_images(app, "images", global);
+  add_images(*image, "ls", global);
+  add_images(*image, "list", global);
+  add_rmi(app, "rmi", global);
+  add_rmi(*image, "rm", global);
+  add_inspect(*image, global);
 }
 
 }  // namespace cryo::cli

@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Image commands through the real binary, with private --root/--runroot:
+# import busybox, images, inspect, save -> rmi -> load (same ID), oci-archive, a two-layer
+# docker-archive with a whiteout mounted through overlayfs, digest mismatch, unknown image errors.
+set -euo pipefail
+
+src=${CRYO_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
+cryo_bin=${CRYO:-$src/build/src/cli/cryo}
+tmp=$(mktemp -d /tmp/cryo-images-test.XXXXXX)
+mounted=""
+cleanup() {
+  if [[ -n $mounted ]]; then umount "$mounted" || true; fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+cryo() { "$cryo_bin" --root "$tmp/root" --runroot "$tmp/run" "$@"; }
+fail() {
+  echo "FAIL: $*" >&2
+  exit 1
+}
+expect_eq() { [[ $1 == "$2" ]] || fail "$3: expected '$2', got '$1'"; }
+
+# --- import (through the shared script, which must be idempotent) ---
+BUSYBOX_TAR=$tmp/busybox.tar CRYO=$cryo_bin bash "$src/scripts/import-busybox-image.sh" \
+  --root "$tmp/root" --runroot "$tmp/run"
+BUSYBOX_TAR=$tmp/busybox.tar CRYO=$cryo_bin bash "$src/scripts/import-busybox-image.sh" \
+  --root "$tmp/root" --runroot "$tmp/run"
+[[ $(cryo images -q | wc -l) == 1 ]] || fail "the import script imported twice"
+
+id=$(cryo image inspect busybox | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["Id"])')
+[[ $id =~ ^[0-9a-f]{64}$ ]] || fail "bad image id '$id'"
+
+listing=$(cryo images)
+head -1 <<<"$listing" | grep -Eq '^REPOSITORY +TAG +IMAGE ID +CREATED +SIZE$' || fail "header: $listing"
+grep -Eq "^localhost/busybox +latest +${id:0:12} +.* ago +[0-9.]+ [kM]B$" <<<"$listing" ||
+  fail "images row: $listing"
+expect_eq "$(cryo images -q)" "${id:0:12}" "images -q"
+expect_eq "$(cryo image ls --format json | python3 -c \
+  'import json,sys; i=json.load(sys.stdin)[0]; print(i["Id"], i["Names"][0])')" \
+  "$id localhost/busybox:latest" "image ls --format json"
+
+# --- inspect ---
+cryo image inspect localhost/busybox:latest >"$tmp/inspect.json"
+python3 - "$tmp/inspect.json" "$id" "$tmp/root" <<'EOF'
+import json, os, sys
+path, image_id, root = sys.argv[1:]
+(img,) = json.load(open(path))
+assert img["Id"] == image_id, img["Id"]
+assert img["RepoTags"] == ["localhost/busybox:latest"], img["RepoTags"]
+assert img["Config"]["Cmd"] == ["sh"], img["Config"]
+assert img["RootFS"]["Type"] == "layers" and len(img["RootFS"]["Layers"]) == 1, img["RootFS"]
+assert img["Architecture"] == "amd64" and img["Os"] == "linux"
+assert img["Digest"].startswith("sha256:")
+assert img["Size"] > 1000000, img["Size"]
+layer = img["RootFS"]["Layers"][0].split(":")[1]
+diff = os.path.join(root, "layers", layer, "diff")
+assert os.path.realpath(os.path.join(diff, "bin/sh")).endswith("/bin/busybox")
+assert "Hello from cryo" in open(os.path.join(diff, "www/index.html")).read()
+assert "nobody" in open(os.path.join(diff, "etc/passwd")).read()
+EOF
+layer_dir=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[0]["RootFS"]["Layers"][0][7:])' \
+  "$tmp/inspect.json")
+[[ -d $tmp/root/layers/$layer_dir/diff ]] || fail "layer dir missing"
+
+# --- save (docker-archive) -> rmi -> load ---
+cryo save -o "$tmp/busybox-docker.tar" busybox
+tar -tf "$tmp/busybox-docker.tar" | grep -qx manifest.json || fail "docker-archive has no manifest.json"
+tar -tf "$tmp/busybox-docker.tar" | grep -qx "$id.json" || fail "docker-archive has no config"
+out=$(cryo rmi busybox)
+expect_eq "$out" $'Untagged: localhost/busybox:latest\nDeleted: '"$id" "rmi output"
+[[ ! -e $tmp/root/layers/$layer_dir ]] || fail "rmi left the layer dir"
+[[ -z $(cryo images -q) ]] || fail "image still listed after rmi"
+expect_eq "$(cryo load -i "$tmp/busybox-docker.tar" 2>/dev/null)" "Loaded image: localhost/busybox:latest" \
+  "load output"
+expect_eq "$(cryo images -q --no-trunc)" "sha256:$id" "ID after docker-archive round trip"
+
+# --- oci-archive round trip through `image` subcommands ---
+cryo image save --format oci-archive -o "$tmp/busybox-oci.tar" localhost/busybox
+for member in oci-layout index.json "blobs/sha256/$id"; do
+  tar -tf "$tmp/busybox-oci.tar" | grep -qx "$member" || fail "oci-archive lacks $member"
+done
+cryo image rm "${id:0:8}" >/dev/null
+cryo image load -q -i "$tmp/busybox-oci.tar" >/dev/null
+expect_eq "$(cryo images -q --no-trunc)" "sha256:$id" "ID after oci-archive round trip"
+
+# --- a two-layer docker-archive whose upper layer whites out a file; overlayfs must hide it ---
+mkdir -p "$tmp/l1/etc" "$tmp/l1/data" "$tmp/l2/etc" "$tmp/l2/data" "$tmp/arch"
+echo keep >"$tmp/l1/etc/keep"
+echo gone >"$tmp/l1/etc/gone"
+echo old >"$tmp/l1/data/old"
+: >"$tmp/l2/etc/.wh.gone"
+: >"$tmp/l2/data/.wh..wh..opq"
+echo new >"$tmp/l2/data/new"
+tar -C "$tmp/l1" -cf "$tmp/arch/l1.tar" etc data
+tar -C "$tmp/l2" -cf "$tmp/arch/l2.tar" etc data
+d1=$(sha256sum "$tmp/arch/l1.tar" | cut -d' ' -f1)
+d2=$(sha256sum "$tmp/arch/l2.tar" | cut -d' ' -f1)
+cat >"$tmp/arch/config.json" <<EOF
+{"architecture":"amd64","os":"linux","config":{"Cmd":["sh"]},
+ "rootfs":{"type":"layers","diff_ids":["sha256:$d1","sha256:$d2"]}}
+EOF
+cat >"$tmp/arch/manifest.json" <<EOF
+[{"Config":"config.json","RepoTags":["two:layers"],"Layers":["l1.tar","l2.tar"]}]
+EOF
+tar -C "$tmp/arch" -cf "$tmp/two.tar" manifest.json config.json l1.tar l2.tar
+expect_eq "$(cryo load -i "$tmp/two.tar" 2>/dev/null)" "Loaded image: docker.io/library/two:layers" \
+  "two-layer load"
+mapfile -t layers < <(cryo image inspect two:layers | python3 -c \
+  'import json,sys; [print(l[7:]) for l in json.load(sys.stdin)[0]["RootFS"]["Layers"]]')
+expect_eq "${layers[*]}" "$d1 $d2" "layer order"
+mkdir -p "$tmp/merged"
+mount -t overlay overlay -o "lowerdir=$tmp/root/layers/$d2/diff:$tmp/root/layers/$d1/diff" "$tmp/merged"
+mounted=$tmp/merged
+[[ -f $tmp/merged/etc/keep && ! -e $tmp/merged/etc/gone ]] || fail "whiteout not honoured by overlayfs"
+[[ -f $tmp/merged/data/new && ! -e $tmp/merged/data/old ]] || fail "opaque dir not honoured by overlayfs"
+umount "$tmp/merged"
+mounted=""
+
+# --- a layer that does not match its diff_id loads nothing ---
+echo tampered >>"$tmp/l2/data/new"
+tar -C "$tmp/l2" -cf "$tmp/arch/l2.tar" etc data
+sed -i 's/two:layers/bad:layers/' "$tmp/arch/manifest.json"
+tar -C "$tmp/arch" -cf "$tmp/bad.tar" manifest.json config.json l1.tar l2.tar
+before=$(ls "$tmp/root/layers" | sort)
+if err=$(cryo load -i "$tmp/bad.tar" 2>&1); then fail "tampered archive loaded"; fi
+grep -q "digest mismatch" <<<"$err" || fail "mismatch message: $err"
+expect_eq "$(ls "$tmp/root/layers" | sort)" "$before" "layers after a failed load"
+if cryo image inspect bad:layers >/dev/null 2>&1; then fail "bad:layers exists"; fi
+
+# --- unknown images ---
+set +e
+err=$(cryo image inspect nosuch 2>&1)
+rc=$?
+set -e
+expect_eq "$rc" 125 "image inspect exit code"
+expect_eq "$err" "Error: nosuch: image not known" "image inspect message"
+set +e
+err=$(cryo rmi nosuch 2>&1)
+rc=$?
+set -e
+expect_eq "$rc" 1 "rmi exit code"
+expect_eq "$err" "Error: nosuch: image not known" "rmi message"
+
+# --- an image used by a container is not removed ---
+mkdir -p "$tmp/root/containers/abc123"
+echo "{\"image_id\": \"$id\"}" >"$tmp/root/containers/abc123/config.json"
+set +e
+err=$(cryo rmi busybox 2>&1)
+rc=$?
+set -e
+expect_eq "$rc" 2 "rmi of an image in use"
+expect_eq "$err" "Error: image used by abc123: image is in use by a container" "rmi in use message"
+rm -rf "$tmp/root/containers/abc123"
+
+cryo rmi -a >/dev/null
+[[ -z $(ls "$tmp/root/layers") ]] || fail "rmi -a left layers: $(ls "$tmp/root/layers")"
+echo "images: all checks passed"
