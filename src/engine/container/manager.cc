@@ -1,0 +1,474 @@
+#include "engine/container/manager.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "common/error.h"
+#include "common/fs.h"
+#include "common/log.h"
+#include "common/strings.h"
+#include "engine/container/oci_spec.h"
+#include "engine/image/image_store.h"
+#include "engine/network/network.h"
+#include "engine/runtime/cgroup.h"
+
+namespace cryo::engine {
+
+namespace {
+
+constexpr const char* kDefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+std::string env_key(const std::string& entry) {
+  return entry.substr(0, entry.find('='));
+}
+
+void set_env(std::vector<std::string>& env, const std::string& entry) {
+  std::string key = env_key(entry);
+  for (auto& e : env)
+    if (env_key(e) == key) {
+      e = entry;
+      return;
+    }
+  env.push_back(entry);
+}
+
+bool has_env(const std::vector<std::string>& env, const std::string& key) {
+  for (const auto& e : env)
+    if (env_key(e) == key) return true;
+  return false;
+}
+
+// -e KEY (no '=') takes the value from cryo's own environment, or is dropped when unset.
+std::optional<std::string> expand_env_entry(const std::string& entry) {
+  if (entry.find('=') != std::string::npos) return entry;
+  const char* value = ::getenv(entry.c_str());
+  if (!value) return std::nullopt;
+  return entry + "=" + value;
+}
+
+std::vector<std::string> parse_entrypoint(const std::string& text) {
+  if (!text.empty() && text.front() == '[') {
+    try {
+      return nlohmann::json::parse(text).get<std::vector<std::string>>();
+    } catch (const nlohmann::json::exception& e) {
+      throw ExitCodeError("invalid --entrypoint " + text + ": " + e.what(), 125);
+    }
+  }
+  if (text.empty()) return {};
+  return {text};
+}
+
+bool process_alive(pid_t pid) {
+  return pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM);
+}
+
+// Guards against a recycled PID: the monitor's command line names the container.
+bool is_monitor_of(pid_t pid, const std::string& id) {
+  auto cmdline = fs::read_file_if_exists("/proc/" + std::to_string(pid) + "/cmdline");
+  return cmdline && cmdline->find(kMonitorCommand) != std::string::npos &&
+         cmdline->find(id) != std::string::npos;
+}
+
+std::string resolv_conf_for(const std::string& mode) {
+  std::string host = fs::read_file_if_exists("/etc/resolv.conf").value_or("");
+  if (mode == "host") return host;
+  // Loopback resolvers of the host are unreachable from another network namespace.
+  std::string out;
+  bool has_server = false;
+  for (const auto& line : split(host, '\n')) {
+    std::string_view t = trim(line);
+    if (starts_with(t, "nameserver")) {
+      std::string_view addr = trim(t.substr(10));
+      if (starts_with(addr, "127.") || addr == "::1") continue;
+      has_server = true;
+    }
+    if (!t.empty()) out += std::string(t) + "\n";
+  }
+  if (!has_server && mode == "bridge") out += "nameserver 10.88.0.1\n";
+  return out;
+}
+
+}  // namespace
+
+int64_t parse_memory_size(const std::string& text) {
+  size_t pos = 0;
+  double value;
+  try {
+    value = std::stod(text, &pos);
+  } catch (const std::exception&) {
+    throw ExitCodeError("invalid size: '" + text + "'", 125);
+  }
+  std::string unit = text.substr(pos);
+  for (auto& c : unit) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (!unit.empty() && unit.back() == 'b' && unit.size() > 1) unit.pop_back();
+  double scale = 1;
+  if (unit.empty() || unit == "b")
+    scale = 1;
+  else if (unit == "k")
+    scale = 1024.0;
+  else if (unit == "m")
+    scale = 1024.0 * 1024;
+  else if (unit == "g")
+    scale = 1024.0 * 1024 * 1024;
+  else if (unit == "t")
+    scale = 1024.0 * 1024 * 1024 * 1024;
+  else
+    throw ExitCodeError("invalid size: '" + text + "'", 125);
+  if (value < 0) throw ExitCodeError("invalid size: '" + text + "'", 125);
+  return static_cast<int64_t>(std::llround(value * scale));
+}
+
+MountRequest parse_volume(const std::string& spec, const StorePaths& paths) {
+  auto parts = split(spec, ':');
+  if (parts.size() < 2 || parts.size() > 3 || parts[0].empty() || parts[1].empty())
+    throw ExitCodeError("invalid volume specification \"" + spec + "\"", 125);
+  MountRequest m;
+  m.destination = parts[1];
+  if (m.destination.front() != '/')
+    throw ExitCodeError(
+        "invalid container path \"" + m.destination + "\", must be an absolute path", 125);
+  if (parts.size() == 3) {
+    for (const auto& opt : split(parts[2], ',')) {
+      if (opt == "ro")
+        m.read_only = true;
+      else if (opt == "rw" || opt == "z" || opt == "Z" || opt.empty())
+        continue;
+      else
+        throw ExitCodeError("invalid volume option \"" + opt + "\" in \"" + spec + "\"", 125);
+    }
+  }
+  if (parts[0].front() == '/') {
+    m.source = parts[0];
+    struct stat st;
+    if (::stat(m.source.c_str(), &st) < 0)
+      throw ExitCodeError("statfs " + m.source + ": " + std::strerror(errno), 125);
+  } else {
+    if (!valid_container_name(parts[0]))
+      throw ExitCodeError("invalid volume name \"" + parts[0] + "\"", 125);
+    m.volume_name = parts[0];
+    // Named volumes are created on demand; `volume create` uses the same layout.
+    m.source = paths.volumes_dir() + "/" + m.volume_name + "/_data";
+  }
+  return m;
+}
+
+ContainerManager::ContainerManager(StorePaths paths) : paths_(paths), store_(std::move(paths)) {}
+
+ContainerRecord ContainerManager::create(const CreateRequest& req) {
+  ImageStore images(paths_);
+  ImageRecord image = images.resolve(req.image);
+  std::vector<std::string> layers = images.layer_dirs(image);
+  std::reverse(layers.begin(), layers.end());  // overlayfs wants the highest layer first
+
+  ContainerRecord record;
+  record.name = req.name;
+  record.image_id = image.id;
+  record.image_name = image.names.empty() ? image.id : image.names.front();
+  ContainerConfig& c = record.config;
+  if (req.entrypoint) {
+    c.entrypoint = parse_entrypoint(*req.entrypoint);
+    c.cmd = req.command;
+  } else {
+    c.entrypoint = image.config.entrypoint;
+    c.cmd = req.command.empty() ? image.config.cmd : req.command;
+  }
+  if (c.entrypoint.empty() && c.cmd.empty())
+    throw ExitCodeError("no command or entrypoint provided, and no CMD or ENTRYPOINT from image",
+                        125);
+  c.working_dir = !req.workdir.empty()                ? req.workdir
+                  : !image.config.working_dir.empty() ? image.config.working_dir
+                                                      : "/";
+  c.user = !req.user.empty() ? req.user : image.config.user;
+  c.tty = req.tty;
+  c.interactive = req.interactive;
+  c.auto_remove = req.auto_remove;
+  c.network_mode = req.network;
+  if (c.network_mode != "bridge" && c.network_mode != "host" && c.network_mode != "none")
+    throw ExitCodeError("network mode \"" + c.network_mode +
+                            "\" is not supported (bridge, host, "
+                            "none)",
+                        125);
+  c.static_ip = req.ip;
+  c.static_mac = req.mac;
+  for (const auto& p : req.publish) {
+    PortMapping mapping = parse_publish(p);
+    c.ports.push_back(
+        {mapping.host_ip, mapping.host_port, mapping.container_port, mapping.protocol});
+  }
+  if (!c.ports.empty() && c.network_mode != "bridge")
+    throw ExitCodeError(
+        "cannot set port bindings on an existing container network namespace "
+        "or with --network " +
+            c.network_mode,
+        125);
+  c.memory_limit = req.memory_limit;
+  c.pids_limit = req.pids_limit;
+  c.labels = req.labels;
+  if (req.stop_timeout) c.stop_timeout = *req.stop_timeout;
+  for (const auto& v : req.volumes) c.mounts.push_back(parse_volume(v, paths_));
+
+  ResolvedUser user = resolve_user(c.user, layers);
+  c.env = image.config.env;
+  if (!has_env(c.env, "PATH")) c.env.insert(c.env.begin(), std::string("PATH=") + kDefaultPath);
+  if (c.tty && !has_env(c.env, "TERM")) c.env.push_back("TERM=xterm");
+  set_env(c.env, "container=podman");
+  for (const auto& e : req.env)
+    if (auto expanded = expand_env_entry(e)) set_env(c.env, *expanded);
+  if (!has_env(c.env, "HOME")) c.env.push_back("HOME=" + user.home);
+
+  record = store_.create(std::move(record));
+  try {
+    if (!req.hostname.empty())
+      record.config.hostname = req.hostname;
+    else
+      record.config.hostname = record.id.substr(0, 12);
+    set_env(record.config.env, "HOSTNAME=" + record.config.hostname);
+    for (const auto& m : record.config.mounts)
+      if (!m.volume_name.empty()) fs::mkdir_p(m.source);
+
+    std::string dir = paths_.container_dir(record.id);
+    for (const char* sub : {"/upper", "/work", "/merged", "/userdata"}) fs::mkdir_p(dir + sub);
+    SpecInputs in;
+    in.lower_dirs = layers;
+    in.upper_dir = dir + "/upper";
+    in.work_dir = dir + "/work";
+    in.rootfs_dir = dir + "/merged";
+    in.user = user;
+    in.new_netns_without_path = c.network_mode != "host";  // the path comes at start
+    in.hosts_file = dir + "/userdata/hosts";
+    in.resolv_file = dir + "/userdata/resolv.conf";
+    in.hostname_file = dir + "/userdata/hostname";
+    fs::write_file(in.hostname_file, record.config.hostname + "\n");
+    fs::write_file(in.hosts_file, "");
+    fs::write_file(in.resolv_file, resolv_conf_for(c.network_mode));
+    store_.save(record);
+    fs::write_file_atomic(store_.spec_path(record.id), make_oci_spec(record, in).dump(2) + "\n",
+                          0600);
+  } catch (...) {
+    store_.remove(record.id);
+    throw;
+  }
+  return record;
+}
+
+MonitorStart ContainerManager::start(const std::string& id, bool attach,
+                                     const std::string& log_level) {
+  ContainerRecord record;
+  {
+    FileLock lock = store_.lock(id);
+    record = reconcile(store_.load(id));
+    if (record.state == ContainerState::kRunning || record.state == ContainerState::kPaused)
+      throw ExitCodeError("container " + record.name + " is already running", 125);
+    nlohmann::json spec = nlohmann::json::parse(fs::read_file(store_.spec_path(id)));
+    std::string dir = paths_.container_dir(id);
+
+    // Network first: its namespace goes into the spec.
+    if (record.config.network_mode != "host") {
+      NetworkRequest request;
+      request.mode = record.config.network_mode;
+      request.static_ip = record.config.static_ip;
+      request.static_mac = record.config.static_mac;
+      for (const auto& p : record.config.ports)
+        request.ports.push_back({p.host_ip, p.host_port, p.container_port, p.protocol});
+      NetworkStatus status = NetworkManager(paths_).setup(id, request);
+      record.network_status = to_json(status);
+      store_.save(record);
+      try {
+        for (auto& ns : spec.at("linux").at("namespaces"))
+          if (ns.at("type") == "network") ns["path"] = status.netns_path;
+        std::string hosts =
+            "127.0.0.1\tlocalhost localhost.localdomain\n"
+            "::1\tlocalhost localhost.localdomain\n";
+        if (!status.ip.empty())
+          hosts += status.ip + "\t" + record.config.hostname + " " + record.name + "\n";
+        fs::write_file(dir + "/userdata/hosts", hosts);
+        fs::write_file_atomic(store_.spec_path(id), spec.dump(2) + "\n", 0600);
+      } catch (...) {
+        release_resources_locked(record);
+        throw;
+      }
+    } else {
+      std::string hosts = fs::read_file_if_exists("/etc/hosts").value_or("");
+      fs::write_file(dir + "/userdata/hosts", hosts);
+    }
+  }
+  try {
+    return start_monitor(paths_, id, attach, log_level);
+  } catch (...) {
+    release_resources(id);
+    throw;
+  }
+}
+
+bool ContainerManager::wait_for_monitor(const ContainerRecord& record, int timeout_ms) {
+  pid_t pid = record.monitor_pid;
+  if (pid <= 0) return true;
+  UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  if (!pidfd) {
+    if (errno == ESRCH) return true;
+    throw_errno("pidfd_open monitor " + std::to_string(pid));
+  }
+  if (!is_monitor_of(pid, record.id)) return true;
+  struct pollfd p = {pidfd.get(), POLLIN, 0};
+  for (;;) {
+    int n = ::poll(&p, 1, timeout_ms);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw_errno("poll monitor pidfd");
+    return n > 0;
+  }
+}
+
+ContainerRecord ContainerManager::reconcile(ContainerRecord record) {
+  if (record.state != ContainerState::kRunning && record.state != ContainerState::kPaused)
+    return record;
+  if (process_alive(record.monitor_pid) && is_monitor_of(record.monitor_pid, record.id))
+    return record;
+  // The monitor died without recording the exit (killed, or the machine rebooted).
+  auto exit_text = fs::read_file_if_exists(store_.exit_file_path(record.id));
+  record.state = ContainerState::kExited;
+  record.exit_code = exit_text ? std::atoi(exit_text->c_str()) : 137;
+  if (record.finished_ns == 0) record.finished_ns = now_ns();
+  if (process_alive(record.pid)) ::kill(record.pid, SIGKILL);
+  record.pid = 0;
+  record.monitor_pid = 0;
+  store_.save(record);
+  return record;
+}
+
+ContainerRecord ContainerManager::load(const std::string& id) {
+  FileLock lock = store_.lock(id);
+  return reconcile(store_.load(id));
+}
+
+std::vector<ContainerRecord> ContainerManager::list() {
+  std::vector<ContainerRecord> out;
+  for (auto& record : store_.list()) {
+    if (record.state == ContainerState::kRunning || record.state == ContainerState::kPaused) {
+      try {
+        out.push_back(load(record.id));
+      } catch (const ExitCodeError&) {
+        // Removed meanwhile.
+      }
+    } else {
+      out.push_back(std::move(record));
+    }
+  }
+  return out;
+}
+
+void ContainerManager::stop(const std::string& id, std::optional<unsigned> timeout) {
+  ContainerRecord record = load(id);
+  if (record.state != ContainerState::kRunning && record.state != ContainerState::kPaused) return;
+  unsigned seconds = timeout ? *timeout : record.config.stop_timeout;
+  if (seconds > 0 && ::kill(record.pid, record.config.stop_signal) < 0 && errno != ESRCH)
+    throw_errno("kill container " + record.name + " init " + std::to_string(record.pid));
+  if (seconds > 0 && wait_for_monitor(record, static_cast<int>(seconds) * 1000)) return;
+  if (seconds > 0) {
+    LOG_WARN << "StopSignal " << record.config.stop_signal << " failed to stop container "
+             << record.name << " in " << seconds << " seconds, resorting to SIGKILL";
+  }
+  if (::kill(record.pid, SIGKILL) < 0 && errno != ESRCH)
+    throw_errno("kill container " + record.name + " init " + std::to_string(record.pid));
+  wait_for_monitor(record, -1);
+}
+
+void ContainerManager::kill(const std::string& id, int signal) {
+  ContainerRecord record = load(id);
+  if (record.state != ContainerState::kRunning)
+    throw ExitCodeError("can only kill running containers. " + record.id + " is in state " +
+                            to_string(record.state) + ": container state improper",
+                        125);
+  if (::kill(record.pid, signal) < 0)
+    throw_errno("kill container " + record.name + " init " + std::to_string(record.pid));
+}
+
+int ContainerManager::wait(const std::string& id) {
+  ContainerRecord record = load(id);
+  if (record.state == ContainerState::kRunning || record.state == ContainerState::kPaused) {
+    wait_for_monitor(record, -1);
+    auto after = store_.try_load(id);
+    if (!after) {
+      // Removed by --rm: the exit code went with it unless the exit file is still there.
+      return record.exit_code;
+    }
+    record = reconcile(*after);
+  }
+  return record.exit_code;
+}
+
+void ContainerManager::remove(const std::string& id, bool force, std::optional<unsigned> timeout) {
+  ContainerRecord record = load(id);
+  if (record.state == ContainerState::kRunning || record.state == ContainerState::kPaused) {
+    if (!force)
+      throw ExitCodeError("cannot remove container " + record.id +
+                              " as it is running - running or paused containers cannot be "
+                              "removed without force: container state improper",
+                          125);
+    stop(id, timeout);
+  }
+  // --rm containers may be removed by their monitor meanwhile.
+  if (!store_.try_load(id)) return;
+  remove_stopped(id);
+}
+
+void ContainerManager::release_resources_locked(ContainerRecord& record) {
+  ContainerCgroup::existing(record.id).remove();
+  if (!record.network_status.is_null()) {
+    NetworkManager(paths_).teardown(record.id, network_status_from_json(record.network_status));
+    record.network_status = nullptr;
+    store_.save(record);
+  }
+}
+
+void ContainerManager::release_resources(const std::string& id) {
+  FileLock lock = store_.lock(id);
+  auto record = store_.try_load(id);
+  if (!record) return;
+  release_resources_locked(*record);
+}
+
+void ContainerManager::remove_stopped(const std::string& id) {
+  FileLock lock = store_.lock(id);
+  auto record = store_.try_load(id);
+  if (!record) return;
+  if (record->state == ContainerState::kRunning && process_alive(record->monitor_pid) &&
+      is_monitor_of(record->monitor_pid, id))
+    throw ExitCodeError("container " + record->name + " is running", 125);
+  release_resources_locked(*record);
+  if (record->config.network_mode != "host") NetworkManager(paths_).release(id);
+  store_.remove(id);
+}
+
+SpawnedProcess ContainerManager::exec(const std::string& id, const ExecRequest& req) {
+  ContainerRecord record = load(id);
+  if (record.state != ContainerState::kRunning)
+    throw ExitCodeError(
+        "can only create exec sessions on running containers: container state "
+        "improper",
+        125);
+  nlohmann::json spec = nlohmann::json::parse(fs::read_file(store_.spec_path(id)));
+  nlohmann::json process = spec.at("process");
+  process["args"] = req.command;
+  process["terminal"] = req.tty;
+  std::vector<std::string> env = process.value("env", std::vector<std::string>{});
+  if (req.tty && !has_env(env, "TERM")) env.push_back("TERM=xterm");
+  for (const auto& e : req.env)
+    if (auto expanded = expand_env_entry(e)) set_env(env, *expanded);
+  process["env"] = env;
+  if (!req.workdir.empty()) process["cwd"] = req.workdir;
+  if (!req.user.empty()) {
+    ResolvedUser user = resolve_user(req.user, {"/proc/" + std::to_string(record.pid) + "/root"});
+    process["user"] = {
+        {"uid", user.uid}, {"gid", user.gid}, {"additionalGids", user.additional_gids}};
+  }
+  return spawn_exec_process(record.pid, ContainerCgroup::existing(id).dirs(), process, req.stdio);
+}
+
+}  // namespace cryo::engine

@@ -1,0 +1,219 @@
+#include "engine/runtime/cgroup.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <thread>
+
+#include "common/error.h"
+#include "common/fs.h"
+#include "common/log.h"
+#include "common/strings.h"
+
+namespace cryo::engine {
+
+namespace {
+
+constexpr const char* kCgroupRoot = "/sys/fs/cgroup";
+constexpr const char* kV1Controllers[] = {"memory", "pids", "cpu", "freezer"};
+
+void write_value(const std::string& path, const std::string& value) {
+  UniqueFd fd = fs::open_or_throw(path, O_WRONLY);
+  if (::write(fd.get(), value.data(), value.size()) < 0) throw_errno("write " + path);
+}
+
+std::string trimmed(const std::string& path) {
+  return std::string(trim(fs::read_file(path)));
+}
+
+void make_dir(const std::string& path) {
+  if (::mkdir(path.c_str(), 0755) < 0 && errno != EEXIST) throw_errno("mkdir " + path);
+}
+
+// Enables the controllers in `parent`'s subtree (pure cgroup2): only those it offers.
+void enable_v2_controllers(const std::string& parent) {
+  std::string available = trimmed(parent + "/cgroup.controllers");
+  std::string wanted;
+  for (const char* ctl : {"memory", "pids", "cpu"})
+    for (const auto& have : split(available, ' '))
+      if (have == ctl) wanted += std::string(wanted.empty() ? "+" : " +") + ctl;
+  if (!wanted.empty()) write_value(parent + "/cgroup.subtree_control", wanted);
+}
+
+std::vector<pid_t> procs_of(const std::string& dir) {
+  std::vector<pid_t> pids;
+  auto text = fs::read_file_if_exists(dir + "/cgroup.procs");
+  if (!text) return pids;
+  for (const auto& line : split(*text, '\n'))
+    if (!trim(line).empty()) pids.push_back(std::stoi(line));
+  return pids;
+}
+
+}  // namespace
+
+bool ContainerCgroup::host_is_pure_cgroup2() {
+  return fs::exists(std::string(kCgroupRoot) + "/cgroup.controllers");
+}
+
+ContainerCgroup ContainerCgroup::existing(const std::string& container_id) {
+  ContainerCgroup cg;
+  if (host_is_pure_cgroup2()) {
+    cg.dirs_.push_back(std::string(kCgroupRoot) + "/cryo/" + container_id);
+    cg.freezer_dir_ = cg.dirs_.back();
+  } else {
+    if (fs::exists(std::string(kCgroupRoot) + "/unified/cgroup.procs"))
+      cg.dirs_.push_back(std::string(kCgroupRoot) + "/unified/cryo/" + container_id);
+    for (const char* ctl : kV1Controllers) {
+      std::string base = std::string(kCgroupRoot) + "/" + ctl;
+      if (!fs::exists(base + "/cgroup.procs")) continue;
+      cg.dirs_.push_back(base + "/cryo/" + container_id);
+      if (std::string(ctl) == "freezer") {
+        cg.freezer_dir_ = cg.dirs_.back();
+        cg.freezer_is_v1_ = true;
+      }
+    }
+    if (cg.freezer_dir_.empty() && !cg.dirs_.empty()) cg.freezer_dir_ = cg.dirs_.front();
+  }
+  cg.released_ = true;  // a handle on something that may exist: removal only when asked
+  return cg;
+}
+
+ContainerCgroup ContainerCgroup::create(const std::string& container_id,
+                                        const CgroupLimits& limits) {
+  ContainerCgroup cg = existing(container_id);
+  cg.released_ = false;
+  with_context("creating cgroup for container " + container_id, [&] {
+    bool v2 = host_is_pure_cgroup2();
+    if (v2) {
+      enable_v2_controllers(kCgroupRoot);
+      make_dir(std::string(kCgroupRoot) + "/cryo");
+      enable_v2_controllers(std::string(kCgroupRoot) + "/cryo");
+    }
+    for (const auto& dir : cg.dirs_) {
+      make_dir(dir.substr(0, dir.rfind('/')));
+      make_dir(dir);
+    }
+    for (const auto& dir : cg.dirs_) {
+      bool is_memory = v2 || dir.find("/memory/") != std::string::npos;
+      bool is_pids = v2 || dir.find("/pids/") != std::string::npos;
+      if (limits.memory_bytes > 0 && is_memory)
+        write_value(dir + (v2 ? "/memory.max" : "/memory.limit_in_bytes"),
+                    std::to_string(limits.memory_bytes));
+      if (limits.pids_max > 0 && is_pids)
+        write_value(dir + "/pids.max", std::to_string(limits.pids_max));
+    }
+  });
+  return cg;
+}
+
+ContainerCgroup::ContainerCgroup(ContainerCgroup&& other) noexcept
+    : dirs_(std::move(other.dirs_)),
+      freezer_dir_(std::move(other.freezer_dir_)),
+      freezer_is_v1_(other.freezer_is_v1_),
+      released_(other.released_) {
+  other.released_ = true;
+}
+
+ContainerCgroup& ContainerCgroup::operator=(ContainerCgroup&& other) noexcept {
+  if (this != &other) {
+    if (!released_) {
+      try {
+        remove();
+      } catch (const std::exception& e) {
+        LOG_WARN << e.what();
+      }
+    }
+    dirs_ = std::move(other.dirs_);
+    freezer_dir_ = std::move(other.freezer_dir_);
+    freezer_is_v1_ = other.freezer_is_v1_;
+    released_ = other.released_;
+    other.released_ = true;
+  }
+  return *this;
+}
+
+ContainerCgroup::~ContainerCgroup() {
+  if (released_) return;
+  try {
+    remove();
+  } catch (const std::exception& e) {
+    LOG_WARN << "removing cgroup: " << e.what();
+  }
+}
+
+void ContainerCgroup::add_process(pid_t pid) const {
+  for (const auto& dir : dirs_)
+    with_context("moving pid " + std::to_string(pid) + " into cgroup " + dir,
+                 [&] { write_value(dir + "/cgroup.procs", std::to_string(pid)); });
+}
+
+void ContainerCgroup::remove() {
+  released_ = true;
+  // A frozen cgroup's tasks cannot die: thaw first.
+  if (freezer_is_v1_ && fs::exists(freezer_dir_ + "/freezer.state")) {
+    write_value(freezer_dir_ + "/freezer.state", "THAWED");
+  } else if (!freezer_dir_.empty() && fs::exists(freezer_dir_ + "/cgroup.freeze")) {
+    write_value(freezer_dir_ + "/cgroup.freeze", "0");
+  }
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  for (const auto& dir : dirs_) {
+    for (;;) {
+      if (::rmdir(dir.c_str()) == 0 || errno == ENOENT) break;
+      if (errno != EBUSY) throw_errno("rmdir " + dir);
+      // Still populated: the container's processes are ours to end.
+      for (pid_t pid : procs_of(dir)) ::kill(pid, SIGKILL);
+      if (std::chrono::steady_clock::now() > deadline)
+        throw Error("rmdir " + dir + ": cgroup still busy after 10 s");
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  }
+}
+
+FrozenCgroup::FrozenCgroup(std::string path) : path_(std::move(path)) {
+  v1_ = fs::exists(path_ + "/freezer.state");
+  with_context("freezing cgroup " + path_, [&] {
+    if (v1_) {
+      write_value(path_ + "/freezer.state", "FROZEN");
+      frozen_ = true;
+      // FREEZING until every task has stopped.
+      for (;;) {
+        std::string state = trimmed(path_ + "/freezer.state");
+        if (state == "FROZEN") break;
+        write_value(path_ + "/freezer.state", "FROZEN");
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+      }
+    } else {
+      write_value(path_ + "/cgroup.freeze", "1");
+      frozen_ = true;
+      for (;;) {
+        std::string events = fs::read_file(path_ + "/cgroup.events");
+        if (events.find("frozen 1") != std::string::npos) break;
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+      }
+    }
+  });
+}
+
+void FrozenCgroup::thaw() {
+  if (!frozen_) return;
+  if (v1_)
+    write_value(path_ + "/freezer.state", "THAWED");
+  else
+    write_value(path_ + "/cgroup.freeze", "0");
+  frozen_ = false;
+}
+
+FrozenCgroup::~FrozenCgroup() {
+  if (committed_) return;
+  try {
+    thaw();
+  } catch (const std::exception& e) {
+    LOG_ERROR << "thawing cgroup " << path_ << ": " << e.what();
+  }
+}
+
+}  // namespace cryo::engine
