@@ -308,7 +308,15 @@ struct FileDumper::Impl {
 };
 
 FileDumper::FileDumper(std::string image_dir, FileDumpOptions options)
-    : impl_(std::make_unique<Impl>(std::move(image_dir), options)) {}
+    : impl_(std::make_unique<Impl>(std::move(image_dir), options)) {
+  // One stolen fd per description of the whole tree is held until finish(): allow as many as
+  // the hard limit does.
+  struct rlimit lim;
+  if (::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &lim) < 0) throw_errno("setrlimit RLIMIT_NOFILE");
+  }
+}
 
 FileDumper::~FileDumper() = default;
 

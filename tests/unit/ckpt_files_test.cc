@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <linux/kcmp.h>
 #include <pty.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -559,6 +560,96 @@ TEST_F(FilesTest, RestoreErrorNamesPidFdAndPath) {
     std::string expected = "restoring fd 4 of pid " + std::to_string(dumped) + " (" + a +
                            "): open: No such file or directory";
     EXPECT_EQ(std::string(e.what()), expected);
+  }
+}
+
+TEST_F(FilesTest, DirectIoAndEventFdMessage) {
+  const std::string a = dir_ + "/direct";
+  fs::write_file(a, std::string(8192, 'd'));
+  int probe = ::open(a.c_str(), O_RDONLY | O_DIRECT);
+  if (probe < 0) GTEST_SKIP() << "O_DIRECT is not supported on " << dir_;
+  ::close(probe);
+  TreeProcess tree([&](int ready) {
+    place(::open(a.c_str(), O_RDONLY | O_DIRECT | O_NOATIME), 10);
+    ::lseek(10, 4096, SEEK_SET);
+    place(ready, 30);
+    keep_only({10, 30});
+    write_string(30, "r");
+    ::close(30);
+  });
+  dump({&tree});
+  pid_t dumped = tree.pid();
+  tree.kill();
+  std::unique_ptr<FilePool> pool = FilePool::open(images_, {});
+  RestoredProcess restored(*pool, dumped, [&](Checks& c) {
+    int fl = ::fcntl(10, F_GETFL);
+    c.expect(fl & O_DIRECT, "fd 10 O_DIRECT");
+    c.expect(fl & O_NOATIME, "fd 10 O_NOATIME");
+    c.expect(::lseek(10, 0, SEEK_CUR) == 4096, "fd 10 offset");
+  });
+  EXPECT_EQ(restored.failures(), "");
+
+  TreeProcess with_eventfd([&](int ready) {
+    place(static_cast<int>(::syscall(SYS_eventfd2, 0, 0)), 7);
+    place(ready, 30);
+    keep_only({7, 30});
+    write_string(30, "r");
+    ::close(30);
+  });
+  FileDumper dumper(images_, {});
+  try {
+    dumper.dump_process(with_eventfd.pid(), with_eventfd.pidfd());
+    FAIL() << "dumping an eventfd did not fail";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), "pid " + std::to_string(with_eventfd.pid()) +
+                                         ": fd 7 (anon_inode:[eventfd]): unsupported file kind "
+                                         "eventfd");
+  }
+}
+
+TEST_F(FilesTest, SharedFdTableIsRecordedAndRefusedAtRestore) {
+  // A process and a CLONE_FILES child: one fd table.
+  pid_t sharer = -1;
+  int pid_pipe[2];
+  ASSERT_EQ(::pipe(pid_pipe), 0);
+  TreeProcess tree([&](int ready) {
+    place(ready, 30);
+    place(pid_pipe[1], 31);
+    keep_only({30, 31});
+    static char stack[64 * 1024];
+    pid_t child = ::clone(
+        [](void*) -> int {
+          for (;;) ::pause();
+        },
+        stack + sizeof stack, CLONE_FILES | SIGCHLD, nullptr);
+    write_string(31, std::string(reinterpret_cast<char*>(&child), sizeof child));
+    ::close(31);
+    write_string(30, "r");
+    ::close(30);
+  });
+  ::close(pid_pipe[1]);
+  ASSERT_EQ(::read(pid_pipe[0], &sharer, sizeof sharer), static_cast<ssize_t>(sizeof sharer));
+  ::close(pid_pipe[0]);
+  int sharer_pidfd = static_cast<int>(::syscall(SYS_pidfd_open, sharer, 0));
+  ASSERT_GE(sharer_pidfd, 0);
+  {
+    FileDumper dumper(images_, {});
+    dumper.dump_process(tree.pid(), tree.pidfd());
+    dumper.dump_process(sharer, sharer_pidfd);
+    dumper.finish();
+  }
+  ::close(sharer_pidfd);
+  ::kill(sharer, SIGKILL);
+  json table = read_json_image(images_, "fdtable-" + std::to_string(sharer) + ".img");
+  EXPECT_EQ(table.value("shared_with", -1), tree.pid());
+  try {
+    FilePool::open(images_, {});
+    FAIL() << "a shared fd table was restored";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("not supported yet: restoring an fd table shared by "
+                                         "CLONE_FILES"),
+              std::string::npos)
+        << e.what();
   }
 }
 
