@@ -76,6 +76,8 @@ json dump_rlimits(pid_t pid) {
   return rlimits;
 }
 
+}  // namespace
+
 // Without CAP_SYS_RESOURCE no hard limit can be raised. A dumped limit above ours is clamped to
 // ours with a warning rather than failing the restore: the process keeps running with the
 // highest limit this host allows (it could only have lowered its hard limit anyway).
@@ -106,6 +108,8 @@ void restore_rlimits(const json& rlimits) {
                   rlimit_text(applied.rlim_cur) + ", hard " + rlimit_text(applied.rlim_max) + ")");
   }
 }
+
+namespace {
 
 std::string task_dir(pid_t pid, pid_t tid) {
   return "/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid);

@@ -102,7 +102,10 @@ void append_final_capset(const json& creds, SyscallBatch& batch);
 json dump_seccomp(pid_t pid, pid_t tid);
 void append_seccomp_restore(const json& seccomp, SyscallBatch& batch);
 
-// process_attrs.cc: dumps run with an explicit runner (the public functions pass
+// process_attrs.cc
+// Sets the rlimits of the calling process; a hard limit above ours is clamped (with a warning).
+void restore_rlimits(const json& rlimits);
+// Dumps run with an explicit runner (the public functions pass
 // RemoteSyscalls::run_batch).
 json dump_process_attrs_with(pid_t pid, const BatchRunner& runner);
 json dump_thread_attrs_with(pid_t pid, pid_t tid, const BatchRunner& runner);

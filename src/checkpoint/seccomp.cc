@@ -38,8 +38,8 @@ json dump_seccomp(pid_t pid, pid_t tid) {
                 ": not supported yet: seccomp strict mode (it would forbid the syscalls that "
                 "finish a restore)");
 
-  // Index 0 is the most recently installed filter.
-  std::vector<json> newest_first;
+  // Index 0 is the oldest filter (the kernel counts back from the newest).
+  std::vector<json> oldest_first;
   for (unsigned long index = 0;; ++index) {
     long count = ptrace_request(PTRACE_SECCOMP_GET_FILTER, tid, index, nullptr);
     if (count < 0) {
@@ -59,15 +59,14 @@ json dump_seccomp(pid_t pid, pid_t tid) {
     json instructions = json::array();
     for (const sock_filter& insn : program)
       instructions.push_back({insn.code, insn.jt, insn.jf, insn.k});
-    newest_first.push_back({{"flags", metadata.flags}, {"program", std::move(instructions)}});
+    oldest_first.push_back({{"flags", metadata.flags}, {"program", std::move(instructions)}});
   }
   auto expected = status.find("Seccomp_filters");
   if (expected != status.end() &&
-      static_cast<size_t>(std::atoi(expected->second.c_str())) != newest_first.size())
+      static_cast<size_t>(std::atoi(expected->second.c_str())) != oldest_first.size())
     throw Error("thread " + std::to_string(tid) + ": seccomp reports " + expected->second +
-                " filters, ptrace gave " + std::to_string(newest_first.size()));
-  std::reverse(newest_first.begin(), newest_first.end());
-  seccomp["filters"] = std::move(newest_first);
+                " filters, ptrace gave " + std::to_string(oldest_first.size()));
+  seccomp["filters"] = std::move(oldest_first);
   return seccomp;
 }
 
