@@ -13,7 +13,8 @@
 namespace cryo::ckpt {
 
 struct FileDumpOptions {
-  bool shell_job = false;  // the tree's terminal is outside it: restore onto the restorer's terminal
+  bool shell_job =
+      false;  // the tree's terminal is outside it: restore onto the restorer's terminal
 };
 
 // Dumps the fds of each process of a frozen tree. Descriptions are taken from the target with
