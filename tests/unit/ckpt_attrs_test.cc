@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -30,6 +31,8 @@
 
 #include "checkpoint/process_attrs.h"
 #include "checkpoint/process_attrs_internal.h"
+#include "checkpoint/ptrace.h"
+#include "checkpoint/remote_syscall.h"
 #include "common/error.h"
 #include "common/fs.h"
 
@@ -529,6 +532,70 @@ TEST(Seccomp, WithoutNoNewPrivsFiltersGoInBeforeTheFinalCapset) {
     return std::string();
   });
   EXPECT_EQ(failure, "");
+}
+
+TEST(ProcessAttrs, DumpThroughRemoteSyscallsMatchesTheProcessOwnView) {
+  int to_parent[2], from_parent[2];
+  ASSERT_EQ(pipe(to_parent), 0);
+  ASSERT_EQ(pipe(from_parent), 0);
+  pid_t child = fork();
+  if (child == 0) {
+    close(to_parent[0]);
+    close(from_parent[1]);
+    json dumped;
+    std::string setup = set_up_original_and_dump(&dumped);
+    json thread = attrs::dump_thread_attrs_with(getpid(), gettid(), run_locally);
+    std::string message =
+        setup.empty() ? json{{"process", dumped}, {"thread", thread}}.dump() : "FAIL " + setup;
+    message += "\n";
+    if (write(to_parent[1], message.data(), message.size()) != static_cast<ssize_t>(message.size()))
+      _exit(2);
+    char c;
+    // Dumped while blocked here; the read restarts after the injected batch.
+    while (read(from_parent[0], &c, 1) != 1) {
+    }
+    _exit(c == 'x' ? 0 : 1);
+  }
+  close(to_parent[1]);
+  close(from_parent[0]);
+  std::string text;
+  char buffer[4096];
+  while (text.empty() || text.back() != '\n') {
+    ssize_t n = read(to_parent[0], buffer, sizeof buffer);
+    if (n <= 0) break;
+    text.append(buffer, static_cast<size_t>(n));
+  }
+  close(to_parent[0]);
+  ASSERT_EQ(text.rfind("FAIL", 0), std::string::npos) << text;
+  json own_view = json::parse(text);
+  usleep(20000);  // let it block in read()
+
+  json remote_process, remote_thread;
+  {
+    PtraceAttachment attachment = PtraceAttachment::seize_and_interrupt(child);
+    RemoteSyscalls remote(attachment);
+    auto start = std::chrono::steady_clock::now();
+    remote_process = dump_process_attrs(child, remote);
+    auto end = std::chrono::steady_clock::now();
+    remote_thread = dump_thread_attrs(child, remote);
+    RecordProperty(
+        "dump_process_attrs_us",
+        std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(end - start).count()));
+  }
+  char c = 'x';
+  EXPECT_EQ(write(from_parent[1], &c, 1), 1);
+  close(from_parent[1]);
+  int status = 0;
+  waitpid(child, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+
+  json expected_process = own_view["process"];
+  EXPECT_EQ(strip_running_values(remote_process, expected_process), "");
+  strip_running_values(expected_process, expected_process);
+  EXPECT_EQ(remote_process, expected_process)
+      << json::diff(expected_process, remote_process).dump();
+  EXPECT_EQ(remote_thread, own_view["thread"])
+      << json::diff(own_view["thread"], remote_thread).dump();
 }
 
 }  // namespace
