@@ -6,8 +6,12 @@
 namespace cryo::ckpt {
 
 namespace {
-size_t entries_bytes(size_t count) { return (count + 1) * sizeof(BatchedSyscall); }
-size_t align16(size_t n) { return (n + 15) & ~size_t{15}; }
+size_t entries_bytes(size_t count) {
+  return (count + 1) * sizeof(BatchedSyscall);
+}
+size_t align16(size_t n) {
+  return (n + 15) & ~size_t{15};
+}
 }  // namespace
 
 size_t SyscallBatch::add(long nr, std::initializer_list<BatchArg> args, bool stop_on_error) {
