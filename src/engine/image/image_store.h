@@ -82,6 +82,10 @@ class ImageStore {
   // "sha256:". Throws ExitCodeError(125) with Podman's "NAME: image not known" when there is none.
   ImageRecord resolve(const std::string& ref) const;
   std::optional<ImageRecord> find(const std::string& ref) const;
+  // Resolves `ref` and runs fn while holding the store lock shared, so that no `rmi` can remove
+  // the image meanwhile: the runtime writes its container record (naming image_id) inside fn.
+  // fn may call the other const methods (shared locks do not conflict) but not modify images.
+  void with_image(const std::string& ref, const std::function<void(const ImageRecord&)>& fn) const;
   // Unpacked layer directories, lowest first, for overlayfs lowerdir (which wants highest first).
   std::vector<std::string> layer_dirs(const ImageRecord& image) const;
   // Newest first.
