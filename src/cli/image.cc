@@ -305,6 +305,24 @@ void add_exists(CLI::App& parent, GlobalOptions& global) {
   cmd->callback([ref, &global] { exit_code() = store_for(global).find(*ref) ? 0 : 1; });
 }
 
+void add_prune(CLI::App& parent, GlobalOptions& global) {
+  struct Options {
+    bool all = false;
+    bool force = false;
+  };
+  auto opts = std::make_shared<Options>();
+  CLI::App* cmd = parent.add_subcommand("prune", "Remove unused images");
+  cmd->add_flag("-a,--all", opts->all,
+                "Remove all images not used by containers, not only unnamed");
+  cmd->add_flag("-f,--force", opts->force, "Do not prompt for confirmation");
+  cmd->callback([opts, &global] {
+    if (!opts->force && ::isatty(STDIN_FILENO))
+      throw ExitCodeError("not supported yet: interactive confirmation, use --force", 125);
+    for (const std::string& id : store_for(global).prune(opts->all))
+      std::printf("%s\n", id.c_str());
+  });
+}
+
 }  // namespace
 
 nlohmann::json inspect_images(const GlobalOptions& global, const std::vector<std::string>& refs) {
@@ -330,6 +348,7 @@ void register_image_commands(CLI::App& app, GlobalOptions& global) {
   add_rmi(*image, "rm", global);
   add_inspect(*image, global);
   add_exists(*image, global);
+  add_prune(*image, global);
 }
 
 }  // namespace cryo::cli

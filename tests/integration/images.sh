@@ -214,6 +214,11 @@ expect_eq "$rc" 2 "rmi of an image in use"
 expect_eq "$err" "Error: image used by abc123: image is in use by a container" "rmi in use message"
 rm -rf "$tmp/root/containers/abc123"
 
+# --- prune removes unnamed images only (without -a) ---
+unnamed=$(cryo import -q "$tmp/busybox.tar.gz")
+expect_eq "$(cryo image prune -f)" "$unnamed" "image prune output"
+cryo image exists busybox || fail "prune removed a named image"
+
 cryo rmi -a >/dev/null
 [[ -z $(ls "$tmp/root/layers") ]] || fail "rmi -a left layers: $(ls "$tmp/root/layers")"
 echo "images: all checks passed"

@@ -654,6 +654,17 @@ RemoveResult ImageStore::remove(const std::string& ref, bool force) {
   return result;
 }
 
+std::vector<std::string> ImageStore::prune(bool all) {
+  Lock lock(paths_, true);
+  std::vector<std::string> pruned;
+  for (const ImageRecord& image : list_locked()) {
+    if ((!all && !image.names.empty()) || !containers_using(image.id).empty()) continue;
+    delete_image_locked(image);
+    pruned.push_back(image.id);
+  }
+  return pruned;
+}
+
 nlohmann::json ImageStore::inspect(const ImageRecord& image) const {
   nlohmann::json config = nlohmann::json::parse(config_bytes(image));
   nlohmann::json repo_digests = nlohmann::json::array();

@@ -103,6 +103,9 @@ class ImageStore {
   // ExitCodeError(1) for an unknown image and ExitCodeError(2) when a container uses it.
   RemoveResult remove(const std::string& ref, bool force);
 
+  // Removes images no container uses: only unnamed ones, or all with `all`. Returns their IDs.
+  std::vector<std::string> prune(bool all);
+
   // `podman image inspect` object for one image.
   nlohmann::json inspect(const ImageRecord& image) const;
   // The OCI config document, byte for byte.
