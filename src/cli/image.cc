@@ -4,8 +4,12 @@
 #include <iostream>
 #include <memory>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include "cli/cli.h"
 #include "common/error.h"
+#include "common/fs.h"
 #include "common/strings.h"
 #include "engine/image/image_store.h"
 
@@ -64,12 +68,16 @@ void add_load(CLI::App& parent, GlobalOptions& global) {
   };
   auto opts = std::make_shared<Options>();
   CLI::App* cmd = parent.add_subcommand("load", "Load image(s) from a tar archive");
-  cmd->add_option("-i,--input", opts->input, "Read from the specified archive file")->required();
+  cmd->add_option("-i,--input", opts->input,
+                  "Read from the specified archive file (default: stdin)");
   cmd->add_flag("-q,--quiet", opts->quiet, "Suppress the output");
   cmd->callback([opts, &global] {
     engine::ImageStore store = store_for(global);
     if (!opts->quiet) std::fputs("Getting image source signatures\n", stderr);
-    for (const engine::ImageRecord& image : store.load(opts->input)) {
+    if (opts->input.empty() && ::isatty(STDIN_FILENO))
+      throw ExitCodeError("cannot read from terminal, use -i or redirect stdin", 125);
+    std::string input = opts->input.empty() ? "/dev/stdin" : opts->input;
+    for (const engine::ImageRecord& image : store.load(input)) {
       if (image.names.empty()) std::printf("Loaded image: sha256:%s\n", image.id.c_str());
       for (const std::string& name : image.names) std::printf("Loaded image: %s\n", name.c_str());
     }
@@ -85,7 +93,7 @@ void add_save(CLI::App& parent, GlobalOptions& global) {
   };
   auto opts = std::make_shared<Options>();
   CLI::App* cmd = parent.add_subcommand("save", "Save image to an archive");
-  cmd->add_option("-o,--output", opts->output, "Write to a specified file")->required();
+  cmd->add_option("-o,--output", opts->output, "Write to a specified file (default: stdout)");
   cmd->add_option("--format", opts->format, "Save image to docker-archive or oci-archive");
   cmd->add_flag("-q,--quiet", opts->quiet, "Suppress the output");
   cmd->add_option("image", opts->image, "Image to save")->required();
@@ -100,7 +108,33 @@ void add_save(CLI::App& parent, GlobalOptions& global) {
           "unknown format \"" + opts->format + "\": supported are docker-archive and oci-archive",
           125);
     }
-    store_for(global).save(opts->image, opts->output, format);
+    if (!opts->output.empty()) {
+      store_for(global).save(opts->image, opts->output, format);
+      return;
+    }
+    if (::isatty(STDOUT_FILENO))
+      throw ExitCodeError("refusing to save to terminal. Use -o flag or redirect", 125);
+    // Saving renames a finished file into place, which a pipe does not allow: go through a
+    // temporary file under the root.
+    std::string temp_dir = global.root + "/tmp";
+    fs::mkdir_p(temp_dir, 0700);
+    std::string temp = temp_dir + "/save-" + random_hex(8) + ".tar";
+    try {
+      store_for(global).save(opts->image, temp, format);
+      UniqueFd in = fs::open_or_throw(temp, O_RDONLY);
+      char buf[1 << 16];
+      for (;;) {
+        ssize_t n = ::read(in.get(), buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) throw_errno("read " + temp);
+        if (n == 0) break;
+        fs::write_all(STDOUT_FILENO, buf, static_cast<size_t>(n), "stdout");
+      }
+    } catch (...) {
+      ::unlink(temp.c_str());
+      throw;
+    }
+    ::unlink(temp.c_str());
   });
 }
 
@@ -116,6 +150,7 @@ void add_images(CLI::App& parent, const std::string& name, GlobalOptions& global
     bool quiet = false;
     bool all = false;
     bool no_trunc = false;
+    bool no_heading = false;
     std::string format;
     std::string filter_ref;
   };
@@ -124,6 +159,7 @@ void add_images(CLI::App& parent, const std::string& name, GlobalOptions& global
   cmd->add_flag("-q,--quiet", opts->quiet, "Display only image IDs");
   cmd->add_flag("-a,--all", opts->all, "Show all images (there are no intermediate images)");
   cmd->add_flag("--no-trunc", opts->no_trunc, "Do not truncate output");
+  cmd->add_flag("-n,--noheading", opts->no_heading, "Do not print column headings");
   cmd->add_option("--format", opts->format, "Output format: json");
   cmd->add_option("image", opts->filter_ref, "Only images of this repository");
   cmd->callback([opts, &global] {
@@ -186,7 +222,8 @@ void add_images(CLI::App& parent, const std::string& name, GlobalOptions& global
     std::vector<size_t> widths(rows[0].size(), 0);
     for (const auto& row : rows)
       for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
-    for (const auto& row : rows) {
+    for (size_t r = opts->no_heading ? 1 : 0; r < rows.size(); ++r) {
+      const auto& row = rows[r];
       std::string line;
       for (size_t i = 0; i < row.size(); ++i) {
         line += row[i];
@@ -261,6 +298,31 @@ void add_tag(CLI::App& parent, GlobalOptions& global) {
   });
 }
 
+void add_exists(CLI::App& parent, GlobalOptions& global) {
+  auto ref = std::make_shared<std::string>();
+  CLI::App* cmd = parent.add_subcommand("exists", "Check if an image exists in local storage");
+  cmd->add_option("image", *ref, "Image")->required();
+  cmd->callback([ref, &global] { exit_code() = store_for(global).find(*ref) ? 0 : 1; });
+}
+
+void add_prune(CLI::App& parent, GlobalOptions& global) {
+  struct Options {
+    bool all = false;
+    bool force = false;
+  };
+  auto opts = std::make_shared<Options>();
+  CLI::App* cmd = parent.add_subcommand("prune", "Remove unused images");
+  cmd->add_flag("-a,--all", opts->all,
+                "Remove all images not used by containers, not only unnamed");
+  cmd->add_flag("-f,--force", opts->force, "Do not prompt for confirmation");
+  cmd->callback([opts, &global] {
+    if (!opts->force && ::isatty(STDIN_FILENO))
+      throw ExitCodeError("not supported yet: interactive confirmation, use --force", 125);
+    for (const std::string& id : store_for(global).prune(opts->all))
+      std::printf("%s\n", id.c_str());
+  });
+}
+
 }  // namespace
 
 nlohmann::json inspect_images(const GlobalOptions& global, const std::vector<std::string>& refs) {
@@ -285,6 +347,8 @@ void register_image_commands(CLI::App& app, GlobalOptions& global) {
   add_rmi(app, "rmi", global);
   add_rmi(*image, "rm", global);
   add_inspect(*image, global);
+  add_exists(*image, global);
+  add_prune(*image, global);
 }
 
 }  // namespace cryo::cli

@@ -289,3 +289,36 @@ TEST(ImageStore, LayerStorePrepareMismatchLeavesNothing) {
 
 }  // namespace
 }  // namespace cryo
+
+namespace cryo {
+namespace {
+
+// An OCI archive whose "blobs" is a symlink to a host directory must not make load read there,
+// even when the host file's digest is the one the index names.
+TEST(ImageStore, LoadDoesNotFollowSymlinksInTheArchive) {
+  StoreFixture f;
+  std::string host_dir = f.tmp / "host";
+  std::string manifest = R"({"schemaVersion":2,"config":{"digest":"sha256:x"},"layers":[]})";
+  std::string digest = storage::sha256_hex(manifest);
+  fs::mkdir_p(host_dir + "/sha256");
+  fs::write_file(host_dir + "/sha256/" + digest, manifest);
+  std::string index =
+      nlohmann::json{{"schemaVersion", 2},
+                     {"manifests", nlohmann::json::array({{{"digest", "sha256:" + digest}}})}}
+          .dump();
+  std::string archive = f.tmp / "evil-oci.tar";
+  write_tar(archive, {{.path = "oci-layout", .data = R"({"imageLayoutVersion":"1.0.0"})"},
+                      {.path = "index.json", .data = index},
+                      {.path = "blobs", .type = AE_IFLNK, .perm = 0777, .link = host_dir}});
+  try {
+    f.store.load(archive);
+    FAIL() << "load followed the blobs symlink";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("blobs is not a directory"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_TRUE(f.store.list().empty());
+}
+
+}  // namespace
+}  // namespace cryo

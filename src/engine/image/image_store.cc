@@ -50,6 +50,22 @@ bool is_hex(const std::string& s) {
   return !s.empty() && s.find_first_not_of("0123456789abcdef") == std::string::npos;
 }
 
+// A name without a registry ("busybox", "org/app:1"), valid as a reference.
+bool is_short_name(const std::string& ref) {
+  try {
+    return normalize_image_name(ref, "example.invalid") != normalize_image_name(ref);
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+// Whether a stored full name ends with the repository path and tag of a normalized short name.
+bool short_name_matches(const std::string& full_name, const std::string& normalized_short) {
+  std::string wanted = normalized_short.substr(normalized_short.find('/') + 1);
+  std::string rest = full_name.substr(full_name.find('/') + 1);
+  return rest == wanted || (rest.size() > wanted.size() && rest.ends_with("/" + wanted));
+}
+
 // "sha256:abc" -> "abc" when it is hex; otherwise unchanged.
 std::string strip_sha256(const std::string& ref) {
   if (starts_with(ref, "sha256:") && is_hex(ref.substr(7))) return ref.substr(7);
@@ -94,10 +110,19 @@ std::string archive_member(const std::string& root, const std::string& name) {
   if (name.empty() || name[0] == '/') throw Error("archive names invalid member \"" + name + "\"");
   for (const std::string& c : split(name, '/'))
     if (c == "..") throw Error("archive names invalid member \"" + name + "\"");
-  std::string path = root + "/" + name;
-  struct stat st;
-  if (::lstat(path.c_str(), &st) < 0) throw_errno("archive member " + name);
-  if (!S_ISREG(st.st_mode)) throw Error("archive member " + name + " is not a regular file");
+  // No component may be a symlink: the archive could point "blobs" at any host directory.
+  std::string path = root;
+  std::vector<std::string> comps = split(name, '/');
+  for (size_t i = 0; i < comps.size(); ++i) {
+    if (comps[i].empty() || comps[i] == ".") continue;
+    path += "/" + comps[i];
+    struct stat st;
+    if (::lstat(path.c_str(), &st) < 0) throw_errno("archive member " + name);
+    bool last = i + 1 == comps.size();
+    if (last ? !S_ISREG(st.st_mode) : !S_ISDIR(st.st_mode))
+      throw Error("archive member " + name + ": " + comps[i] +
+                  (last ? " is not a regular file" : " is not a directory"));
+  }
   return path;
 }
 
@@ -217,18 +242,12 @@ std::optional<ImageRecord> ImageStore::find_locked(const std::string& ref) const
     for (const ImageRecord& image : images)
       if (std::find(image.names.begin(), image.names.end(), *normalized) != image.names.end())
         return image;
-    // A short name also matches the same repository in any registry ("busybox" finds
-    // "docker.io/library/busybox:latest"), as Podman's short-name lookup of local images does.
-    bool short_name = ref.find('/') == std::string::npos ||
-                      normalize_image_name(ref, "example.invalid") != *normalized;
-    if (short_name) {
-      std::string path_and_tag = normalized->substr(normalized->find('/') + 1);
+    // A short name also matches the same repository in any registry or namespace ("busybox"
+    // finds "docker.io/library/busybox:latest", "motd:v1" finds "quay.io/cryo/motd:v1").
+    if (is_short_name(ref))
       for (const ImageRecord& image : images)
-        for (const std::string& name : image.names) {
-          std::string rest = name.substr(name.find('/') + 1);
-          if (rest == path_and_tag || rest == "library/" + path_and_tag) return image;
-        }
-    }
+        for (const std::string& name : image.names)
+          if (short_name_matches(name, *normalized)) return image;
   }
   if (is_hex(bare)) {
     std::vector<const ImageRecord*> matches;
@@ -252,6 +271,14 @@ ImageRecord ImageStore::resolve(const std::string& ref) const {
   std::optional<ImageRecord> found = find(ref);
   if (!found) throw ExitCodeError(ref + ": image not known", 125);
   return *found;
+}
+
+void ImageStore::with_image(const std::string& ref,
+                            const std::function<void(const ImageRecord&)>& fn) const {
+  Lock lock(paths_, false);
+  std::optional<ImageRecord> found = find_locked(ref);
+  if (!found) throw ExitCodeError(ref + ": image not known", 125);
+  fn(*found);
 }
 
 std::vector<std::string> ImageStore::layer_dirs(const ImageRecord& image) const {
@@ -560,23 +587,45 @@ void ImageStore::delete_image_locked(const ImageRecord& record) {
   }
 }
 
+namespace {
+// The name of `image` that `ref` designates, if `ref` is a name rather than an ID.
+std::optional<std::string> name_matching(const ImageRecord& image, const std::string& ref) {
+  std::string normalized;
+  try {
+    normalized = normalize_image_name(ref);
+  } catch (const Error&) {
+    return std::nullopt;
+  }
+  for (const std::string& n : image.names)
+    if (n == normalized) return n;
+  if (is_short_name(ref))
+    for (const std::string& n : image.names)
+      if (short_name_matches(n, normalized)) return n;
+  return std::nullopt;
+}
+}  // namespace
+
 RemoveResult ImageStore::remove(const std::string& ref, bool force) {
+  if (force && container_remover_) {
+    // Containers go first, without our lock: removing them may need the image store again, and
+    // a second flock on another descriptor of this process would wait for us forever.
+    std::vector<std::string> users;
+    {
+      Lock lock(paths_, false);
+      std::optional<ImageRecord> found = find_locked(ref);
+      bool untag_only = found && found->names.size() > 1 && name_matching(*found, ref);
+      if (found && !untag_only) users = containers_using(found->id);
+    }
+    for (const std::string& container : users) container_remover_(container);
+  }
+
   Lock lock(paths_, true);
   std::optional<ImageRecord> found = find_locked(ref);
   if (!found) throw ExitCodeError(ref + ": image not known", 1);
   ImageRecord image = *found;
   RemoveResult result;
 
-  std::optional<std::string> name;
-  try {
-    std::string normalized = normalize_image_name(ref);
-    for (const std::string& n : image.names)
-      if (n == normalized ||
-          n.substr(n.find('/') + 1) == normalized.substr(normalized.find('/') + 1) ||
-          n.substr(n.find('/') + 1) == "library/" + normalized.substr(normalized.find('/') + 1))
-        name = n;
-  } catch (const Error&) {
-  }
+  std::optional<std::string> name = name_matching(image, ref);
   if (name && image.names.size() > 1) {
     std::erase(image.names, *name);
     write_record(image);
@@ -592,15 +641,28 @@ RemoveResult ImageStore::remove(const std::string& ref, bool force) {
   if (!users.empty()) {
     if (!force)
       throw ExitCodeError("image used by " + users.front() + ": image is in use by a container", 2);
-    if (!container_remover_)
-      throw ExitCodeError(
-          "not supported yet: rmi --force of an image in use by container " + users.front(), 2);
-    for (const std::string& container : users) container_remover_(container);
+    throw ExitCodeError(
+        container_remover_
+            ? "image used by " + users.front() +
+                  ": a container using the image appeared during removal"
+            : "not supported yet: rmi --force of an image in use by container " + users.front(),
+        2);
   }
   delete_image_locked(image);
   result.untagged = image.names;
   result.deleted = image.id;
   return result;
+}
+
+std::vector<std::string> ImageStore::prune(bool all) {
+  Lock lock(paths_, true);
+  std::vector<std::string> pruned;
+  for (const ImageRecord& image : list_locked()) {
+    if ((!all && !image.names.empty()) || !containers_using(image.id).empty()) continue;
+    delete_image_locked(image);
+    pruned.push_back(image.id);
+  }
+  return pruned;
 }
 
 nlohmann::json ImageStore::inspect(const ImageRecord& image) const {

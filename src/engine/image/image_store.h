@@ -82,6 +82,10 @@ class ImageStore {
   // "sha256:". Throws ExitCodeError(125) with Podman's "NAME: image not known" when there is none.
   ImageRecord resolve(const std::string& ref) const;
   std::optional<ImageRecord> find(const std::string& ref) const;
+  // Resolves `ref` and runs fn while holding the store lock shared, so that no `rmi` can remove
+  // the image meanwhile: the runtime writes its container record (naming image_id) inside fn.
+  // fn may call the other const methods (shared locks do not conflict) but not modify images.
+  void with_image(const std::string& ref, const std::function<void(const ImageRecord&)>& fn) const;
   // Unpacked layer directories, lowest first, for overlayfs lowerdir (which wants highest first).
   std::vector<std::string> layer_dirs(const ImageRecord& image) const;
   // Newest first.
@@ -98,6 +102,9 @@ class ImageStore {
   // Podman's rmi for one reference. A name of an image with several names only untags it. Throws
   // ExitCodeError(1) for an unknown image and ExitCodeError(2) when a container uses it.
   RemoveResult remove(const std::string& ref, bool force);
+
+  // Removes images no container uses: only unnamed ones, or all with `all`. Returns their IDs.
+  std::vector<std::string> prune(bool all);
 
   // `podman image inspect` object for one image.
   nlohmann::json inspect(const ImageRecord& image) const;
