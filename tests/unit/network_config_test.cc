@@ -7,6 +7,7 @@
 
 #include "common/error.h"
 #include "common/fs.h"
+#include "engine/network/active_addresses.h"
 #include "engine/network/leases.h"
 #include "engine/network/netlink.h"
 #include "engine/network/network.h"
@@ -182,6 +183,37 @@ TEST(PortRegistry, ConflictsAndRandomPorts) {
   // Released ports can be taken again.
   registry.release("a");
   EXPECT_EQ(registry.claim("c", {same})[0].host_port, same.host_port);
+}
+
+}  // namespace
+}  // namespace cryo::engine
+
+namespace cryo::engine {
+namespace {
+
+TEST(ActiveAddresses, OtherRootsAddressesAreUnavailableUntilReleasedOrStale) {
+  TempDir dir;
+  std::string netns = dir.path() + "/netns-file";
+  fs::write_file(netns, "");
+  {
+    ActiveAddresses active("br", dir.path());
+    active.claim("10.88.0.2", "/rootA", "c1", netns);
+    active.claim("10.88.0.3", "/rootA", "c2", dir.path() + "/gone");  // its netns is gone
+    active.save();
+  }
+  {
+    ActiveAddresses active("br", dir.path());
+    EXPECT_EQ(active.used_by_others("/rootB", "c1"), std::set<std::string>{"10.88.0.2"});
+    EXPECT_TRUE(active.used_by_others("/rootA", "c1").empty());  // its own address
+    LeaseStore leases(dir.path() + "/leases", "10.88.0.0", 16, "10.88.0.1");
+    EXPECT_EQ(leases.acquire("c9", "", "", nullptr, active.used_by_others("/rootB", "c9")).ip,
+              "10.88.0.3");
+    EXPECT_THROW(leases.acquire("c8", "10.88.0.2", "", nullptr, {"10.88.0.2"}), Error);
+    active.release("/rootA", "c1");
+    active.save();
+  }
+  ActiveAddresses active("br", dir.path());
+  EXPECT_TRUE(active.used_by_others("/rootB", "x").empty());
 }
 
 }  // namespace

@@ -108,6 +108,33 @@ TEST_F(VolumeStoreTest, InUseVolumesAreKept) {
   EXPECT_TRUE(store.list().empty());
 }
 
+TEST_F(VolumeStoreTest, RuntimeRecordMountsCount) {
+  VolumeStore store(paths_);
+  store.create("web");
+  fs::mkdir_p(paths_.container_dir("c2"));
+  nlohmann::json record = {{"id", "c2"},
+                           {"config",
+                            {{"mounts",
+                              {{{"source", "/x"}, {"destination", "/y"}, {"volume_name", ""}},
+                               {{"source", store.get("web").mountpoint},
+                                {"destination", "/srv"},
+                                {"volume_name", "web"},
+                                {"read_only", false}}}}}}};
+  fs::write_file(paths_.container_dir("c2") + "/container.json", record.dump());
+  EXPECT_EQ(store.users("web"), std::vector<std::string>{"c2"});
+  EXPECT_TRUE(store.users("other").empty());
+}
+
+TEST_F(VolumeStoreTest, DataWithoutMetadataIsAdoptedNotWiped) {
+  // A directory made with the volume layout but no volume.json (e.g. a bare mkdir).
+  fs::mkdir_p(paths_.volumes_dir() + "/legacy/_data");
+  fs::write_file(paths_.volumes_dir() + "/legacy/_data/keep", "data");
+  VolumeStore store(paths_);
+  EXPECT_FALSE(store.find("legacy"));
+  Volume v = store.ensure("legacy");
+  EXPECT_EQ(fs::read_file(v.mountpoint + "/keep"), "data");
+}
+
 TEST_F(VolumeStoreTest, CopyUpFlag) {
   VolumeStore store(paths_);
   EXPECT_TRUE(store.create("v").needs_copy_up);

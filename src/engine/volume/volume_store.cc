@@ -8,11 +8,11 @@
 
 #include <algorithm>
 #include <cctype>
-#include <filesystem>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <filesystem>
 
 #include "common/error.h"
 #include "common/fs.h"
@@ -61,6 +61,22 @@ Volume volume_from_json(const nlohmann::json& j) {
     v.options = j["Options"].get<std::map<std::string, std::string>>();
   v.needs_copy_up = j.value("NeedsCopyUp", true);
   return v;
+}
+
+// The container record lists the volume either in a top-level "volumes" array of {name,
+// destination, rw} or among its "config"."mounts" as {volume_name, ...} (the runtime's record).
+bool uses_volume(const nlohmann::json& record, const std::string& name) {
+  auto lists = [&](const nlohmann::json& array, const char* key) {
+    if (!array.is_array()) return false;
+    for (const auto& entry : array)
+      if (entry.is_object() && entry.value(key, "") == name) return true;
+    return false;
+  };
+  if (record.contains("volumes") && lists(record["volumes"], "name")) return true;
+  if (record.contains("config") && record["config"].is_object() &&
+      record["config"].contains("mounts"))
+    return lists(record["config"]["mounts"], "volume_name");
+  return false;
 }
 
 }  // namespace
@@ -118,15 +134,19 @@ Volume VolumeStore::create(const std::string& requested_name,
   volume.labels = labels;
   volume.options = options;
   std::string dir = volume_dir(name);
-  // A directory without volume.json is the leftover of a crash during an earlier create.
-  if (fs::exists(dir)) fs::remove_all(dir);
+  // A directory without volume.json is adopted, never wiped: it is the leftover of a crash
+  // during an earlier create, or data put there by a mkdir of the same layout.
+  bool existed = fs::exists(dir);
   try {
-    if (::mkdir(dir.c_str(), 0700) < 0) throw_errno("mkdir " + dir);
-    if (::mkdir(volume.mountpoint.c_str(), 0755) < 0) throw_errno("mkdir " + volume.mountpoint);
+    if (::mkdir(dir.c_str(), 0700) < 0 && errno != EEXIST) throw_errno("mkdir " + dir);
+    if (::mkdir(volume.mountpoint.c_str(), 0755) < 0 && errno != EEXIST)
+      throw_errno("mkdir " + volume.mountpoint);
     save(volume);
   } catch (Error& e) {
-    std::error_code ec;
-    std::filesystem::remove_all(dir, ec);
+    if (!existed) {
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
+    }
     e.add_context("create volume " + name);
     throw;
   }
@@ -195,14 +215,7 @@ std::vector<std::string> VolumeStore::users(const std::string& name) const {
     if (!text) continue;
     nlohmann::json config = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
     if (config.is_discarded()) throw Error("parse " + path + ": invalid JSON");
-    if (!config.is_object() || !config.contains("volumes") || !config["volumes"].is_array())
-      continue;
-    for (const auto& mount : config["volumes"]) {
-      if (mount.is_object() && mount.value("name", "") == name) {
-        ids.push_back(id);
-        break;
-      }
-    }
+    if (config.is_object() && uses_volume(config, name)) ids.push_back(id);
   }
   return ids;
 }

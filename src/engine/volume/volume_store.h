@@ -1,6 +1,7 @@
 // Named volumes (driver "local"): <root>/volumes/NAME/_data holds the data, volume.json the
 // metadata. A container uses a volume when its <root>/containers/ID/container.json has an entry
-// {"name": NAME, "destination": PATH, "rw": BOOL} in its "volumes" array.
+// {"name": NAME, "destination": PATH, "rw": BOOL} in its "volumes" array, or (the runtime's
+// record) an entry {"volume_name": NAME, ...} in "config"."mounts".
 #pragma once
 
 #include <map>
