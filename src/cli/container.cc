@@ -397,6 +397,8 @@ struct CreateOptions {
 
 void add_create_options(CLI::App* cmd, CreateOptions& o, bool is_run) {
   cmd->prefix_command();
+  // Podman's -h is --hostname here.
+  cmd->set_help_flag("--help", "Print this help message and exit");
   auto& r = o.request;
   if (is_run) {
     cmd->add_flag("-d,--detach", o.detach, "Run container in background and print container ID");
