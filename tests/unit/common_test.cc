@@ -12,9 +12,8 @@ namespace {
 
 TEST(Error, ContextIsPrependedOutermostFirst) {
   try {
-    with_context("dumping pid 42", [] {
-      with_context("fd 7", [] { throw_errno("pidfd_getfd", EPERM); });
-    });
+    with_context("dumping pid 42",
+                 [] { with_context("fd 7", [] { throw_errno("pidfd_getfd", EPERM); }); });
     FAIL() << "no exception";
   } catch (const Error& e) {
     EXPECT_STREQ(e.what(), "dumping pid 42: fd 7: pidfd_getfd: Operation not permitted");

@@ -41,8 +41,11 @@ class NetworkSetupTest : public ::testing::Test {
   }
   void TearDown() override {
     if (dir_.empty()) return;
-    // The netns dir is a bind mount of itself (made shared like `ip netns`): undo it.
-    ::umount2((paths_.runroot + "/netns").c_str(), MNT_DETACH);
+    // Teardown removed every netns mount, and the netns directory's own bind mount with the last.
+    std::string mounts = fs::read_file("/proc/self/mountinfo");
+    EXPECT_EQ(mounts.find(dir_), std::string::npos) << mounts;
+    if (mounts.find(dir_) != std::string::npos)
+      ::umount2((paths_.runroot + "/netns").c_str(), MNT_DETACH);
     fs::remove_all(dir_);
   }
 
@@ -145,7 +148,8 @@ TEST_F(NetworkSetupTest, BridgePublishesPortsAndTearsDownExactly) {
   std::string via_ip = fetch("http://" + status.ip + ":8080/index.html");
   ::kill(httpd, SIGKILL);
   ::waitpid(httpd, nullptr, 0);
-  EXPECT_EQ(via_port, marker);
+  EXPECT_EQ(via_port, marker) << status.ip << " " << status.mac << " port " << host_port << "\n"
+                              << run_process({"ip", "neigh"}).output;
   EXPECT_EQ(via_ip, marker);
 
   // The lease is persistent: a second setup (restart) gets the same IP and MAC back.
@@ -229,6 +233,32 @@ TEST_F(NetworkSetupTest, StaticIpIsHonouredAndExclusive) {
   EXPECT_FALSE(fs::exists(manager.netns_path(second)));
   manager.teardown(first, a);
   manager.release(first);
+}
+
+TEST_F(NetworkSetupTest, ContainersReachEachOtherOverTheBridge) {
+  NetworkManager manager(paths_);
+  std::string server = random_hex(32), client = random_hex(32);
+  std::string docroot = dir_ + "/www";
+  fs::mkdir_p(docroot);
+  fs::write_file(docroot + "/index.html", "peer\n");
+  NetworkStatus a = manager.setup(server, NetworkRequest{});
+  NetworkStatus b = manager.setup(client, NetworkRequest{});
+  EXPECT_NE(a.ip, b.ip);
+  pid_t httpd = start_httpd_in(a.netns_path, docroot, 8080);
+  ProcessResult result;
+  for (int i = 0; i < 200; ++i) {
+    result = run_process({"nsenter", "--net=" + b.netns_path, "curl", "-s", "--max-time", "5",
+                          "http://" + a.ip + ":8080/index.html"});
+    if (result.exit_code == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  ::kill(httpd, SIGKILL);
+  ::waitpid(httpd, nullptr, 0);
+  EXPECT_EQ(result.output, "peer\n");
+  manager.teardown(server, a);
+  manager.teardown(client, b);
+  manager.release(server);
+  manager.release(client);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 
 #include <optional>
+#include <set>
 #include <string>
 
 namespace cryo::engine {
@@ -23,9 +24,11 @@ class LeaseStore {
 
   // Returns the container's lease, creating it if needed. `static_ip` (--ip) must be in the subnet
   // and free (else an error); a different static_ip or static_mac replaces the old lease's values.
-  // `created` tells whether the lease is new (so a failed setup can release it).
+  // `created` tells whether the lease is new (so a failed setup can release it). `unavailable`:
+  // addresses live elsewhere on the bridge (other engine roots); a lease on one of them moves.
   Lease acquire(const std::string& container_id, const std::string& static_ip,
-                const std::string& static_mac, bool* created = nullptr);
+                const std::string& static_mac, bool* created = nullptr,
+                const std::set<std::string>& unavailable = {});
   std::optional<Lease> find(const std::string& container_id) const;
   // Releases the container's lease; no-op when it has none.
   void release(const std::string& container_id);

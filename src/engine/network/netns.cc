@@ -83,6 +83,12 @@ void remove_persistent_netns(const std::string& path) {
     throw_errno("unmount network namespace " + path);
   if (::unlink(path.c_str()) < 0 && errno != ENOENT)
     throw_errno("remove network namespace file " + path);
+  // Drop the directory's self bind mount once no namespace is mounted in it, so that a state
+  // directory can simply be deleted. A plain (not lazy) unmount fails with EBUSY while another
+  // container's netns is mounted there, which leaves that one intact.
+  std::string dir = std::filesystem::path(path).parent_path();
+  if (::umount2(dir.c_str(), 0) < 0 && errno != EINVAL && errno != EBUSY && errno != ENOENT)
+    throw_errno("unmount " + dir);
 }
 
 NetnsGuard::NetnsGuard(int netns_fd) {

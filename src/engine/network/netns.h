@@ -12,8 +12,9 @@ namespace cryo::engine {
 // not exist yet; its directory is made a shared mount point first, as `ip netns` does, so that
 // unmounting propagates to mount namespaces created later). Nothing is left behind on failure.
 void create_persistent_netns(const std::string& path);
-// Unmounts and removes a netns file made by create_persistent_netns. A missing file is not an
-// error, so teardown can run twice.
+// Unmounts and removes a netns file made by create_persistent_netns, and the directory's shared
+// bind mount when it holds no other namespace. A missing file is not an error, so teardown can
+// run twice.
 void remove_persistent_netns(const std::string& path);
 // Opens a netns file (or /proc/PID/ns/net) for setns.
 UniqueFd open_netns(const std::string& path);

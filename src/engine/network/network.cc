@@ -4,12 +4,15 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <filesystem>
 #include <optional>
+#include <set>
 
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/log.h"
 #include "common/strings.h"
+#include "engine/network/active_addresses.h"
 #include "engine/network/leases.h"
 #include "engine/network/nat.h"
 #include "engine/network/netlink.h"
@@ -150,7 +153,11 @@ PortMapping parse_publish(const std::string& spec) {
   return port;
 }
 
-NetworkManager::NetworkManager(StorePaths paths) : paths_(std::move(paths)) {}
+NetworkManager::NetworkManager(StorePaths paths) : paths_(std::move(paths)) {
+  // Absolute, so that the machine-wide address registry names roots unambiguously.
+  paths_.root = std::filesystem::absolute(paths_.root).lexically_normal();
+  paths_.runroot = std::filesystem::absolute(paths_.runroot).lexically_normal();
+}
 
 std::string NetworkManager::netns_path(const std::string& container_id) const {
   return paths_.runroot + "/netns/" + container_id;
@@ -199,7 +206,16 @@ void NetworkManager::setup_bridge(const std::string& container_id, const Network
   LeaseStore leases(paths_.networks_dir() + "/" + config.bridge, config.subnet,
                     config.prefix_length, config.gateway);
   bool lease_created = false;
-  Lease lease = leases.acquire(container_id, request.static_ip, request.static_mac, &lease_created);
+  Lease lease;
+  {
+    // Machine-wide while the address is picked: other engine roots use the same bridge.
+    ActiveAddresses active(config.bridge);
+    std::set<std::string> unavailable = active.used_by_others(paths_.root, container_id);
+    lease = leases.acquire(container_id, request.static_ip, request.static_mac, &lease_created,
+                           unavailable);
+    active.claim(lease.ip, paths_.root, container_id, status.netns_path);
+    active.save();
+  }
   try {
     PortRegistry registry(paths_.networks_dir() + "/ports.json");
     std::vector<PortMapping> ports = registry.claim(container_id, request.ports);
@@ -262,8 +278,14 @@ void NetworkManager::teardown(const std::string& container_id, const NetworkStat
       Nftables nft;
       remove_port_rules(nft, status.ports);
     });
-  if (status.mode == "bridge")
+  if (status.mode == "bridge") {
     attempt([&] { PortRegistry(paths_.networks_dir() + "/ports.json").release(container_id); });
+    attempt([&] {
+      ActiveAddresses active(default_network().bridge);
+      active.release(paths_.root, container_id);
+      active.save();
+    });
+  }
   if (!status.host_veth.empty())
     attempt([&] {
       RtNetlink host;
