@@ -34,7 +34,9 @@ using engine::ContainerManager;
 using engine::ContainerRecord;
 using engine::ContainerState;
 
-engine::StorePaths store_paths(const GlobalOptions& g) { return {g.root, g.runroot}; }
+engine::StorePaths store_paths(const GlobalOptions& g) {
+  return {g.root, g.runroot};
+}
 
 int parse_signal(const std::string& text) {
   std::string name = text;
@@ -84,8 +86,8 @@ std::string status_text(const ContainerRecord& r) {
     case ContainerState::kCreated:
       return "Created";
     default:
-      return "Exited (" + std::to_string(r.exit_code) + ") " +
-             human_duration(now - r.finished_ns) + " ago";
+      return "Exited (" + std::to_string(r.exit_code) + ") " + human_duration(now - r.finished_ns) +
+             " ago";
   }
 }
 
@@ -108,7 +110,9 @@ std::string ports_text(const ContainerRecord& r) {
   return join(parts, ", ");
 }
 
-std::string quote_command(const std::vector<std::string>& args) { return join(args, " "); }
+std::string quote_command(const std::vector<std::string>& args) {
+  return join(args, " ");
+}
 
 nlohmann::json inspect_json(const ContainerRecord& r, const std::string& spec_path) {
   nlohmann::json spec = nlohmann::json::object();
@@ -133,7 +137,7 @@ nlohmann::json inspect_json(const ContainerRecord& r, const std::string& spec_pa
     binds.push_back((m.volume_name.empty() ? m.source : m.volume_name) + ":" + m.destination +
                     (m.read_only ? ":ro" : ":rw"));
   }
-  nlohmann::json net = {{"IPAddress", ""}, {"MacAddress", ""}, {"Gateway", ""},
+  nlohmann::json net = {{"IPAddress", ""},  {"MacAddress", ""},  {"Gateway", ""},
                         {"IPPrefixLen", 0}, {"Ports", port_map}, {"SandboxKey", ""}};
   if (!r.network_status.is_null()) {
     auto status = engine::network_status_from_json(r.network_status);
@@ -241,8 +245,8 @@ std::string render_template(const std::string& format, const nlohmann::json& dat
       out += node->get<std::string>();
     else if (node->is_array()) {
       std::vector<std::string> items;
-      for (const auto& item : *node) items.push_back(item.is_string() ? item.get<std::string>()
-                                                                      : item.dump());
+      for (const auto& item : *node)
+        items.push_back(item.is_string() ? item.get<std::string>() : item.dump());
       out += "[" + join(items, " ") + "]";
     } else if (node->is_null())
       out += "<no value>";
@@ -397,6 +401,8 @@ struct CreateOptions {
 
 void add_create_options(CLI::App* cmd, CreateOptions& o, bool is_run) {
   cmd->prefix_command();
+  // Podman's -h is --hostname here.
+  cmd->set_help_flag("--help", "Print this help message and exit");
   auto& r = o.request;
   if (is_run) {
     cmd->add_flag("-d,--detach", o.detach, "Run container in background and print container ID");
@@ -429,8 +435,7 @@ engine::CreateRequest finish_create_request(CLI::App* cmd, CreateOptions& o) {
   engine::CreateRequest r = o.request;
   std::vector<std::string> rest = cmd->remaining();
   if (rest.empty()) throw ExitCodeError("requires at least 1 arg(s), only received 0", 125);
-  if (rest[0].size() > 1 && rest[0][0] == '-')
-    throw ExitCodeError("unknown flag: " + rest[0], 125);
+  if (rest[0].size() > 1 && rest[0][0] == '-') throw ExitCodeError("unknown flag: " + rest[0], 125);
   r.image = rest[0];
   r.command.assign(rest.begin() + 1, rest.end());
   if (!o.memory.empty()) r.memory_limit = engine::parse_memory_size(o.memory);
@@ -620,7 +625,8 @@ void register_container_commands(CLI::App& app, CLI::App& container, GlobalOptio
     auto attach = std::make_shared<bool>(false);
     auto interactive = std::make_shared<bool>(false);
     cmd->add_flag("-a,--attach", *attach, "Attach container's STDOUT and STDERR");
-    cmd->add_flag("-i,--interactive", *interactive, "Make STDIN available to the contained process");
+    cmd->add_flag("-i,--interactive", *interactive,
+                  "Make STDIN available to the contained process");
     cmd->add_option("containers", *names, "Containers")->required();
     cmd->callback([&g, names, attach, interactive] {
       ContainerManager manager(store_paths(g));
@@ -637,8 +643,8 @@ void register_container_commands(CLI::App& app, CLI::App& container, GlobalOptio
           }
           auto started = manager.start(id, *attach, g.log_level);
           if (*attach) {
-            exit_code() = attach_and_wait(manager, id, started.attach.get(), record.config.tty,
-                                          *interactive);
+            exit_code() =
+                attach_and_wait(manager, id, started.attach.get(), record.config.tty, *interactive);
             return;
           }
           std::cout << name << std::endl;
@@ -667,7 +673,8 @@ void register_container_commands(CLI::App& app, CLI::App& container, GlobalOptio
       if (*all)
         for (const auto& r : manager.list())
           if (r.state == ContainerState::kRunning) targets.push_back(r.id);
-      if (targets.empty() && !*all) throw ExitCodeError("you must provide at least one name or id", 125);
+      if (targets.empty() && !*all)
+        throw ExitCodeError("you must provide at least one name or id", 125);
       int failures = 0;
       for (const auto& name : targets) {
         try {
@@ -735,7 +742,8 @@ void register_container_commands(CLI::App& app, CLI::App& container, GlobalOptio
       std::vector<std::string> targets = *names;
       if (*all)
         for (const auto& r : manager.list()) targets.push_back(r.id);
-      if (targets.empty() && !*all) throw ExitCodeError("you must provide at least one name or id", 125);
+      if (targets.empty() && !*all)
+        throw ExitCodeError("you must provide at least one name or id", 125);
       int failures = 0;
       for (const auto& name : targets) {
         try {
@@ -882,8 +890,7 @@ void register_container_commands(CLI::App& app, CLI::App& container, GlobalOptio
                  }
                }
                if (!format->empty()) {
-                 for (const auto& item : out)
-                   std::cout << render_template(*format, item) << "\n";
+                 for (const auto& item : out) std::cout << render_template(*format, item) << "\n";
                } else {
                  std::cout << out.dump(4) << std::endl;
                }

@@ -480,6 +480,9 @@ int monitor_main(const std::vector<std::string>& args) {
   }
   log::Level parsed;
   if (log::parse_level(level, &parsed)) log::set_level(parsed);
+  // The container must not inherit the channels to the CLI.
+  ::fcntl(kStatusFd, F_SETFD, FD_CLOEXEC);
+  ::fcntl(kAttachFd, F_SETFD, FD_CLOEXEC);
   try {
     Monitor monitor(paths, id, attach);
     return monitor.run();

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/close_range.h>
 #include <linux/sched.h>
 #include <sched.h>
 #include <signal.h>
@@ -481,6 +482,8 @@ void exec_container_process(const nlohmann::json& process, const ProcessStdio& s
     report_failure_and_exit(error_fd, 125, e.what());
   }
 
+  // Only the standard streams go to the container (the error pipe is close-on-exec already).
+  ::syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC);
   std::string path_var = env_value(nlohmann::json(env), "PATH");
   if (path_var.empty()) path_var = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
   int err = exec_in_path(args, env, path_var);
