@@ -247,14 +247,18 @@ void load_images(RestoreContext& ctx) {
     if (!memfd) throw_errno("memfd_create");
     if (::ftruncate(memfd.get(), static_cast<off_t>(object.at("size").get<uint64_t>())) < 0)
       throw_errno("ftruncate of a shared memory object");
+    std::vector<uint8_t> buffer(1 << 20);
     for (const PageRun& run : runs_from_json(object.at("runs"))) {
-      loff_t in = static_cast<loff_t>(RawImageReader::payload_offset() + run.offset);
-      loff_t out = static_cast<loff_t>(run.vaddr);
-      size_t left = run.pages * kPageSize;
-      while (left > 0) {
-        ssize_t n = ::copy_file_range(content.fd(), &in, memfd.get(), &out, left, 0);
-        if (n <= 0) throw_errno("copying shared memory contents from " + content.path());
-        left -= static_cast<size_t>(n);
+      uint64_t size = object.at("size");
+      uint64_t done = 0,
+               total = std::min<uint64_t>(run.pages * kPageSize, size - std::min(size, run.vaddr));
+      while (done < total) {
+        size_t n = static_cast<size_t>(std::min<uint64_t>(buffer.size(), total - done));
+        content.read_at(run.offset + done, buffer.data(), n);
+        if (::pwrite(memfd.get(), buffer.data(), n, static_cast<off_t>(run.vaddr + done)) !=
+            static_cast<ssize_t>(n))
+          throw_errno("filling a shared memory object from " + content.path());
+        done += n;
       }
     }
     ctx.shmem[inode] = std::move(memfd);

@@ -69,6 +69,8 @@ for round in $(seq 1 $rounds); do
     grep -q '^PASS' "$out" || fail "the original did not pass after dump -R"
     : >"$out"
   else
+    # Every process of the test's session: their PIDs must be free again before the restore.
+    members=$(ps -o pid= -s "$pid")
     "$CRYO" cr dump -t "$pid" -D "$images" || fail "dump failed (round $round)"
     if [ "$round" = 1 ]; then
       { wait "$pid"; } 2>/dev/null  # reap the dumped (killed) original: its PID must be free
@@ -77,6 +79,10 @@ for round in $(seq 1 $rounds); do
       # A restored process is reaped by init; wait until the PID is free.
       while [ -e /proc/"$pid" ]; do sleep 0.02; done
     fi
+    # The killed processes are reaped by their parents (init for orphans), not by us.
+    for member in $members; do
+      while [ -e /proc/"$member" ]; do sleep 0.02; done
+    done
   fi
   "$CRYO" cr restore -D "$images" -d --pidfile "$work/pidfile" || fail "restore failed (round $round)"
   restored=$(cat "$work/pidfile")
