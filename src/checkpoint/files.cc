@@ -35,6 +35,7 @@ namespace {
 const FileKind* const kFileKinds[] = {
     &files::kMemfdKind, &files::kPathFileKind, &files::kFifoKind,
     &files::kPipeKind,  &files::kTerminalKind, &files::kDeviceKind,
+    &files::kInetSocketKind,
 };
 
 constexpr const char* kFilesImage = "files.img";
@@ -318,7 +319,15 @@ FileDumper::FileDumper(std::string image_dir, FileDumpOptions options)
   }
 }
 
-FileDumper::~FileDumper() = default;
+// Sockets hook: a dumper that was not told the tree gets killed undoes what the dump changed in
+// the live objects (TCP repair mode).
+FileDumper::~FileDumper() {
+  impl_->ctx.run_resume_actions();
+}
+
+void FileDumper::keep_tcp_repair_for_kill() {
+  impl_->ctx.drop_resume_actions();
+}
 
 void FileDumper::dump_process(pid_t pid, int pidfd) {
   std::string proc = "/proc/" + std::to_string(pid);
@@ -377,6 +386,7 @@ void FileDumper::dump_process(pid_t pid, int pidfd) {
 }
 
 void FileDumper::finish() {
+  impl_->ctx.run_finish_checks();  // sockets hook
   json files = impl_->ctx.sections();
   files["descriptions"] = impl_->descriptions;
   write_json_image(impl_->ctx.image_dir(), kFilesImage, files);

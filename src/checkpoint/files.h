@@ -15,6 +15,12 @@ namespace cryo::ckpt {
 struct FileDumpOptions {
   bool shell_job =
       false;  // the tree's terminal is outside it: restore onto the restorer's terminal
+  // Sockets (file_kinds/sockets_*.cc): dump established TCP connections with TCP_REPAIR (without
+  // it, a dump meeting one fails and names it).
+  bool tcp_established = false;
+  // Unix sockets whose peer is outside the tree are dumped (restored reconnected to the peer's
+  // name, or as a connection whose peer is gone; docs/IMAGE-FORMAT.md "Sockets").
+  bool ext_unix_sk = false;
 };
 
 // Dumps the fds of each process of a frozen tree. Descriptions are taken from the target with
@@ -27,6 +33,12 @@ class FileDumper {
   void dump_process(pid_t pid, int pidfd);
   // Writes files.img and the data files of the descriptions (pipe contents, deleted files...).
   void finish();
+  // Sockets: established TCP connections stay in repair mode from their dump on (they send
+  // nothing). Call this after finish() and before killing the dumped tree: repair mode then stays
+  // on, so that the kill closes them without FIN or RST and the peer waits for the restored copy.
+  // Without it (--leave-running, or a failed dump that resumes the tree), destroying the dumper
+  // turns repair mode off again.
+  void keep_tcp_repair_for_kill();
 
  private:
   struct Impl;

@@ -8,12 +8,14 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "checkpoint/files.h"
+#include "common/log.h"
 #include "common/unique_fd.h"
 
 namespace cryo::ckpt::files {
@@ -59,7 +61,33 @@ class DumpContext {
   // Sections of files.img other than "descriptions", each a list of objects in id order.
   json sections() const;
 
+  // Hooks for kinds whose dump spans several descriptions or changes the dumped objects (added
+  // for sockets). Checks run by finish() before files.img is written (e.g. both ends of a socket
+  // pair were seen); they throw cryo::Error.
+  void add_finish_check(std::function<void()> check) { finish_checks_.push_back(std::move(check)); }
+  void run_finish_checks() const {
+    for (const auto& check : finish_checks_) check();
+  }
+  // Undo actions run when the dumped tree goes on running (leave-running or a failed dump), not
+  // when it is killed (FileDumper::keep_tcp_repair_for_kill): e.g. turning TCP repair mode off.
+  void add_resume_action(std::function<void()> action) {
+    resume_actions_.push_back(std::move(action));
+  }
+  void run_resume_actions() noexcept {
+    for (const auto& action : resume_actions_) {
+      try {
+        action();
+      } catch (const std::exception& e) {
+        LOG_WARN << "undoing the dump's changes: " << e.what();
+      }
+    }
+    resume_actions_.clear();
+  }
+  void drop_resume_actions() { resume_actions_.clear(); }
+
  private:
+  std::vector<std::function<void()>> finish_checks_;
+  std::vector<std::function<void()>> resume_actions_;
   std::string image_dir_;
   FileDumpOptions options_;
   uint64_t next_id_ = 1;
@@ -120,6 +148,9 @@ extern const FileKind kFifoKind;
 extern const FileKind kPipeKind;
 extern const FileKind kTerminalKind;
 extern const FileKind kDeviceKind;
+extern const FileKind kInetSocketKind;     // sockets_inet.cc
+extern const FileKind kUnixSocketKind;     // sockets_unix.cc
+extern const FileKind kNetlinkSocketKind;  // sockets_netlink.cc
 
 // Helpers shared by kinds.
 // Reopens the file behind `fd` through /proc/self/fd with `flags` (a new description).

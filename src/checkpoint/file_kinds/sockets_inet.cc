@@ -1,0 +1,398 @@
+// TCP and UDP sockets, IPv4 and IPv6. Listening and bound/unconnected TCP sockets and UDP sockets
+// are recreated from their address, options and backlog. Established TCP connections (only with
+// FileDumpOptions::tcp_established) are taken out of the network with TCP_REPAIR on the stolen
+// socket: sequence numbers, both queues, window, negotiated options; the restore rebuilds them
+// in repair mode (no handshake) and turns repair off, after which the peer just sees a pause.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <linux/sockios.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <memory>
+#include <string>
+
+#include "checkpoint/file_kinds/file_kind.h"
+#include "checkpoint/file_kinds/socket_options.h"
+#include "common/error.h"
+#include "common/log.h"
+
+namespace cryo::ckpt::files {
+
+namespace {
+
+using sockets::SocketIdentity;
+
+const char* tcp_state_name(int state) {
+  static const char* const names[] = {
+      "?",     "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2",   "TIME_WAIT",
+      "CLOSE", "CLOSE_WAIT",  "LAST_ACK", "LISTEN",   "CLOSING",   "NEW_SYN_RECV"};
+  if (state < 0 || state >= static_cast<int>(std::size(names))) return "unknown";
+  return names[state];
+}
+
+// --- addresses --------------------------------------------------------------------------------
+
+json address_json(const sockaddr_storage& ss) {
+  char text[INET6_ADDRSTRLEN] = {};
+  if (ss.ss_family == AF_INET) {
+    const auto& in = reinterpret_cast<const sockaddr_in&>(ss);
+    ::inet_ntop(AF_INET, &in.sin_addr, text, sizeof text);
+    return json{{"ip", text}, {"port", ntohs(in.sin_port)}};
+  }
+  if (ss.ss_family == AF_INET6) {
+    const auto& in6 = reinterpret_cast<const sockaddr_in6&>(ss);
+    ::inet_ntop(AF_INET6, &in6.sin6_addr, text, sizeof text);
+    return json{{"ip", text}, {"port", ntohs(in6.sin6_port)}, {"scope_id", in6.sin6_scope_id}};
+  }
+  throw Error("address of family " + std::to_string(ss.ss_family) + " in an inet socket");
+}
+
+socklen_t address_from_json(int family, const json& address, sockaddr_storage* ss) {
+  *ss = {};
+  auto ip = address.at("ip").get<std::string>();
+  auto port = htons(address.at("port").get<uint16_t>());
+  if (family == AF_INET) {
+    auto* in = reinterpret_cast<sockaddr_in*>(ss);
+    in->sin_family = AF_INET;
+    in->sin_port = port;
+    if (::inet_pton(AF_INET, ip.c_str(), &in->sin_addr) != 1) throw Error("bad IPv4 address " + ip);
+    return sizeof *in;
+  }
+  auto* in6 = reinterpret_cast<sockaddr_in6*>(ss);
+  in6->sin6_family = AF_INET6;
+  in6->sin6_port = port;
+  in6->sin6_scope_id = address.value("scope_id", 0u);
+  if (::inet_pton(AF_INET6, ip.c_str(), &in6->sin6_addr) != 1)
+    throw Error("bad IPv6 address " + ip);
+  return sizeof *in6;
+}
+
+std::string address_text(const json& address) {
+  auto ip = address.at("ip").get<std::string>();
+  if (ip.find(':') != std::string::npos) ip = "[" + ip + "]";
+  return ip + ":" + std::to_string(address.at("port").get<int>());
+}
+
+json local_address(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) throw_errno("getsockname");
+  return address_json(ss);
+}
+
+// The peer's address, or null when the socket is not connected.
+json peer_address(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) {
+    if (errno == ENOTCONN) return nullptr;
+    throw_errno("getpeername");
+  }
+  return address_json(ss);
+}
+
+bool is_bound(const json& address) {
+  return address.at("port").get<int>() != 0;
+}
+
+void bind_to(int fd, int family, const json& address) {
+  sockaddr_storage ss;
+  socklen_t len = address_from_json(family, address, &ss);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), len) < 0)
+    throw_errno("bind " + address_text(address));
+}
+
+void connect_to(int fd, int family, const json& address) {
+  sockaddr_storage ss;
+  socklen_t len = address_from_json(family, address, &ss);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&ss), len) < 0)
+    throw_errno("connect " + address_text(address));
+}
+
+tcp_info get_tcp_info(int fd) {
+  tcp_info info{};
+  socklen_t len = sizeof info;
+  if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) < 0) throw_errno("getsockopt TCP_INFO");
+  return info;
+}
+
+// --- established TCP --------------------------------------------------------------------------
+
+void select_queue(int fd, int queue) {
+  sockets::set_int_option(fd, IPPROTO_TCP, TCP_REPAIR_QUEUE, queue, "TCP_REPAIR_QUEUE");
+}
+
+// The selected queue (repair mode) and the sequence number of its first byte. Incoming
+// segments and ACKs are still processed in repair mode (until the container engine holds packets
+// back), so the queue may change under the dump: the end sequence (rcv_nxt, write_seq) is read
+// around one peek of the whole queue and the peek retried until both readings agree.
+struct QueueSnapshot {
+  uint32_t first_seq;
+  std::string data;
+};
+
+QueueSnapshot snapshot_queue(int fd, int queue, size_t room, const char* what) {
+  select_queue(fd, queue);
+  std::string buf(room, '\0');
+  for (int attempt = 0;; ++attempt) {
+    auto end_before = static_cast<uint32_t>(
+        sockets::get_int_option(fd, IPPROTO_TCP, TCP_QUEUE_SEQ, "TCP_QUEUE_SEQ"));
+    ssize_t n;
+    do {
+      n = ::recv(fd, buf.data(), buf.size(), MSG_PEEK | MSG_DONTWAIT);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0 && errno == EAGAIN) n = 0;
+    if (n < 0) throw_errno(std::string("peeking the ") + what);
+    if (static_cast<size_t>(n) == buf.size())
+      throw Error(std::string("the ") + what + " outgrew its peek buffer");
+    auto end_after = static_cast<uint32_t>(
+        sockets::get_int_option(fd, IPPROTO_TCP, TCP_QUEUE_SEQ, "TCP_QUEUE_SEQ"));
+    if (end_before == end_after)
+      return QueueSnapshot{end_after - static_cast<uint32_t>(n),
+                           buf.substr(0, static_cast<size_t>(n))};
+    if (attempt == 100) throw Error(std::string("the ") + what + " keeps changing");
+  }
+}
+
+void dump_established(DumpContext& ctx, const DumpedFd& fd, const json& local, const json& peer,
+                      json& description) {
+  int s = fd.stolen;
+  // From here on the connection sends nothing, not even ACKs or FIN/RST when the tree dies.
+  sockets::set_int_option(s, IPPROTO_TCP, TCP_REPAIR, 1, "TCP_REPAIR");
+  auto held = std::make_shared<UniqueFd>(::fcntl(s, F_DUPFD_CLOEXEC, 0));
+  if (held->get() < 0) throw_errno("dup of the repaired socket");
+  ctx.add_resume_action([held] {
+    sockets::set_int_option(held->get(), IPPROTO_TCP, TCP_REPAIR, 0, "TCP_REPAIR off");
+  });
+
+  json tcp = json::object();
+  int inq = 0, outq = 0, notsent = 0;
+  if (::ioctl(s, SIOCINQ, &inq) < 0) throw_errno("ioctl SIOCINQ");
+  if (::ioctl(s, SIOCOUTQ, &outq) < 0) throw_errno("ioctl SIOCOUTQ");
+  // snd_nxt does not move in repair mode: the unsent tail stays what it is now.
+  if (::ioctl(s, SIOCOUTQNSD, &notsent) < 0) throw_errno("ioctl SIOCOUTQNSD");
+  auto room = [&](int queued, int buffer_option) {
+    return static_cast<size_t>(std::max(
+               queued, sockets::get_int_option(s, SOL_SOCKET, buffer_option, "buffer size"))) *
+               2 +
+           65536;
+  };
+  QueueSnapshot received = snapshot_queue(s, TCP_RECV_QUEUE, room(inq, SO_RCVBUF), "receive queue");
+  QueueSnapshot sending = snapshot_queue(s, TCP_SEND_QUEUE, room(outq, SO_SNDBUF), "send queue");
+  select_queue(s, TCP_NO_QUEUE);
+
+  // Sequence numbers of the first queued byte: writing the queue back advances them to the
+  // dumped rcv_nxt / write_seq.
+  tcp["recv_seq"] = received.first_seq;
+  tcp["send_seq"] = sending.first_seq;
+  std::string base = "tcp-" + std::to_string(description.at("id").get<uint64_t>());
+  tcp["recv_queue"] =
+      sockets::write_bytes_image(ctx.image_dir(), base + "-recv.img", received.data);
+  tcp["send_queue"] = sockets::write_bytes_image(ctx.image_dir(), base + "-send.img", sending.data);
+  tcp["send_unsent"] = notsent;
+
+  tcp_info info = get_tcp_info(s);
+  tcp["mss"] = sockets::get_int_option(s, IPPROTO_TCP, TCP_MAXSEG, "TCP_MAXSEG");
+  tcp["sack"] = (info.tcpi_options & TCPI_OPT_SACK) != 0;
+  if (info.tcpi_options & TCPI_OPT_WSCALE) {
+    tcp["snd_wscale"] = static_cast<int>(info.tcpi_snd_wscale);
+    tcp["rcv_wscale"] = static_cast<int>(info.tcpi_rcv_wscale);
+  }
+  if (info.tcpi_options & TCPI_OPT_TIMESTAMPS)
+    tcp["timestamp"] = static_cast<uint32_t>(
+        sockets::get_int_option(s, IPPROTO_TCP, TCP_TIMESTAMP, "TCP_TIMESTAMP"));
+
+  tcp_repair_window window{};
+  socklen_t len = sizeof window;
+  if (::getsockopt(s, IPPROTO_TCP, TCP_REPAIR_WINDOW, &window, &len) < 0)
+    throw_errno("getsockopt TCP_REPAIR_WINDOW");
+  tcp["window"] = {{"snd_wl1", window.snd_wl1},
+                   {"snd_wnd", window.snd_wnd},
+                   {"max_window", window.max_window},
+                   {"rcv_wnd", window.rcv_wnd},
+                   {"rcv_wup", window.rcv_wup}};
+  // Live buffer sizes: the queues must fit in the new socket while they are written back.
+  tcp["sndbuf"] = sockets::get_int_option(s, SOL_SOCKET, SO_SNDBUF, "SO_SNDBUF");
+  tcp["rcvbuf"] = sockets::get_int_option(s, SOL_SOCKET, SO_RCVBUF, "SO_RCVBUF");
+  description["state"] = "established";
+  description["local"] = local;
+  description["peer"] = peer;
+  description["tcp"] = std::move(tcp);
+}
+
+void restore_established(RestoreContext& ctx, int s, const SocketIdentity& id,
+                         const json& description) {
+  const json& tcp = description.at("tcp");
+  const json& options = description.at("options");
+  std::string received = sockets::read_bytes_image(ctx.image_dir(), tcp.at("recv_queue"));
+  std::string sending = sockets::read_bytes_image(ctx.image_dir(), tcp.at("send_queue"));
+  auto unsent = std::min<size_t>(tcp.at("send_unsent").get<size_t>(), sending.size());
+
+  sockets::set_int_option(s, IPPROTO_TCP, TCP_REPAIR, 1, "TCP_REPAIR");
+  select_queue(s, TCP_RECV_QUEUE);
+  sockets::set_int_option(s, IPPROTO_TCP, TCP_QUEUE_SEQ, tcp.at("recv_seq").get<int>(),
+                          "TCP_QUEUE_SEQ (receive)");
+  select_queue(s, TCP_SEND_QUEUE);
+  sockets::set_int_option(s, IPPROTO_TCP, TCP_QUEUE_SEQ, tcp.at("send_seq").get<int>(),
+                          "TCP_QUEUE_SEQ (send)");
+
+  sockets::restore_options(s, options, {"SO_REUSEADDR", "SO_SNDBUF", "SO_RCVBUF"});
+  // Room for the queues (FORCE: above net.core.*mem_max as the autotuned original may be).
+  auto room = [](int dumped, size_t queued) {
+    return std::max<int64_t>(dumped / 2, static_cast<int64_t>(queued) * 2 + 65536);
+  };
+  sockets::set_int_option(s, SOL_SOCKET, SO_SNDBUFFORCE,
+                          static_cast<int>(room(tcp.at("sndbuf").get<int>(), sending.size())),
+                          "SO_SNDBUFFORCE");
+  sockets::set_int_option(s, SOL_SOCKET, SO_RCVBUFFORCE,
+                          static_cast<int>(room(tcp.at("rcvbuf").get<int>(), received.size())),
+                          "SO_RCVBUFFORCE");
+
+  // The dumped connection's address is free again (its socket died silently in repair mode);
+  // SO_REUSEADDR lets it bind next to listeners and TIME_WAIT entries of the same port.
+  sockets::set_int_option(s, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR");
+  bind_to(s, id.domain, description.at("local"));
+  connect_to(s, id.domain, description.at("peer"));  // no handshake in repair mode
+  sockets::set_int_option(s, SOL_SOCKET, SO_REUSEADDR, options.value("SO_REUSEADDR", 0),
+                          "SO_REUSEADDR");
+
+  std::vector<tcp_repair_opt> repair_options;
+  repair_options.push_back({TCPOPT_MAXSEG, tcp.at("mss").get<uint32_t>()});
+  if (tcp.contains("snd_wscale"))
+    repair_options.push_back({TCPOPT_WINDOW, tcp.at("snd_wscale").get<uint32_t>() |
+                                                 (tcp.at("rcv_wscale").get<uint32_t>() << 16)});
+  if (tcp.at("sack").get<bool>()) repair_options.push_back({TCPOPT_SACK_PERMITTED, 0});
+  if (tcp.contains("timestamp")) repair_options.push_back({TCPOPT_TIMESTAMP, 0});
+  if (::setsockopt(s, IPPROTO_TCP, TCP_REPAIR_OPTIONS, repair_options.data(),
+                   static_cast<socklen_t>(repair_options.size() * sizeof(tcp_repair_opt))) < 0)
+    throw_errno("setsockopt TCP_REPAIR_OPTIONS");
+  if (tcp.contains("timestamp"))
+    sockets::set_int_option(s, IPPROTO_TCP, TCP_TIMESTAMP, tcp.at("timestamp").get<int>(),
+                            "TCP_TIMESTAMP");
+
+  // Bytes the original had sent (awaiting ACK) go in as sent: the kernel retransmits them if the
+  // peer did not get them. The unsent rest is sent normally once repair mode is off.
+  select_queue(s, TCP_SEND_QUEUE);
+  sockets::send_all(s, sending.substr(0, sending.size() - unsent), 0, "refilling the send queue");
+  select_queue(s, TCP_RECV_QUEUE);
+  sockets::send_all(s, received, 0, "refilling the receive queue");
+  select_queue(s, TCP_NO_QUEUE);
+
+  const json& w = tcp.at("window");
+  tcp_repair_window window{};
+  window.snd_wl1 = w.at("snd_wl1").get<uint32_t>();
+  window.snd_wnd = w.at("snd_wnd").get<uint32_t>();
+  window.max_window = w.at("max_window").get<uint32_t>();
+  window.rcv_wnd = w.at("rcv_wnd").get<uint32_t>();
+  window.rcv_wup = w.at("rcv_wup").get<uint32_t>();
+  if (::setsockopt(s, IPPROTO_TCP, TCP_REPAIR_WINDOW, &window, sizeof window) < 0)
+    throw_errno("setsockopt TCP_REPAIR_WINDOW");
+  // The peer retransmits whatever it sent meanwhile, so the connection can go live here in the
+  // coordinator, before the process exists.
+  sockets::set_int_option(s, IPPROTO_TCP, TCP_REPAIR, 0, "TCP_REPAIR off");
+  if (unsent > 0)
+    sockets::send_all(s, sending.substr(sending.size() - unsent), MSG_DONTWAIT,
+                      "sending the unsent part of the send queue");
+}
+
+// --- the kind ---------------------------------------------------------------------------------
+
+bool inet_claims(const DumpedFd& fd) {
+  SocketIdentity id = sockets::identify(fd);
+  return id.domain == AF_INET || id.domain == AF_INET6;
+}
+
+void inet_dump(DumpContext& ctx, const DumpedFd& fd, json& description) {
+  SocketIdentity id = sockets::identify(fd);
+  int s = fd.stolen;
+  description["kind"] = "inet_socket";
+  description["socket"] = sockets::identity_json(id);
+  bool tcp = id.type == SOCK_STREAM && id.protocol == IPPROTO_TCP;
+  bool udp = id.type == SOCK_DGRAM && id.protocol == IPPROTO_UDP;
+  if (!tcp && !udp)
+    throw Error("not supported yet: inet socket of type " + std::to_string(id.type) +
+                ", protocol " + std::to_string(id.protocol) + " (only TCP and UDP)");
+  description["options"] = sockets::dump_options(s, id);
+  json local = local_address(s);
+  description["local"] = local;
+
+  if (udp) {
+    description["peer"] = peer_address(s);
+    description["state"] = description["peer"].is_null() ? "unconnected" : "connected";
+    int queued = 0;
+    if (::ioctl(s, SIOCINQ, &queued) < 0) throw_errno("ioctl SIOCINQ");
+    if (queued > 0) {
+      LOG_WARN << fd.describe() << ": UDP datagrams queued for " << address_text(local)
+               << " are not part of the checkpoint (as if lost in the network)";
+    }
+    return;
+  }
+
+  tcp_info info = get_tcp_info(s);
+  switch (info.tcpi_state) {
+    case TCP_LISTEN: {
+      description["state"] = "listen";
+      // For listeners TCP_INFO reports the backlog in tcpi_sacked and the accept queue length
+      // in tcpi_unacked.
+      description["backlog"] = info.tcpi_sacked;
+      if (info.tcpi_unacked > 0) {
+        LOG_WARN << fd.describe() << ": " << info.tcpi_unacked << " connection(s) waiting in the "
+                 << "accept queue of " << address_text(local)
+                 << " are not part of the checkpoint (their clients get a reset)";
+      }
+      return;
+    }
+    case TCP_CLOSE:
+      description["state"] = "closed";  // new, or bound, or a finished connection
+      return;
+    case TCP_ESTABLISHED: {
+      json peer = peer_address(s);
+      if (!ctx.options().tcp_established)
+        throw Error("established TCP connection " + address_text(local) + " -> " +
+                    address_text(peer) + " (use --tcp-established)");
+      dump_established(ctx, fd, local, peer, description);
+      return;
+    }
+    default: {
+      json peer = peer_address(s);
+      throw Error(std::string("not supported yet: TCP connection in state ") +
+                  tcp_state_name(info.tcpi_state) + " " + address_text(local) +
+                  (peer.is_null() ? std::string() : " -> " + address_text(peer)));
+    }
+  }
+}
+
+UniqueFd inet_open(RestoreContext& ctx, const json& description) {
+  SocketIdentity id = sockets::identity_from_json(description);
+  UniqueFd s = sockets::new_socket(id);
+  auto state = description.at("state").get<std::string>();
+  const json& local = description.at("local");
+  with_context("socket " + address_text(local) + " (" + state + ")", [&] {
+    if (state == "established") {
+      restore_established(ctx, s.get(), id, description);
+      return;
+    }
+    sockets::restore_options(s.get(), description.at("options"));
+    if (is_bound(local)) bind_to(s.get(), id.domain, local);
+    if (state == "listen") {
+      if (::listen(s.get(), description.at("backlog").get<int>()) < 0) throw_errno("listen");
+    } else if (state == "connected") {
+      connect_to(s.get(), id.domain, description.at("peer"));
+    } else if (state != "closed" && state != "unconnected") {
+      throw Error("unknown inet socket state in files.img: " + state);
+    }
+  });
+  sockets::apply_status_flags(s.get(), description.at("flags").get<int>());
+  return s;
+}
+
+}  // namespace
+
+const FileKind kInetSocketKind{{"inet_socket"}, inet_claims, inet_dump, inet_open};
+
+}  // namespace cryo::ckpt::files
