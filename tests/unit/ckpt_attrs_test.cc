@@ -673,5 +673,67 @@ TEST(ProcessAttrs, SecondThreadDumpedThroughItsOwnRemoteSyscalls) {
   EXPECT_EQ(process["posix_timers"][0]["signal"], SIGURG);
 }
 
+TEST(ProcessAttrs, LateRestoreBatchRunsInATargetThroughRemoteSyscalls) {
+  std::string failure = in_child([] {
+    json dumped;
+    std::string setup = set_up_original_and_dump(&dumped);
+    return setup.empty() ? "JSON " + dumped.dump() : setup;
+  });
+  ASSERT_EQ(failure.rfind("JSON ", 0), 0u) << failure;
+  json original = json::parse(failure.substr(5));
+  std::string seize_failure;
+  original["thread"]["seccomp"] =
+      dump_seccomp_of_child([] { return install_test_filters(true); }, &seize_failure);
+  ASSERT_EQ(seize_failure, "");
+
+  int wake[2];
+  ASSERT_EQ(pipe(wake), 0);
+  pid_t target = fork();
+  if (target == 0) {
+    close(wake[1]);
+    char c;
+    while (read(wake[0], &c, 1) != 1) {
+    }
+    // The filters restored into this process refuse getppid with EACCES.
+    _exit(::syscall(SYS_getppid) == -1 && errno == EACCES ? 0 : 1);
+  }
+  close(wake[0]);
+  usleep(20000);
+  for (json& timer : original["posix_timers"])
+    if (timer["notify"].get<int>() & SIGEV_THREAD_ID) timer["notify_tid"] = target;
+  json restored;
+  std::string steps;
+  try {
+    PtraceAttachment attachment = PtraceAttachment::seize_and_interrupt(target);
+    RemoteSyscalls remote(attachment);
+    SyscallBatch batch;
+    append_late_process_restore(original, batch);
+    steps = failed_steps(batch, remote.run_batch(batch));
+    restored = dump_process_attrs(target, remote);
+  } catch (const std::exception& e) {
+    steps = e.what();
+  }
+  char c = 'x';
+  EXPECT_EQ(write(wake[1], &c, 1), 1);
+  close(wake[1]);
+  int status = 0;
+  waitpid(target, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+  ASSERT_EQ(steps, "");
+
+  EXPECT_EQ(strip_running_values(restored, original), "");
+  strip_running_values(original, original);
+  EXPECT_EQ(restored["itimers"], original["itimers"]);
+  EXPECT_EQ(restored["posix_timers"], original["posix_timers"]);
+  EXPECT_EQ(restored["dumpable"], original["dumpable"]);
+  // comm and timer slack of the leader are restored natively, before this batch.
+  for (const char* early : {"comm", "timer_slack_ns"}) {
+    restored["thread"].erase(early);
+    original["thread"].erase(early);
+  }
+  EXPECT_EQ(restored["thread"], original["thread"])
+      << json::diff(original["thread"], restored["thread"]).dump();
+}
+
 }  // namespace
 }  // namespace cryo::ckpt
