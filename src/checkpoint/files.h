@@ -36,7 +36,11 @@ class FileDumper {
 struct FileRestoreOptions {
   bool shell_job = false;
   // fds of the restoring cryo that stand for the dumped tree's outside terminal (--shell-job).
+  // -1: cryo's own fd 0 when it is a terminal.
   int inherit_tty_fd = -1;
+  // Directory the dumped paths are resolved under (openat2 RESOLVE_IN_ROOT), e.g. a container's
+  // root file system seen from the coordinator; empty: the coordinator's own root.
+  std::string root_dir;
 };
 
 // Every open file description of the dumped tree, created once by the coordinator before the root
@@ -52,6 +56,12 @@ class FilePool {
   void install(pid_t pid, std::vector<int>* keep);
   // Highest fd number used by any restored process (callers keep their own fds above it).
   int max_fd() const;
+  // A memfd recreated for a memfd the tree held as an fd, by the inode number it had at dump
+  // time (st_ino of the fd, the inode in /proc/PID/maps): -1 when the tree held no fd of it.
+  // Mappings of that memfd must map this fd, so that fd and mapping stay one object. The fd is
+  // the pool's (O_RDWR, close-on-exec): valid in the coordinator until the pool is destroyed and
+  // in a restoring process until install(), which closes it unless it is passed in `keep`.
+  int memfd_for_inode(uint64_t dumped_ino) const;
 
  private:
   FilePool();

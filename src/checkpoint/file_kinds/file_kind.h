@@ -1,0 +1,138 @@
+// Internal interface between the file dumper/pool (files.cc) and the per-kind code (one .cc per
+// kernel object type in this directory). A kind claims fds at dump time, writes a description
+// into files.img, and at restore time opens a new description from it. Kinds are listed in one
+// table (kFileKinds in files.cc): adding a kind = one new file + one line there.
+#pragma once
+
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "checkpoint/files.h"
+#include "common/unique_fd.h"
+
+namespace cryo::ckpt::files {
+
+using json = nlohmann::json;
+
+// One fd of a frozen process, as the dumper sees it.
+struct DumpedFd {
+  pid_t pid = -1;
+  int fd = -1;
+  std::string link;  // readlink /proc/PID/fd/N
+  int flags = 0;     // access mode + file status flags from fdinfo, without O_CLOEXEC
+  bool cloexec = false;
+  uint64_t pos = 0;
+  int mnt_id = -1;
+  struct stat st {};
+  int stolen = -1;  // the same open file description, taken into cryo with pidfd_getfd
+
+  // "pid 42: fd 5 (/tmp/x)" for error messages.
+  std::string describe() const;
+};
+
+// State of a dump shared by all kinds: the image directory and the objects that stand behind
+// several descriptions (a pipe inode, a deleted file, a memfd...).
+class DumpContext {
+ public:
+  DumpContext(std::string image_dir, FileDumpOptions options)
+      : image_dir_(std::move(image_dir)), options_(options) {}
+  const std::string& image_dir() const { return image_dir_; }
+  const FileDumpOptions& options() const { return options_; }
+
+  struct ObjectRef {
+    uint64_t id;
+    json* entry;   // the object's entry in files.img section `section`; stable until finish
+    bool created;  // first time this object is seen: the caller fills *entry
+  };
+  // The object of kind `section` ("pipes", "ghosts"...) identified by (dev, ino).
+  ObjectRef object(const std::string& section, uint64_t dev, uint64_t ino);
+  size_t object_count(const std::string& section) const;
+  // Ids are unique across descriptions and objects of one dump.
+  uint64_t next_id() { return next_id_++; }
+
+  // Sections of files.img other than "descriptions", each a list of objects in id order.
+  json sections() const;
+
+ private:
+  std::string image_dir_;
+  FileDumpOptions options_;
+  uint64_t next_id_ = 1;
+  struct Section {
+    std::map<std::pair<uint64_t, uint64_t>, uint64_t> by_inode;
+    std::map<uint64_t, json> objects;
+  };
+  std::map<std::string, Section> sections_;
+};
+
+// State of a restore shared by all kinds while FilePool::open creates the descriptions.
+class RestoreContext {
+ public:
+  RestoreContext(std::string image_dir, FileRestoreOptions options, const json& files);
+  const std::string& image_dir() const { return image_dir_; }
+  const FileRestoreOptions& options() const { return options_; }
+
+  // The entry of object `id` in section `section` of files.img; throws when it is missing.
+  const json& object(const std::string& section, uint64_t id) const;
+
+  // An fd standing for object `id` (a pipe end, a recreated deleted file...) that lives until
+  // every description is opened; descriptions of the object are reopened from it.
+  int object_fd(uint64_t id, int slot = 0) const;
+  void set_object_fd(uint64_t id, UniqueFd fd, int slot = 0);
+  void drop_object_fds() { object_fds_.clear(); }
+
+  // Opens `path` as the dumped tree saw it (under options().root_dir when set).
+  UniqueFd open_path(const std::string& path, int flags, mode_t mode = 0) const;
+
+  // Fds that the pool keeps after open() for other parts of the restore (memfds for mappings).
+  std::map<uint64_t, UniqueFd>& memfds_by_inode() { return memfds_by_inode_; }
+
+ private:
+  std::string image_dir_;
+  FileRestoreOptions options_;
+  std::map<uint64_t, const json*> objects_by_id_;
+  std::map<std::pair<uint64_t, int>, UniqueFd> object_fds_;
+  std::map<uint64_t, UniqueFd> memfds_by_inode_;
+  UniqueFd root_fd_;
+};
+
+struct FileKind {
+  // Several description kinds may be handled by one FileKind; `kinds` lists the "kind" values
+  // of files.img it opens at restore. claims() is asked in table order at dump time.
+  std::vector<std::string> kinds;
+  bool (*claims)(const DumpedFd& fd);
+  // Fills `description` (id, flags, fd-independent fields are set by the caller; it must set
+  // "kind"). Throws cryo::Error for what it cannot dump.
+  void (*dump)(DumpContext& ctx, const DumpedFd& fd, json& description);
+  // Creates a new open file description from `description`, O_CLOEXEC, with its flags and
+  // position.
+  UniqueFd (*open)(RestoreContext& ctx, const json& description);
+};
+
+extern const FileKind kMemfdKind;
+extern const FileKind kPathFileKind;  // regular files, directories, O_PATH, deleted files
+extern const FileKind kFifoKind;
+extern const FileKind kPipeKind;
+extern const FileKind kTerminalKind;
+extern const FileKind kDeviceKind;
+
+// Helpers shared by kinds.
+// Reopens the file behind `fd` through /proc/self/fd with `flags` (a new description).
+UniqueFd reopen_fd(int fd, int flags);
+// Flags to pass to open() to recreate a description with dumped `flags`.
+int open_flags(int dumped_flags);
+// Sets the dumped position of a seekable description.
+void restore_position(int fd, const json& description);
+// Writes the data regions of the file behind `fd` into raw image `name`; returns its size and
+// extents ([[offset, length], ...]) for the object entry.
+json dump_file_content(const std::string& image_dir, const std::string& name, int fd);
+// Fills a freshly created file `fd` from an image written by dump_file_content.
+void restore_file_content(const std::string& image_dir, const std::string& name, int fd,
+                          const json& content);
+
+}  // namespace cryo::ckpt::files

@@ -1,0 +1,572 @@
+#include "checkpoint/files.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/kcmp.h>
+#include <linux/openat2.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <set>
+
+#include "checkpoint/file_kinds/file_kind.h"
+#include "checkpoint/image/image_file.h"
+#include "common/error.h"
+#include "common/fs.h"
+#include "common/log.h"
+#include "common/strings.h"
+
+namespace cryo::ckpt {
+
+using files::DumpContext;
+using files::DumpedFd;
+using files::FileKind;
+using files::RestoreContext;
+
+namespace {
+
+// Dump time: asked in this order; the first kind that claims an fd dumps it.
+const FileKind* const kFileKinds[] = {
+    &files::kMemfdKind, &files::kPathFileKind, &files::kFifoKind,
+    &files::kPipeKind,  &files::kTerminalKind, &files::kDeviceKind,
+};
+
+constexpr const char* kFilesImage = "files.img";
+
+std::string fdtable_image(pid_t pid) {
+  return "fdtable-" + std::to_string(pid) + ".img";
+}
+
+int sys_kcmp(pid_t pid1, pid_t pid2, int type, unsigned long idx1, unsigned long idx2) {
+  return static_cast<int>(::syscall(SYS_kcmp, pid1, pid2, type, idx1, idx2));
+}
+
+// The name of a kind no FileKind claims, for the error message: "socket", "eventfd",
+// "eventpoll", "inotify", "[io_uring]"...
+std::string unsupported_kind_name(const DumpedFd& fd) {
+  const std::string& link = fd.link;
+  if (starts_with(link, "socket:")) return "socket";
+  if (starts_with(link, "anon_inode:")) {
+    std::string name = link.substr(std::strlen("anon_inode:"));
+    if (name.size() > 2 && name.front() == '[' && name.back() == ']')
+      name = name.substr(1, name.size() - 2);
+    return name;
+  }
+  if (S_ISSOCK(fd.st.st_mode)) return "socket";
+  if (S_ISCHR(fd.st.st_mode))
+    return "character device " + std::to_string(major(fd.st.st_rdev)) + ":" +
+           std::to_string(minor(fd.st.st_rdev));
+  if (S_ISBLK(fd.st.st_mode)) return "block device";
+  return link;
+}
+
+struct FdInfo {
+  uint64_t pos = 0;
+  int flags = 0;
+  int mnt_id = -1;
+};
+
+FdInfo parse_fdinfo(const std::string& text) {
+  FdInfo info;
+  for (const std::string& line : split(text, '\n')) {
+    auto colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    std::string key = line.substr(0, colon);
+    std::string value(trim(std::string_view(line).substr(colon + 1)));
+    if (key == "pos") info.pos = std::stoull(value);
+    if (key == "flags") info.flags = static_cast<int>(std::stoul(value, nullptr, 8));
+    if (key == "mnt_id") info.mnt_id = std::stoi(value);
+  }
+  return info;
+}
+
+}  // namespace
+
+namespace files {
+
+std::string DumpedFd::describe() const {
+  return "pid " + std::to_string(pid) + ": fd " + std::to_string(fd) + " (" + link + ")";
+}
+
+DumpContext::ObjectRef DumpContext::object(const std::string& section, uint64_t dev, uint64_t ino) {
+  Section& s = sections_[section];
+  auto [it, inserted] = s.by_inode.try_emplace({dev, ino}, 0);
+  if (inserted) {
+    it->second = next_id();
+    json& entry = s.objects[it->second];
+    entry = json::object();
+    entry["id"] = it->second;
+  }
+  return ObjectRef{it->second, &s.objects[it->second], inserted};
+}
+
+size_t DumpContext::object_count(const std::string& section) const {
+  auto it = sections_.find(section);
+  return it == sections_.end() ? 0 : it->second.objects.size();
+}
+
+json DumpContext::sections() const {
+  json out = json::object();
+  for (const auto& [name, section] : sections_) {
+    json list = json::array();
+    for (const auto& [id, entry] : section.objects) list.push_back(entry);
+    out[name] = std::move(list);
+  }
+  return out;
+}
+
+RestoreContext::RestoreContext(std::string image_dir, FileRestoreOptions options, const json& files)
+    : image_dir_(std::move(image_dir)), options_(std::move(options)) {
+  for (const auto& [name, list] : files.items()) {
+    if (name == "descriptions" || !list.is_array()) continue;
+    for (const json& entry : list) objects_by_id_[entry.at("id").get<uint64_t>()] = &entry;
+  }
+  if (!options_.root_dir.empty())
+    root_fd_ = fs::open_or_throw(options_.root_dir, O_PATH | O_DIRECTORY);
+}
+
+const json& RestoreContext::object(const std::string& section, uint64_t id) const {
+  auto it = objects_by_id_.find(id);
+  if (it == objects_by_id_.end())
+    throw Error(std::string(kFilesImage) + ": object " + std::to_string(id) + " of section " +
+                section + " is missing");
+  return *it->second;
+}
+
+int RestoreContext::object_fd(uint64_t id, int slot) const {
+  auto it = object_fds_.find({id, slot});
+  return it == object_fds_.end() ? -1 : it->second.get();
+}
+
+void RestoreContext::set_object_fd(uint64_t id, UniqueFd fd, int slot) {
+  object_fds_[{id, slot}] = std::move(fd);
+}
+
+UniqueFd RestoreContext::open_path(const std::string& path, int flags, mode_t mode) const {
+  if (!root_fd_) {
+    int fd = ::open(path.c_str(), flags | O_CLOEXEC, mode);
+    if (fd < 0) throw_errno("open");
+    return UniqueFd(fd);
+  }
+  struct open_how how {};
+  how.flags = static_cast<uint64_t>(flags | O_CLOEXEC);
+  how.mode = (flags & (O_CREAT | O_TMPFILE)) ? mode : 0;
+  how.resolve = RESOLVE_IN_ROOT;
+  int fd = static_cast<int>(::syscall(SYS_openat2, root_fd_.get(), path.c_str(), &how, sizeof how));
+  if (fd < 0) throw_errno("open under " + options_.root_dir);
+  return UniqueFd(fd);
+}
+
+UniqueFd reopen_fd(int fd, int flags) {
+  std::string proc = "/proc/self/fd/" + std::to_string(fd);
+  int n = ::open(proc.c_str(), open_flags(flags));
+  if (n < 0) throw_errno("reopen through " + proc);
+  return UniqueFd(n);
+}
+
+int open_flags(int dumped_flags) {
+  // O_CREAT/O_EXCL/O_TRUNC never survive in f_flags, but an image is input: never let them
+  // through. Descriptions are created close-on-exec; install() sets each fd's own flag.
+  return (dumped_flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_CLOEXEC | O_TMPFILE)) | O_CLOEXEC |
+         O_NOCTTY;
+}
+
+void restore_position(int fd, const json& description) {
+  auto pos = description.at("pos").get<uint64_t>();
+  if (::lseek(fd, static_cast<off_t>(pos), SEEK_SET) < 0)
+    throw_errno("lseek to " + std::to_string(pos));
+}
+
+json dump_file_content(const std::string& image_dir, const std::string& name, int fd) {
+  struct stat st;
+  if (::fstat(fd, &st) < 0) throw_errno("fstat");
+  RawImageWriter writer(image_dir, name);
+  json extents = json::array();
+  std::vector<char> buf(1 << 20);
+  off_t end = st.st_size;
+  off_t offset = 0;
+  while (offset < end) {
+    off_t data = ::lseek(fd, offset, SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) break;  // only a hole up to the end
+      throw_errno("lseek SEEK_DATA");
+    }
+    off_t hole = ::lseek(fd, data, SEEK_HOLE);
+    if (hole < 0) throw_errno("lseek SEEK_HOLE");
+    hole = std::min(hole, end);
+    extents.push_back({data, hole - data});
+    for (off_t at = data; at < hole;) {
+      size_t want = static_cast<size_t>(std::min<off_t>(static_cast<off_t>(buf.size()), hole - at));
+      ssize_t n = ::pread(fd, buf.data(), want, at);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        throw_errno("pread");
+      }
+      if (n == 0) throw Error("file shrank while being dumped");
+      writer.append(buf.data(), static_cast<size_t>(n));
+      at += n;
+    }
+    offset = hole;
+  }
+  writer.finish();
+  return json{{"size", st.st_size}, {"extents", extents}, {"image", name}};
+}
+
+void restore_file_content(const std::string& image_dir, const std::string& name, int fd,
+                          const json& content) {
+  RawImageReader reader(image_dir, name);
+  reader.verify_checksum();
+  if (::ftruncate(fd, content.at("size").get<off_t>()) < 0) throw_errno("ftruncate");
+  std::vector<char> buf(1 << 20);
+  uint64_t image_offset = 0;
+  for (const json& extent : content.at("extents")) {
+    auto offset = extent.at(0).get<uint64_t>();
+    auto length = extent.at(1).get<uint64_t>();
+    for (uint64_t done = 0; done < length;) {
+      size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), length - done));
+      reader.read_at(image_offset, buf.data(), n);
+      const char* p = buf.data();
+      size_t left = n;
+      off_t at = static_cast<off_t>(offset + done);
+      while (left > 0) {
+        ssize_t w = ::pwrite(fd, p, left, at);
+        if (w < 0) {
+          if (errno == EINTR) continue;
+          throw_errno("pwrite");
+        }
+        p += w;
+        left -= static_cast<size_t>(w);
+        at += w;
+      }
+      done += n;
+      image_offset += n;
+    }
+  }
+  if (image_offset != reader.payload_size())
+    throw Error(reader.path() + ": holds " + std::to_string(reader.payload_size()) +
+                " bytes, the extents describe " + std::to_string(image_offset));
+}
+
+}  // namespace files
+
+// ---------------------------------------------------------------------------------------------
+// Dump
+
+struct FileDumper::Impl {
+  struct Description {
+    uint64_t id;
+    UniqueFd stolen;  // one fd of it, for kcmp against the next candidates
+  };
+
+  DumpContext ctx;
+  json descriptions = json::array();
+  // Candidates for "same description" by inode: kcmp only compares within one inode.
+  std::map<std::pair<uint64_t, uint64_t>, std::vector<Description>> by_inode;
+  std::vector<pid_t> dumped_pids;
+  bool finished = false;
+
+  Impl(std::string image_dir, FileDumpOptions options) : ctx(std::move(image_dir), options) {}
+
+  uint64_t find_or_add(DumpedFd& fd, UniqueFd stolen) {
+    auto& candidates = by_inode[{fd.st.st_dev, fd.st.st_ino}];
+    for (const Description& d : candidates) {
+      int r = sys_kcmp(::getpid(), ::getpid(), KCMP_FILE, static_cast<unsigned long>(stolen.get()),
+                       static_cast<unsigned long>(d.stolen.get()));
+      if (r < 0) throw_errno("kcmp KCMP_FILE");
+      if (r == 0) return d.id;
+    }
+    const FileKind* kind = nullptr;
+    for (const FileKind* k : kFileKinds) {
+      if (k->claims(fd)) {
+        kind = k;
+        break;
+      }
+    }
+    if (kind == nullptr) throw Error("unsupported file kind " + unsupported_kind_name(fd));
+    json description = json::object();
+    uint64_t id = ctx.next_id();
+    description["id"] = id;
+    description["link"] = fd.link;
+    description["flags"] = fd.flags;
+    description["pos"] = fd.pos;
+    description["mnt_id"] = fd.mnt_id;
+    description["dev"] = static_cast<uint64_t>(fd.st.st_dev);
+    description["ino"] = static_cast<uint64_t>(fd.st.st_ino);
+    description["mode"] = static_cast<uint32_t>(fd.st.st_mode);
+    kind->dump(ctx, fd, description);
+    if (!description.contains("kind")) throw Error("internal: file kind did not name itself");
+    descriptions.push_back(std::move(description));
+    candidates.push_back(Description{id, std::move(stolen)});
+    return id;
+  }
+};
+
+FileDumper::FileDumper(std::string image_dir, FileDumpOptions options)
+    : impl_(std::make_unique<Impl>(std::move(image_dir), options)) {
+  // One stolen fd per description of the whole tree is held until finish(): allow as many as
+  // the hard limit does.
+  struct rlimit lim;
+  if (::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &lim) < 0) throw_errno("setrlimit RLIMIT_NOFILE");
+  }
+}
+
+FileDumper::~FileDumper() = default;
+
+void FileDumper::dump_process(pid_t pid, int pidfd) {
+  std::string proc = "/proc/" + std::to_string(pid);
+  json table = json::object();
+  table["pid"] = pid;
+  // Processes created with CLONE_FILES share one fd table.
+  for (pid_t other : impl_->dumped_pids) {
+    int r = sys_kcmp(pid, other, KCMP_FILES, 0, 0);
+    if (r < 0)
+      throw_errno("pid " + std::to_string(pid) + ": kcmp KCMP_FILES with pid " +
+                  std::to_string(other));
+    if (r == 0) {
+      table["shared_with"] = other;
+      break;
+    }
+  }
+
+  std::vector<int> fds;
+  {
+    DIR* dir = ::opendir((proc + "/fd").c_str());
+    if (dir == nullptr) throw_errno("pid " + std::to_string(pid) + ": opendir " + proc + "/fd");
+    while (dirent* e = ::readdir(dir)) {
+      if (e->d_name[0] == '.') continue;
+      fds.push_back(std::atoi(e->d_name));
+    }
+    ::closedir(dir);
+  }
+  std::sort(fds.begin(), fds.end());
+
+  json entries = json::array();
+  for (int n : fds) {
+    DumpedFd fd;
+    fd.pid = pid;
+    fd.fd = n;
+    std::string what = "pid " + std::to_string(pid) + ": fd " + std::to_string(n);
+    with_context(what, [&] { fd.link = fs::read_link(proc + "/fd/" + std::to_string(n)); });
+    with_context(fd.describe(), [&] {
+      FdInfo info = parse_fdinfo(fs::read_file(proc + "/fdinfo/" + std::to_string(n)));
+      fd.cloexec = (info.flags & O_CLOEXEC) != 0;
+      fd.flags = info.flags & ~O_CLOEXEC;
+      fd.pos = info.pos;
+      fd.mnt_id = info.mnt_id;
+      int stolen = static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd, n, 0));
+      if (stolen < 0) throw_errno("pidfd_getfd");
+      UniqueFd stolen_fd(stolen);
+      if (::fstat(stolen, &fd.st) < 0) throw_errno("fstat");
+      fd.stolen = stolen;
+      uint64_t id = impl_->find_or_add(fd, std::move(stolen_fd));
+      entries.push_back({{"fd", n}, {"description", id}, {"cloexec", fd.cloexec}});
+    });
+  }
+  table["fds"] = std::move(entries);
+  with_context("pid " + std::to_string(pid),
+               [&] { write_json_image(impl_->ctx.image_dir(), fdtable_image(pid), table); });
+  impl_->dumped_pids.push_back(pid);
+}
+
+void FileDumper::finish() {
+  json files = impl_->ctx.sections();
+  files["descriptions"] = impl_->descriptions;
+  write_json_image(impl_->ctx.image_dir(), kFilesImage, files);
+  impl_->by_inode.clear();
+  impl_->finished = true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Restore
+
+struct FilePool::Impl {
+  std::string image_dir;
+  FileRestoreOptions options;
+  struct FdEntry {
+    int fd;
+    uint64_t description;
+    bool cloexec;
+  };
+  struct Table {
+    std::vector<FdEntry> fds;
+    pid_t shared_with = -1;
+  };
+  std::map<pid_t, Table> tables;
+  std::map<uint64_t, UniqueFd> descriptions;  // description id -> pool fd
+  std::map<uint64_t, UniqueFd> memfds;        // dumped inode -> pool fd
+  int max_fd = -1;
+};
+
+FilePool::FilePool() : impl_(std::make_unique<Impl>()) {}
+FilePool::~FilePool() = default;
+
+int FilePool::max_fd() const {
+  return impl_->max_fd;
+}
+
+int FilePool::memfd_for_inode(uint64_t dumped_ino) const {
+  auto it = impl_->memfds.find(dumped_ino);
+  return it == impl_->memfds.end() ? -1 : it->second.get();
+}
+
+namespace {
+
+// The fds of a restoring process may go up to the dumped numbers plus the pool above them.
+void ensure_fd_limit(uint64_t needed) {
+  struct rlimit lim;
+  if (::getrlimit(RLIMIT_NOFILE, &lim) < 0) throw_errno("getrlimit RLIMIT_NOFILE");
+  if (lim.rlim_cur >= needed) return;
+  if (lim.rlim_max < needed)
+    throw Error("restoring files needs " + std::to_string(needed) +
+                " fd numbers, above the RLIMIT_NOFILE hard limit " + std::to_string(lim.rlim_max));
+  lim.rlim_cur = needed;
+  if (::setrlimit(RLIMIT_NOFILE, &lim) < 0) throw_errno("setrlimit RLIMIT_NOFILE");
+}
+
+const FileKind* kind_for(const std::string& name) {
+  for (const FileKind* k : kFileKinds)
+    for (const std::string& n : k->kinds)
+      if (n == name) return k;
+  return nullptr;
+}
+
+}  // namespace
+
+std::unique_ptr<FilePool> FilePool::open(const std::string& image_dir,
+                                         const FileRestoreOptions& options) {
+  std::unique_ptr<FilePool> pool(new FilePool());
+  Impl& impl = *pool->impl_;
+  impl.image_dir = image_dir;
+  impl.options = options;
+
+  // Fd tables, and for messages the first fd that uses each description.
+  std::map<uint64_t, std::pair<pid_t, int>> first_user;
+  {
+    DIR* dir = ::opendir(image_dir.c_str());
+    if (dir == nullptr) throw_errno("opendir " + image_dir);
+    std::vector<std::string> names;
+    while (dirent* e = ::readdir(dir)) {
+      std::string name = e->d_name;
+      if (starts_with(name, "fdtable-") && name.size() > 12 &&
+          name.compare(name.size() - 4, 4, ".img") == 0)
+        names.push_back(name);
+    }
+    ::closedir(dir);
+    for (const std::string& name : names) {
+      json t = read_json_image(image_dir, name);
+      with_context(name, [&] {
+        auto pid = t.at("pid").get<pid_t>();
+        Impl::Table& table = impl.tables[pid];
+        if (t.contains("shared_with")) table.shared_with = t.at("shared_with").get<pid_t>();
+        for (const json& e : t.at("fds")) {
+          Impl::FdEntry entry{e.at("fd").get<int>(), e.at("description").get<uint64_t>(),
+                              e.at("cloexec").get<bool>()};
+          if (entry.fd < 0) throw Error("negative fd number " + std::to_string(entry.fd));
+          table.fds.push_back(entry);
+          impl.max_fd = std::max(impl.max_fd, entry.fd);
+          auto [it, inserted] = first_user.try_emplace(entry.description, pid, entry.fd);
+          if (!inserted && pid < it->second.first) it->second = {pid, entry.fd};
+        }
+      });
+    }
+  }
+  for (const auto& [pid, table] : impl.tables) {
+    if (table.shared_with >= 0)
+      throw Error("not supported yet: restoring an fd table shared by CLONE_FILES (pid " +
+                  std::to_string(pid) + " shares its fd table with pid " +
+                  std::to_string(table.shared_with) + ")");
+  }
+
+  json files = read_json_image(image_dir, kFilesImage);
+  const json& descriptions = files.at("descriptions");
+  ensure_fd_limit(static_cast<uint64_t>(impl.max_fd) + 1 + descriptions.size() + 64);
+
+  RestoreContext ctx(image_dir, options, files);
+  for (const json& d : descriptions) {
+    auto id = d.at("id").get<uint64_t>();
+    std::string context = "restoring description " + std::to_string(id);
+    if (auto it = first_user.find(id); it != first_user.end())
+      context = "restoring fd " + std::to_string(it->second.second) + " of pid " +
+                std::to_string(it->second.first);
+    context += " (" + d.value("link", std::string("?")) + ")";
+    with_context(context, [&] {
+      std::string kind_name = d.at("kind").get<std::string>();
+      const FileKind* kind = kind_for(kind_name);
+      if (kind == nullptr) throw Error("unknown file kind " + kind_name + " in " + kFilesImage);
+      impl.descriptions[id] = kind->open(ctx, d);
+    });
+  }
+  for (const auto& [pid, table] : impl.tables)
+    for (const Impl::FdEntry& e : table.fds)
+      if (!impl.descriptions.count(e.description))
+        throw Error("fd " + std::to_string(e.fd) + " of pid " + std::to_string(pid) +
+                    " refers to description " + std::to_string(e.description) + ", missing from " +
+                    kFilesImage);
+  ctx.drop_object_fds();
+  impl.memfds = std::move(ctx.memfds_by_inode());
+  return pool;
+}
+
+void FilePool::install(pid_t pid, std::vector<int>* keep) {
+  Impl& impl = *impl_;
+  auto table_it = impl.tables.find(pid);
+  if (table_it == impl.tables.end())
+    throw Error("restoring fds of pid " + std::to_string(pid) + ": no " + fdtable_image(pid));
+  const Impl::Table& table = table_it->second;
+  std::string context = "restoring fds of pid " + std::to_string(pid);
+
+  // Everything we hold goes above every number the process will use, so that dup3 into place
+  // never hits one of them.
+  const int base = impl.max_fd + 1;
+  size_t total = impl.descriptions.size() + impl.memfds.size() + (keep ? keep->size() : 0);
+  with_context(context, [&] { ensure_fd_limit(static_cast<uint64_t>(base) + total + 16); });
+
+  auto move_up = [&](int fd) -> int {
+    if (fd >= base) return fd;
+    int flags = ::fcntl(fd, F_GETFD);
+    if (flags < 0) throw_errno("fcntl F_GETFD of fd " + std::to_string(fd));
+    int moved = ::fcntl(fd, (flags & FD_CLOEXEC) ? F_DUPFD_CLOEXEC : F_DUPFD, base);
+    if (moved < 0)
+      throw_errno("moving fd " + std::to_string(fd) + " above " + std::to_string(base));
+    ::close(fd);
+    return moved;
+  };
+  with_context(context, [&] {
+    for (auto& [id, fd] : impl.descriptions) fd.reset(move_up(fd.release()));
+    for (auto& [ino, fd] : impl.memfds) fd.reset(move_up(fd.release()));
+    if (keep)
+      for (int& fd : *keep) fd = move_up(fd);
+  });
+
+  std::set<int> preserved;
+  for (const Impl::FdEntry& e : table.fds) {
+    int source = impl.descriptions.at(e.description).get();
+    if (::dup3(source, e.fd, e.cloexec ? O_CLOEXEC : 0) < 0)
+      throw_errno(context + ": dup3 of description " + std::to_string(e.description) + " to fd " +
+                  std::to_string(e.fd));
+    preserved.insert(e.fd);
+  }
+  if (keep) preserved.insert(keep->begin(), keep->end());
+
+  // The pool itself is closed with the rest: the restored process holds only its own fds.
+  for (auto& [id, fd] : impl.descriptions) (void)fd.release();
+  for (auto& [ino, fd] : impl.memfds) (void)fd.release();
+  unsigned int next = 0;
+  for (int fd : preserved) {
+    if (static_cast<unsigned int>(fd) > next &&
+        ::syscall(SYS_close_range, next, static_cast<unsigned int>(fd) - 1, 0) < 0)
+      throw_errno(context + ": close_range");
+    next = static_cast<unsigned int>(fd) + 1;
+  }
+  if (::syscall(SYS_close_range, next, ~0U, 0) < 0) throw_errno(context + ": close_range");
+}
+
+}  // namespace cryo::ckpt
