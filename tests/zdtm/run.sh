@@ -60,6 +60,8 @@ rounds=1
 [ "$mode" = two-rounds ] && rounds=2
 for round in $(seq 1 $rounds); do
   images="$work/images-$round"
+  # Every process of the test's session (and group): their PIDs must be free before the restore.
+  members=$( (ps -o pid= -s "$pid"; ps -o pid= -g "$pid") | sort -u)
   if [ "$mode" = leave-running ]; then
     "$CRYO" cr dump -t "$pid" -D "$images" -R || fail "dump (leave running) failed"
     kill -0 "$pid" 2>/dev/null || fail "the original died after dump -R"
@@ -68,9 +70,10 @@ for round in $(seq 1 $rounds); do
     { wait "$pid"; } 2>/dev/null
     grep -q '^PASS' "$out" || fail "the original did not pass after dump -R"
     : >"$out"
+    for member in $members; do
+      while [ -e /proc/"$member" ]; do sleep 0.02; done
+    done
   else
-    # Every process of the test's session: their PIDs must be free again before the restore.
-    members=$(ps -o pid= -s "$pid")
     "$CRYO" cr dump -t "$pid" -D "$images" || fail "dump failed (round $round)"
     if [ "$round" = 1 ]; then
       { wait "$pid"; } 2>/dev/null  # reap the dumped (killed) original: its PID must be free
