@@ -39,6 +39,13 @@ expect_eq "$(cryo image ls --format json | python3 -c \
   'import json,sys; i=json.load(sys.stdin)[0]; print(i["Id"], i["Names"][0])')" \
   "$id localhost/busybox:latest" "image ls --format json"
 
+expect_eq "$(cryo images --format '{{.Repository}}:{{.Tag}} {{.ID}}')" "localhost/busybox:latest ${id:0:12}" \
+  "images --format template"
+expect_eq "$(cryo images --format 'table {{.Repository}}\t{{.Tag}}' | head -1)" "REPOSITORY         TAG" \
+  "images --format table header"
+expect_eq "$(cryo image inspect --format '{{.Config.Cmd}} {{json .RootFS.Type}} {{.Os}}' busybox)" \
+  '[sh] "layers" linux' "image inspect --format template"
+
 # --- inspect ---
 cryo image inspect localhost/busybox:latest >"$tmp/inspect.json"
 python3 - "$tmp/inspect.json" "$id" "$tmp/root" <<'EOF'
