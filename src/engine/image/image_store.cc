@@ -478,7 +478,10 @@ void ImageStore::save(const std::string& ref, const std::string& out_path,
   with_context("save " + ref + " to " + out_path, [&] {
     storage::LayerStore layers(paths_);
     std::string config = config_bytes(image);
-    std::string temp_out = out_path + ".tmp-" + random_hex(4);
+    // A regular file is replaced atomically; anything else (/dev/null, a fifo) is written to.
+    struct stat st;
+    bool direct = ::stat(out_path.c_str(), &st) == 0 && !S_ISREG(st.st_mode);
+    std::string temp_out = direct ? out_path : out_path + ".tmp-" + random_hex(4);
     try {
       storage::TarBuilder tar(temp_out);
       if (format == ArchiveFormat::kDockerArchive) {
@@ -521,10 +524,10 @@ void ImageStore::save(const std::string& ref, const std::string& out_path,
           tar.add_file("blobs/sha256/" + storage::digest_hex(layer), layers.tar_path(layer));
       }
       tar.close();
-      if (::rename(temp_out.c_str(), out_path.c_str()) < 0)
+      if (!direct && ::rename(temp_out.c_str(), out_path.c_str()) < 0)
         throw_errno("rename " + temp_out + " to " + out_path);
     } catch (...) {
-      ::unlink(temp_out.c_str());
+      if (!direct) ::unlink(temp_out.c_str());
       throw;
     }
   });
