@@ -171,7 +171,8 @@ struct PendingImage {
 class ImageStore::Lock {
  public:
   Lock(const StorePaths& paths, bool exclusive) {
-    fs::mkdir_p(paths.root, 0700);
+    if (!fs::exists(paths.root))
+      fs::mkdir_p(paths.root, 0700);  // keep the mode of an existing root
     std::string path = paths.root + "/storage.lock";
     fd_ = fs::open_or_throw(path, O_RDWR | O_CREAT, 0600);
     while (::flock(fd_.get(), exclusive ? LOCK_EX : LOCK_SH) < 0) {
