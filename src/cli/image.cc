@@ -5,7 +5,10 @@
 #include <memory>
 
 #include <fcntl.h>
+#include <fnmatch.h>
 #include <unistd.h>
+
+#include <functional>
 
 #include "cli/cli.h"
 #include "common/error.h"
@@ -250,6 +253,7 @@ void add_images(CLI::App& parent, const std::string& name, GlobalOptions& global
     bool no_heading = false;
     std::string format;
     std::string filter_ref;
+    std::vector<std::string> filters;
   };
   auto opts = std::make_shared<Options>();
   CLI::App* cmd = parent.add_subcommand(name, "List images in local storage");
@@ -258,6 +262,9 @@ void add_images(CLI::App& parent, const std::string& name, GlobalOptions& global
   cmd->add_flag("--no-trunc", opts->no_trunc, "Do not truncate output");
   cmd->add_flag("-n,--noheading", opts->no_heading, "Do not print column headings");
   cmd->add_option("--format", opts->format, "Output format: json or a Go template");
+  cmd->add_option("-f,--filter", opts->filters,
+                  "Filter output: dangling=true|false, reference=PATTERN, id=PREFIX")
+      ->allow_extra_args(false);
   cmd->add_option("image", opts->filter_ref, "Only images of this repository");
   cmd->callback([opts, &global] {
     engine::ImageStore store = store_for(global);
@@ -270,6 +277,36 @@ void add_images(CLI::App& parent, const std::string& name, GlobalOptions& global
           if (with_tag ? n == wanted : repository_of(n) == repository_of(wanted)) return false;
         return true;
       });
+    }
+    for (const std::string& filter : opts->filters) {
+      size_t eq = filter.find('=');
+      std::string key = filter.substr(0, eq);
+      std::string value = eq == std::string::npos ? "" : filter.substr(eq + 1);
+      std::function<bool(const engine::ImageRecord&)> keep;
+      if (key == "dangling" && (value == "true" || value == "false")) {
+        keep = [value](const engine::ImageRecord& image) {
+          return image.names.empty() == (value == "true");
+        };
+      } else if (key == "reference" && !value.empty()) {
+        // Matches the full name or the name without its registry, like "busybox*" or
+        // "localhost/*:latest"; without a tag the pattern matches the repository.
+        keep = [value](const engine::ImageRecord& image) {
+          for (const std::string& n : image.names) {
+            std::string short_name = n.substr(n.find('/') + 1);
+            for (const std::string& candidate :
+                 {n, short_name, repository_of(n), repository_of(short_name)})
+              if (::fnmatch(value.c_str(), candidate.c_str(), 0) == 0) return true;
+          }
+          return false;
+        };
+      } else if (key == "id" && !value.empty()) {
+        keep = [value](const engine::ImageRecord& image) { return starts_with(image.id, value); };
+      } else {
+        throw ExitCodeError("not supported yet: image filter \"" + filter +
+                                "\" (supported: dangling=true|false, reference=, id=)",
+                            125);
+      }
+      std::erase_if(images, [&](const engine::ImageRecord& image) { return !keep(image); });
     }
     int64_t now = ::time(nullptr);
     if (opts->format == "json") {

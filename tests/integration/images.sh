@@ -223,6 +223,8 @@ rm -rf "$tmp/root/containers/abc123"
 
 # --- prune removes unnamed images only (without -a) ---
 unnamed=$(cryo import -q "$tmp/busybox.tar.gz")
+expect_eq "$(cryo images -q --no-trunc --filter dangling=true)" "sha256:$unnamed" "images --filter dangling"
+expect_eq "$(cryo images -q --filter 'reference=busy*')" "${id:0:12}" "images --filter reference"
 expect_eq "$(cryo image prune -f)" "$unnamed" "image prune output"
 cryo image exists busybox || fail "prune removed a named image"
 
