@@ -2,6 +2,7 @@
 #include "engine/image/image_store.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <filesystem>
 
@@ -211,6 +212,39 @@ TEST(ImageStore, ImageUsedByAContainerIsNotRemoved) {
   f.store.remove("busybox", true);
   EXPECT_EQ(removed_containers, std::vector<std::string>{"c0ffee"});
   EXPECT_FALSE(f.store.find("busybox").has_value());
+}
+
+TEST(ImageStore, CommitLayerStacksOnTheBaseImage) {
+  StoreFixture f;
+  engine::ImageRecord base = f.import("busybox", {R"(CMD ["sh"])", "ENV A=1"});
+  // A rootfs diff as an overlay upper dir holds it: a new file and a whiteout.
+  std::string upper = f.tmp / "upper";
+  fs::mkdir_p(upper + "/etc");
+  fs::write_file(upper + "/etc/added", "new");
+  ASSERT_EQ(::mknod((upper + "/etc/passwd").c_str(), S_IFCHR | 0, 0), 0);
+  std::string diff = f.tmp / "diff.tar";
+  storage::CreateOptions create;
+  create.overlay_whiteouts_to_oci = true;
+  storage::create_tar(upper, diff, create);
+
+  engine::ImageRecord committed = f.store.commit_layer("busybox", diff, {{"ENV B=2"}, "", "snap"});
+  ASSERT_EQ(committed.layer_digests.size(), 2u);
+  EXPECT_EQ(committed.layer_digests[0], base.layer_digests[0]);
+  EXPECT_EQ(committed.names, std::vector<std::string>{"localhost/snap:latest"});
+  EXPECT_EQ(committed.config.cmd, std::vector<std::string>{"sh"});
+  EXPECT_EQ(committed.config.env, (std::vector<std::string>{"A=1", "B=2"}));
+  EXPECT_EQ(committed.size, base.size + 3);
+  std::vector<std::string> dirs = f.store.layer_dirs(committed);
+  ASSERT_EQ(dirs.size(), 2u);
+  EXPECT_EQ(fs::read_file(dirs[1] + "/etc/added"), "new");
+  struct stat st;
+  ASSERT_EQ(::lstat((dirs[1] + "/etc/passwd").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISCHR(st.st_mode));
+
+  f.store.remove("busybox", false);
+  EXPECT_TRUE(path_exists(dirs[0]));  // still a layer of snap
+  f.store.remove("snap", false);
+  EXPECT_EQ(count_entries(f.paths.layers_dir()), 0);
 }
 
 TEST(ImageStore, SaveLoadRoundTripKeepsTheImageId) {

@@ -344,31 +344,59 @@ ImageRecord ImageStore::add_image_locked(const std::string& config_bytes,
 
 ImageRecord ImageStore::import_rootfs(const std::string& tarball, const ImportOptions& options) {
   return with_context("import " + tarball, [&] {
-    std::string name;
-    if (!options.reference.empty()) name = normalize_image_name(options.reference);
-    storage::LayerStore layers(paths_);
-    storage::PreparedLayer layer = layers.prepare(tarball, std::nullopt);
-
-    timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    std::string created = rfc3339_time(now.tv_sec, now.tv_nsec);
-    nlohmann::json config = {
-        {"created", created},
-        {"architecture", "amd64"},
-        {"os", "linux"},
-        {"config", nlohmann::json::object()},
-        {"rootfs", {{"type", "layers"}, {"diff_ids", {layer.diff_id()}}}},
-        {"history", {{{"created", created}, {"created_by", "cryo import " + tarball}}}}};
-    if (!options.message.empty()) config["history"][0]["comment"] = options.message;
-    for (const std::string& change : options.changes) apply_image_change(config, change);
-    std::string bytes = config.dump();
-
-    Lock lock(paths_, true);
-    uint64_t size = layer.size();
-    layers.commit(layer);
-    return add_image_locked(
-        bytes, name.empty() ? std::vector<std::string>{} : std::vector<std::string>{name}, size);
+    return add_layer_image("", tarball, options, "cryo import " + tarball);
   });
+}
+
+ImageRecord ImageStore::commit_layer(const std::string& base_ref, const std::string& layer_tar,
+                                     const ImportOptions& options) {
+  return with_context("commit " + layer_tar,
+                      [&] { return add_layer_image(base_ref, layer_tar, options, "cryo commit"); });
+}
+
+ImageRecord ImageStore::add_layer_image(const std::string& base_ref, const std::string& tarball,
+                                        const ImportOptions& options,
+                                        const std::string& created_by) {
+  std::string name;
+  if (!options.reference.empty()) name = normalize_image_name(options.reference);
+  nlohmann::json config = {{"architecture", "amd64"},
+                           {"os", "linux"},
+                           {"config", nlohmann::json::object()},
+                           {"rootfs", {{"type", "layers"}, {"diff_ids", nlohmann::json::array()}}},
+                           {"history", nlohmann::json::array()}};
+  std::optional<ImageRecord> base;
+  if (!base_ref.empty()) {
+    base = resolve(base_ref);
+    config = nlohmann::json::parse(config_bytes(*base));
+    if (!config.contains("history") || !config["history"].is_array())
+      config["history"] = nlohmann::json::array();
+  }
+  storage::LayerStore layers(paths_);
+  storage::PreparedLayer layer = layers.prepare(tarball, std::nullopt);
+
+  timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  std::string created = rfc3339_time(now.tv_sec, now.tv_nsec);
+  config["created"] = created;
+  config["rootfs"]["diff_ids"].push_back(layer.diff_id());
+  nlohmann::json history = {{"created", created}, {"created_by", created_by}};
+  if (!options.message.empty()) history["comment"] = options.message;
+  config["history"].push_back(history);
+  for (const std::string& change : options.changes) apply_image_change(config, change);
+  std::string bytes = config.dump();
+
+  Lock lock(paths_, true);
+  uint64_t size = layer.size();
+  if (base) {
+    // The base was resolved without the lock: an rmi may have removed its layers since.
+    for (const std::string& digest : base->layer_digests)
+      if (!layers.exists(digest))
+        throw Error("base image " + base_ref + " was removed while committing");
+    size += base->size;
+  }
+  layers.commit(layer);
+  return add_image_locked(
+      bytes, name.empty() ? std::vector<std::string>{} : std::vector<std::string>{name}, size);
 }
 
 std::vector<ImageRecord> ImageStore::load(const std::string& archive_path) {
