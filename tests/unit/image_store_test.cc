@@ -356,3 +356,63 @@ TEST(ImageStore, LoadDoesNotFollowSymlinksInTheArchive) {
 
 }  // namespace
 }  // namespace cryo
+
+namespace cryo {
+namespace {
+
+// A multi-platform OCI index: only the linux/amd64 manifest is loaded (the arm64 one names blobs
+// the archive does not even contain).
+TEST(ImageStore, LoadPicksLinuxAmd64FromAnImageIndex) {
+  StoreFixture f;
+  std::string layer = fs::read_file(f.rootfs);
+  std::string layer_digest = storage::sha256_hex(layer);
+  std::string config =
+      nlohmann::json{
+          {"architecture", "amd64"},
+          {"os", "linux"},
+          {"config", {{"Cmd", nlohmann::json::array({"hello"})}}},
+          {"rootfs",
+           {{"type", "layers"}, {"diff_ids", nlohmann::json::array({"sha256:" + layer_digest})}}}}
+          .dump();
+  std::string config_digest = storage::sha256_hex(config);
+  std::string manifest =
+      nlohmann::json{
+          {"schemaVersion", 2},
+          {"config", {{"digest", "sha256:" + config_digest}, {"size", config.size()}}},
+          {"layers",
+           nlohmann::json::array({{{"digest", "sha256:" + layer_digest}, {"size", layer.size()}}})}}
+          .dump();
+  std::string manifest_digest = storage::sha256_hex(manifest);
+  nlohmann::json platforms =
+      nlohmann::json::array({{{"digest", "sha256:" + std::string(64, 'a')},
+                              {"platform", {{"os", "linux"}, {"architecture", "arm64"}}}},
+                             {{"digest", "sha256:" + manifest_digest},
+                              {"platform", {{"os", "linux"}, {"architecture", "amd64"}}}}});
+  std::string image_index = nlohmann::json{{"schemaVersion", 2}, {"manifests", platforms}}.dump();
+  std::string image_index_digest = storage::sha256_hex(image_index);
+  std::string index =
+      nlohmann::json{
+          {"schemaVersion", 2},
+          {"manifests",
+           nlohmann::json::array(
+               {{{"mediaType", "application/vnd.oci.image.index.v1+json"},
+                 {"digest", "sha256:" + image_index_digest},
+                 {"annotations", {{"org.opencontainers.image.ref.name", "quay.io/x/multi:1"}}}}})}}
+          .dump();
+  std::string archive = f.tmp / "multi.tar";
+  write_tar(archive, {{.path = "oci-layout", .data = R"({"imageLayoutVersion":"1.0.0"})"},
+                      {.path = "index.json", .data = index},
+                      {.path = "blobs/sha256/" + image_index_digest, .data = image_index},
+                      {.path = "blobs/sha256/" + manifest_digest, .data = manifest},
+                      {.path = "blobs/sha256/" + config_digest, .data = config},
+                      {.path = "blobs/sha256/" + layer_digest, .data = layer}});
+  std::vector<engine::ImageRecord> loaded = f.store.load(archive);
+  ASSERT_EQ(loaded.size(), 1u);
+  EXPECT_EQ(loaded[0].id, config_digest);
+  EXPECT_EQ(loaded[0].names, std::vector<std::string>{"quay.io/x/multi:1"});
+  EXPECT_EQ(loaded[0].config.cmd, std::vector<std::string>{"hello"});
+  EXPECT_EQ(f.store.resolve("multi:1").id, config_digest);
+}
+
+}  // namespace
+}  // namespace cryo

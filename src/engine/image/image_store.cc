@@ -400,6 +400,14 @@ ImageRecord ImageStore::add_layer_image(const std::string& base_ref, const std::
 }
 
 std::vector<ImageRecord> ImageStore::load(const std::string& archive_path) {
+  try {
+    return load_archive(archive_path);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error("load " + archive_path + ": malformed image archive: " + e.what());
+  }
+}
+
+std::vector<ImageRecord> ImageStore::load_archive(const std::string& archive_path) {
   return with_context("load " + archive_path, [&] {
     TempDir temp(paths_.root + "/tmp");
     storage::ExtractOptions plain;
@@ -423,7 +431,7 @@ std::vector<ImageRecord> ImageStore::load(const std::string& archive_path) {
       std::vector<nlohmann::json> descriptors(index.at("manifests").begin(),
                                               index.at("manifests").end());
       for (size_t d = 0; d < descriptors.size(); ++d) {
-        const nlohmann::json& desc = descriptors[d];
+        const nlohmann::json desc = descriptors[d];  // a copy: the loop appends to the vector
         std::string media = desc.value("mediaType", std::string(kManifestMediaType));
         nlohmann::json doc =
             nlohmann::json::parse(fs::read_file(verified_blob(root, desc.at("digest"))));

@@ -133,6 +133,7 @@ class ImageStore {
   // Commits a new image (config bytes + prepared layers already committed) and moves `names`.
   ImageRecord add_image_locked(const std::string& config_bytes,
                                const std::vector<std::string>& names, uint64_t size);
+  std::vector<ImageRecord> load_archive(const std::string& archive_path);
   ImageRecord add_layer_image(const std::string& base_ref, const std::string& tarball,
                               const ImportOptions& options, const std::string& created_by);
   void remove_name_from_others_locked(const std::string& name, const std::string& keep_id);
