@@ -5,7 +5,10 @@
 #include <memory>
 
 #include <fcntl.h>
+#include <fnmatch.h>
 #include <unistd.h>
+
+#include <functional>
 
 #include "cli/cli.h"
 #include "common/error.h"
@@ -17,6 +20,103 @@ namespace cryo::cli {
 
 // `cryo inspect` falls back to this for names that are not containers (declare it in cli.h).
 nlohmann::json inspect_images(const GlobalOptions& global, const std::vector<std::string>& refs);
+
+// The subset of Go templates that `--format` arguments use in practice: "{{.A.B}}",
+// "{{json .A}}", "{{.}}", literal text, and "\t" / "\n" written as two characters (Podman turns
+// them into tab and newline). Values print the way Go's fmt prints them ("[a b]", "map[k:v]").
+std::string render_go_template(const std::string& tmpl, const nlohmann::json& data);
+// Lines of tab-separated cells aligned in columns two spaces apart (Go's tabwriter, as Podman).
+std::string align_columns(const std::string& text);
+
+namespace {
+
+std::string go_print(const nlohmann::json& value) {
+  if (value.is_string()) return value.get<std::string>();
+  if (value.is_null()) return "<no value>";
+  if (value.is_array()) {
+    std::vector<std::string> items;
+    for (const auto& item : value) items.push_back(go_print(item));
+    return "[" + join(items, " ") + "]";
+  }
+  if (value.is_object()) {
+    std::vector<std::string> items;
+    for (const auto& [key, item] : value.items()) items.push_back(key + ":" + go_print(item));
+    return "map[" + join(items, " ") + "]";
+  }
+  return value.dump();
+}
+
+const nlohmann::json& template_lookup(const nlohmann::json& data, const std::string& path,
+                                      const std::string& action) {
+  if (path == ".") return data;
+  if (path.empty() || path[0] != '.')
+    throw ExitCodeError("not supported yet: template action {{" + action + "}}", 125);
+  static const nlohmann::json kMissing;
+  const nlohmann::json* cur = &data;
+  for (const std::string& key : split(path.substr(1), '.')) {
+    if (!cur->is_object() || !cur->contains(key)) {
+      if (cur->is_object())
+        throw ExitCodeError("template: can't evaluate field " + key + " in {{" + action + "}}",
+                            125);
+      return kMissing;
+    }
+    cur = &(*cur)[key];
+  }
+  return *cur;
+}
+
+}  // namespace
+
+std::string render_go_template(const std::string& tmpl, const nlohmann::json& data) {
+  std::string out;
+  size_t pos = 0;
+  while (pos < tmpl.size()) {
+    size_t open = tmpl.find("{{", pos);
+    std::string literal =
+        tmpl.substr(pos, open == std::string::npos ? std::string::npos : open - pos);
+    for (size_t i = 0; i < literal.size(); ++i) {
+      if (literal[i] == '\\' && i + 1 < literal.size() &&
+          (literal[i + 1] == 't' || literal[i + 1] == 'n')) {
+        out.push_back(literal[++i] == 't' ? '\t' : '\n');
+      } else {
+        out.push_back(literal[i]);
+      }
+    }
+    if (open == std::string::npos) break;
+    size_t close = tmpl.find("}}", open);
+    if (close == std::string::npos)
+      throw ExitCodeError("template: unclosed action in \"" + tmpl + "\"", 125);
+    std::string action(trim(std::string_view(tmpl).substr(open + 2, close - open - 2)));
+    if (starts_with(action, "json ")) {
+      out += template_lookup(data, std::string(trim(action.substr(5))), action).dump();
+    } else {
+      out += go_print(template_lookup(data, action, action));
+    }
+    pos = close + 2;
+  }
+  return out;
+}
+
+std::string align_columns(const std::string& text) {
+  std::vector<std::vector<std::string>> rows;
+  for (const std::string& line : split(text, '\n')) rows.push_back(split(line, '\t'));
+  if (!rows.empty() && rows.back().size() == 1 && rows.back()[0].empty()) rows.pop_back();
+  std::vector<size_t> widths;
+  for (const auto& row : rows)
+    for (size_t i = 0; i + 1 < row.size(); ++i) {
+      if (widths.size() <= i) widths.resize(i + 1, 0);
+      widths[i] = std::max(widths[i], row[i].size());
+    }
+  std::string out;
+  for (const auto& row : rows) {
+    for (size_t i = 0; i < row.size(); ++i) {
+      out += row[i];
+      if (i + 1 < row.size()) out += std::string(widths[i] - row[i].size() + 2, ' ');
+    }
+    out += "\n";
+  }
+  return out;
+}
 
 namespace {
 
@@ -153,6 +253,7 @@ void add_images(CLI::App& parent, const std::string& name, GlobalOptions& global
     bool no_heading = false;
     std::string format;
     std::string filter_ref;
+    std::vector<std::string> filters;
   };
   auto opts = std::make_shared<Options>();
   CLI::App* cmd = parent.add_subcommand(name, "List images in local storage");
@@ -160,7 +261,10 @@ void add_images(CLI::App& parent, const std::string& name, GlobalOptions& global
   cmd->add_flag("-a,--all", opts->all, "Show all images (there are no intermediate images)");
   cmd->add_flag("--no-trunc", opts->no_trunc, "Do not truncate output");
   cmd->add_flag("-n,--noheading", opts->no_heading, "Do not print column headings");
-  cmd->add_option("--format", opts->format, "Output format: json");
+  cmd->add_option("--format", opts->format, "Output format: json or a Go template");
+  cmd->add_option("-f,--filter", opts->filters,
+                  "Filter output: dangling=true|false, reference=PATTERN, id=PREFIX")
+      ->allow_extra_args(false);
   cmd->add_option("image", opts->filter_ref, "Only images of this repository");
   cmd->callback([opts, &global] {
     engine::ImageStore store = store_for(global);
@@ -173,6 +277,36 @@ void add_images(CLI::App& parent, const std::string& name, GlobalOptions& global
           if (with_tag ? n == wanted : repository_of(n) == repository_of(wanted)) return false;
         return true;
       });
+    }
+    for (const std::string& filter : opts->filters) {
+      size_t eq = filter.find('=');
+      std::string key = filter.substr(0, eq);
+      std::string value = eq == std::string::npos ? "" : filter.substr(eq + 1);
+      std::function<bool(const engine::ImageRecord&)> keep;
+      if (key == "dangling" && (value == "true" || value == "false")) {
+        keep = [value](const engine::ImageRecord& image) {
+          return image.names.empty() == (value == "true");
+        };
+      } else if (key == "reference" && !value.empty()) {
+        // Matches the full name or the name without its registry, like "busybox*" or
+        // "localhost/*:latest"; without a tag the pattern matches the repository.
+        keep = [value](const engine::ImageRecord& image) {
+          for (const std::string& n : image.names) {
+            std::string short_name = n.substr(n.find('/') + 1);
+            for (const std::string& candidate :
+                 {n, short_name, repository_of(n), repository_of(short_name)})
+              if (::fnmatch(value.c_str(), candidate.c_str(), 0) == 0) return true;
+          }
+          return false;
+        };
+      } else if (key == "id" && !value.empty()) {
+        keep = [value](const engine::ImageRecord& image) { return starts_with(image.id, value); };
+      } else {
+        throw ExitCodeError("not supported yet: image filter \"" + filter +
+                                "\" (supported: dangling=true|false, reference=, id=)",
+                            125);
+      }
+      std::erase_if(images, [&](const engine::ImageRecord& image) { return !keep(image); });
     }
     int64_t now = ::time(nullptr);
     if (opts->format == "json") {
@@ -201,8 +335,55 @@ void add_images(CLI::App& parent, const std::string& name, GlobalOptions& global
       std::printf("%s\n", out.dump(4).c_str());
       return;
     }
-    if (!opts->format.empty())
-      throw ExitCodeError("not supported yet: --format \"" + opts->format + "\" (only json)", 125);
+    if (!opts->format.empty()) {
+      std::string tmpl = opts->format;
+      bool table = starts_with(tmpl, "table");
+      if (table) tmpl = std::string(trim(tmpl.substr(5)));
+      std::string text;
+      if (table && !opts->no_heading) {
+        nlohmann::json headers = {{"ID", "IMAGE ID"},
+                                  {"Id", "IMAGE ID"},
+                                  {"Repository", "REPOSITORY"},
+                                  {"Tag", "TAG"},
+                                  {"Digest", "DIGEST"},
+                                  {"Size", "SIZE"},
+                                  {"Created", "CREATED"},
+                                  {"CreatedSince", "CREATED"},
+                                  {"CreatedAt", "CREATED AT"},
+                                  {"Names", "NAMES"},
+                                  {"Containers", "CONTAINERS"},
+                                  {"Labels", "LABELS"},
+                                  {"VirtualSize", "VIRTUAL SIZE"},
+                                  {"History", "HISTORY"},
+                                  {"ReadOnly", "R/O"}};
+        text += render_go_template(tmpl, headers) + "\n";
+      }
+      for (const engine::ImageRecord& image : images) {
+        std::vector<std::string> names = image.names;
+        if (names.empty()) names.push_back("<none>:<none>");
+        for (const std::string& n : names) {
+          nlohmann::json row = {
+              {"ID", opts->no_trunc ? "sha256:" + image.id : image.id.substr(0, 12)},
+              {"Id", image.id},
+              {"Repository", repository_of(n)},
+              {"Tag", tag_of(n)},
+              {"Digest", image.digest},
+              {"Size", engine::human_size(image.size)},
+              {"VirtualSize", engine::human_size(image.size)},
+              {"Created", engine::human_duration_since(image.created, now)},
+              {"CreatedSince", engine::human_duration_since(image.created, now)},
+              {"CreatedAt", engine::rfc3339_time(image.created)},
+              {"Names", image.names},
+              {"Containers", store.containers_using(image.id).size()},
+              {"Labels", image.config.labels},
+              {"History", image.names},
+              {"ReadOnly", false}};
+          text += render_go_template(tmpl, row) + "\n";
+        }
+      }
+      std::fputs(align_columns(text).c_str(), stdout);
+      return;
+    }
     if (opts->quiet) {
       for (const engine::ImageRecord& image : images)
         std::printf("%s\n", opts->no_trunc ? ("sha256:" + image.id).c_str()
@@ -277,12 +458,16 @@ void add_inspect(CLI::App& parent, GlobalOptions& global) {
   auto images = std::make_shared<std::vector<std::string>>();
   auto format = std::make_shared<std::string>();
   CLI::App* cmd = parent.add_subcommand("inspect", "Display the configuration of an image");
-  cmd->add_option("-f,--format", *format, "Output format: json");
+  cmd->add_option("-f,--format", *format, "Output format: json or a Go template");
   cmd->add_option("image", *images, "Images to inspect")->required();
   cmd->callback([images, format, &global] {
-    if (!format->empty() && *format != "json")
-      throw ExitCodeError("not supported yet: --format \"" + *format + "\" (only json)", 125);
-    std::printf("%s\n", inspect_images(global, *images).dump(4).c_str());
+    nlohmann::json inspected = inspect_images(global, *images);
+    if (format->empty() || *format == "json") {
+      std::printf("%s\n", inspected.dump(4).c_str());
+      return;
+    }
+    for (const auto& image : inspected)
+      std::printf("%s\n", render_go_template(*format, image).c_str());
   });
 }
 

@@ -39,6 +39,13 @@ expect_eq "$(cryo image ls --format json | python3 -c \
   'import json,sys; i=json.load(sys.stdin)[0]; print(i["Id"], i["Names"][0])')" \
   "$id localhost/busybox:latest" "image ls --format json"
 
+expect_eq "$(cryo images --format '{{.Repository}}:{{.Tag}} {{.ID}}')" "localhost/busybox:latest ${id:0:12}" \
+  "images --format template"
+expect_eq "$(cryo images --format 'table {{.Repository}}\t{{.Tag}}' | head -1)" "REPOSITORY         TAG" \
+  "images --format table header"
+expect_eq "$(cryo image inspect --format '{{.Config.Cmd}} {{json .RootFS.Type}} {{.Os}}' busybox)" \
+  '[sh] "layers" linux' "image inspect --format template"
+
 # --- inspect ---
 cryo image inspect localhost/busybox:latest >"$tmp/inspect.json"
 python3 - "$tmp/inspect.json" "$id" "$tmp/root" <<'EOF'
@@ -216,6 +223,8 @@ rm -rf "$tmp/root/containers/abc123"
 
 # --- prune removes unnamed images only (without -a) ---
 unnamed=$(cryo import -q "$tmp/busybox.tar.gz")
+expect_eq "$(cryo images -q --no-trunc --filter dangling=true)" "sha256:$unnamed" "images --filter dangling"
+expect_eq "$(cryo images -q --filter 'reference=busy*')" "${id:0:12}" "images --filter reference"
 expect_eq "$(cryo image prune -f)" "$unnamed" "image prune output"
 cryo image exists busybox || fail "prune removed a named image"
 

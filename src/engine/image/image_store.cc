@@ -171,7 +171,8 @@ struct PendingImage {
 class ImageStore::Lock {
  public:
   Lock(const StorePaths& paths, bool exclusive) {
-    fs::mkdir_p(paths.root, 0700);
+    if (!fs::exists(paths.root))
+      fs::mkdir_p(paths.root, 0700);  // keep the mode of an existing root
     std::string path = paths.root + "/storage.lock";
     fd_ = fs::open_or_throw(path, O_RDWR | O_CREAT, 0600);
     while (::flock(fd_.get(), exclusive ? LOCK_EX : LOCK_SH) < 0) {
@@ -343,34 +344,70 @@ ImageRecord ImageStore::add_image_locked(const std::string& config_bytes,
 
 ImageRecord ImageStore::import_rootfs(const std::string& tarball, const ImportOptions& options) {
   return with_context("import " + tarball, [&] {
-    std::string name;
-    if (!options.reference.empty()) name = normalize_image_name(options.reference);
-    storage::LayerStore layers(paths_);
-    storage::PreparedLayer layer = layers.prepare(tarball, std::nullopt);
-
-    timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    std::string created = rfc3339_time(now.tv_sec, now.tv_nsec);
-    nlohmann::json config = {
-        {"created", created},
-        {"architecture", "amd64"},
-        {"os", "linux"},
-        {"config", nlohmann::json::object()},
-        {"rootfs", {{"type", "layers"}, {"diff_ids", {layer.diff_id()}}}},
-        {"history", {{{"created", created}, {"created_by", "cryo import " + tarball}}}}};
-    if (!options.message.empty()) config["history"][0]["comment"] = options.message;
-    for (const std::string& change : options.changes) apply_image_change(config, change);
-    std::string bytes = config.dump();
-
-    Lock lock(paths_, true);
-    uint64_t size = layer.size();
-    layers.commit(layer);
-    return add_image_locked(
-        bytes, name.empty() ? std::vector<std::string>{} : std::vector<std::string>{name}, size);
+    return add_layer_image("", tarball, options, "cryo import " + tarball);
   });
 }
 
+ImageRecord ImageStore::commit_layer(const std::string& base_ref, const std::string& layer_tar,
+                                     const ImportOptions& options) {
+  return with_context("commit " + layer_tar,
+                      [&] { return add_layer_image(base_ref, layer_tar, options, "cryo commit"); });
+}
+
+ImageRecord ImageStore::add_layer_image(const std::string& base_ref, const std::string& tarball,
+                                        const ImportOptions& options,
+                                        const std::string& created_by) {
+  std::string name;
+  if (!options.reference.empty()) name = normalize_image_name(options.reference);
+  nlohmann::json config = {{"architecture", "amd64"},
+                           {"os", "linux"},
+                           {"config", nlohmann::json::object()},
+                           {"rootfs", {{"type", "layers"}, {"diff_ids", nlohmann::json::array()}}},
+                           {"history", nlohmann::json::array()}};
+  std::optional<ImageRecord> base;
+  if (!base_ref.empty()) {
+    base = resolve(base_ref);
+    config = nlohmann::json::parse(config_bytes(*base));
+    if (!config.contains("history") || !config["history"].is_array())
+      config["history"] = nlohmann::json::array();
+  }
+  storage::LayerStore layers(paths_);
+  storage::PreparedLayer layer = layers.prepare(tarball, std::nullopt);
+
+  timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  std::string created = rfc3339_time(now.tv_sec, now.tv_nsec);
+  config["created"] = created;
+  config["rootfs"]["diff_ids"].push_back(layer.diff_id());
+  nlohmann::json history = {{"created", created}, {"created_by", created_by}};
+  if (!options.message.empty()) history["comment"] = options.message;
+  config["history"].push_back(history);
+  for (const std::string& change : options.changes) apply_image_change(config, change);
+  std::string bytes = config.dump();
+
+  Lock lock(paths_, true);
+  uint64_t size = layer.size();
+  if (base) {
+    // The base was resolved without the lock: an rmi may have removed its layers since.
+    for (const std::string& digest : base->layer_digests)
+      if (!layers.exists(digest))
+        throw Error("base image " + base_ref + " was removed while committing");
+    size += base->size;
+  }
+  layers.commit(layer);
+  return add_image_locked(
+      bytes, name.empty() ? std::vector<std::string>{} : std::vector<std::string>{name}, size);
+}
+
 std::vector<ImageRecord> ImageStore::load(const std::string& archive_path) {
+  try {
+    return load_archive(archive_path);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error("load " + archive_path + ": malformed image archive: " + e.what());
+  }
+}
+
+std::vector<ImageRecord> ImageStore::load_archive(const std::string& archive_path) {
   return with_context("load " + archive_path, [&] {
     TempDir temp(paths_.root + "/tmp");
     storage::ExtractOptions plain;
@@ -394,7 +431,7 @@ std::vector<ImageRecord> ImageStore::load(const std::string& archive_path) {
       std::vector<nlohmann::json> descriptors(index.at("manifests").begin(),
                                               index.at("manifests").end());
       for (size_t d = 0; d < descriptors.size(); ++d) {
-        const nlohmann::json& desc = descriptors[d];
+        const nlohmann::json desc = descriptors[d];  // a copy: the loop appends to the vector
         std::string media = desc.value("mediaType", std::string(kManifestMediaType));
         nlohmann::json doc =
             nlohmann::json::parse(fs::read_file(verified_blob(root, desc.at("digest"))));
@@ -478,7 +515,10 @@ void ImageStore::save(const std::string& ref, const std::string& out_path,
   with_context("save " + ref + " to " + out_path, [&] {
     storage::LayerStore layers(paths_);
     std::string config = config_bytes(image);
-    std::string temp_out = out_path + ".tmp-" + random_hex(4);
+    // A regular file is replaced atomically; anything else (/dev/null, a fifo) is written to.
+    struct stat st;
+    bool direct = ::stat(out_path.c_str(), &st) == 0 && !S_ISREG(st.st_mode);
+    std::string temp_out = direct ? out_path : out_path + ".tmp-" + random_hex(4);
     try {
       storage::TarBuilder tar(temp_out);
       if (format == ArchiveFormat::kDockerArchive) {
@@ -521,10 +561,10 @@ void ImageStore::save(const std::string& ref, const std::string& out_path,
           tar.add_file("blobs/sha256/" + storage::digest_hex(layer), layers.tar_path(layer));
       }
       tar.close();
-      if (::rename(temp_out.c_str(), out_path.c_str()) < 0)
+      if (!direct && ::rename(temp_out.c_str(), out_path.c_str()) < 0)
         throw_errno("rename " + temp_out + " to " + out_path);
     } catch (...) {
-      ::unlink(temp_out.c_str());
+      if (!direct) ::unlink(temp_out.c_str());
       throw;
     }
   });

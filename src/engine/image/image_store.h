@@ -93,6 +93,11 @@ class ImageStore {
 
   // A rootfs tarball (plain, gzip, zstd...) as a one-layer image.
   ImageRecord import_rootfs(const std::string& tarball, const ImportOptions& options);
+  // A new image: the layers of `base_ref` (none when empty) plus the layer tar (e.g. a container's
+  // rootfs diff from storage::create_tar with overlay_whiteouts_to_oci), the base's config with
+  // `options.changes` applied. For `commit`.
+  ImageRecord commit_layer(const std::string& base_ref, const std::string& layer_tar,
+                           const ImportOptions& options);
   // docker-archive or OCI layout tarball; every layer digest is verified, a mismatch loads
   // nothing. Returns the loaded images.
   std::vector<ImageRecord> load(const std::string& archive_path);
@@ -128,6 +133,9 @@ class ImageStore {
   // Commits a new image (config bytes + prepared layers already committed) and moves `names`.
   ImageRecord add_image_locked(const std::string& config_bytes,
                                const std::vector<std::string>& names, uint64_t size);
+  std::vector<ImageRecord> load_archive(const std::string& archive_path);
+  ImageRecord add_layer_image(const std::string& base_ref, const std::string& tarball,
+                              const ImportOptions& options, const std::string& created_by);
   void remove_name_from_others_locked(const std::string& name, const std::string& keep_id);
   void delete_image_locked(const ImageRecord& record);
 
