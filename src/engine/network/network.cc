@@ -229,6 +229,9 @@ void NetworkManager::setup_bridge(const std::string& container_id, const Network
     std::string veth = host_veth_name(container_id);
     host.create_veth(veth, bridge_index, "eth0", netns.get(), parse_mac(lease.mac));
     status.host_veth = veth;
+    int veth_index = host.link_index(veth);
+    if (veth_index == 0) throw Error(veth + " missing right after its creation");
+    host.set_bridge_port_hairpin(veth_index);
 
     std::optional<RtNetlink> inside;
     {
