@@ -413,10 +413,14 @@ void add_create_options(CLI::App* cmd, CreateOptions& o, bool is_run) {
   cmd->add_flag("-t,--tty", r.tty, "Allocate a pseudo-TTY for container");
   cmd->add_flag("-i,--interactive", r.interactive, "Keep STDIN open even if not attached");
   cmd->add_option("--name", r.name, "Assign a name to the container");
-  cmd->add_option("-p,--publish", r.publish, "Publish a container's port to the host");
-  cmd->add_option("-e,--env", r.env, "Set environment variables in container");
-  cmd->add_option("--env-file", o.env_files, "Read in a file of environment variables");
-  cmd->add_option("-v,--volume", r.volumes, "Bind mount a volume into the container");
+  cmd->add_option("-p,--publish", r.publish, "Publish a container's port to the host")
+      ->allow_extra_args(false);
+  cmd->add_option("-e,--env", r.env, "Set environment variables in container")
+      ->allow_extra_args(false);
+  cmd->add_option("--env-file", o.env_files, "Read in a file of environment variables")
+      ->allow_extra_args(false);
+  cmd->add_option("-v,--volume", r.volumes, "Bind mount a volume into the container")
+      ->allow_extra_args(false);
   cmd->add_option("-w,--workdir", r.workdir, "Working directory inside the container");
   cmd->add_option("-u,--user", r.user, "Username or UID (format: <name|uid>[:<group|gid>])");
   cmd->add_option("-h,--hostname", r.hostname, "Set container hostname");
@@ -427,7 +431,7 @@ void add_create_options(CLI::App* cmd, CreateOptions& o, bool is_run) {
   cmd->add_option("--network,--net", r.network, "Connect a container to a network");
   cmd->add_option("--entrypoint", o.entrypoint, "Overwrite the default ENTRYPOINT of the image")
       ->each([&](const std::string&) { o.entrypoint_set = true; });
-  cmd->add_option("-l,--label", o.labels, "Set metadata on container");
+  cmd->add_option("-l,--label", o.labels, "Set metadata on container")->allow_extra_args(false);
   cmd->add_option("--stop-timeout", o.stop_timeout, "Timeout (in seconds) to stop a container");
 }
 
@@ -910,8 +914,9 @@ void register_container_commands(CLI::App& app, CLI::App& container, GlobalOptio
     cmd->add_flag("-t,--tty", req->tty, "Allocate a pseudo-TTY");
     cmd->add_flag("-i,--interactive", *interactive, "Keep STDIN open even if not attached");
     cmd->add_flag("-d,--detach", *detach, "Run the exec session in detached mode");
-    cmd->add_option("-e,--env", req->env, "Set environment variables");
-    cmd->add_option("--env-file", *env_files, "Read in a file of environment variables");
+    cmd->add_option("-e,--env", req->env, "Set environment variables")->allow_extra_args(false);
+    cmd->add_option("--env-file", *env_files, "Read in a file of environment variables")
+        ->allow_extra_args(false);
     cmd->add_option("-w,--workdir", req->workdir, "Working directory inside the container");
     cmd->add_option("-u,--user", req->user, "Sets the username or UID used");
     cmd->callback([&g, cmd, req, interactive, detach, env_files] {

@@ -275,23 +275,30 @@ int exec_in_path(const std::vector<std::string>& args, const std::vector<std::st
   return result;
 }
 
-void apply_capabilities(const nlohmann::json& caps_json) {
-  auto names = [&](const char* key) {
-    std::vector<cap_value_t> out;
-    for (const auto& n : caps_json.value(key, nlohmann::json::array())) {
-      cap_value_t cap;
-      if (cap_from_name(n.get<std::string>().c_str(), &cap) < 0)
-        throw Error("unknown capability " + n.get<std::string>());
-      out.push_back(cap);
-    }
-    return out;
-  };
-  std::vector<cap_value_t> bounding = names("bounding");
+std::vector<cap_value_t> capability_list(const nlohmann::json& caps_json, const char* key) {
+  std::vector<cap_value_t> out;
+  for (const auto& n : caps_json.value(key, nlohmann::json::array())) {
+    cap_value_t cap;
+    if (cap_from_name(n.get<std::string>().c_str(), &cap) < 0)
+      throw Error("unknown capability " + n.get<std::string>());
+    out.push_back(cap);
+  }
+  return out;
+}
+
+// Needs CAP_SETPCAP: runs before the user changes.
+void drop_bounding_capabilities(const nlohmann::json& caps_json) {
+  std::vector<cap_value_t> bounding = capability_list(caps_json, "bounding");
   for (cap_value_t cap = 0; cap <= static_cast<cap_value_t>(cap_max_bits()) - 1; ++cap) {
     if (std::find(bounding.begin(), bounding.end(), cap) != bounding.end()) continue;
     if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
       throw_errno("prctl PR_CAPBSET_DROP " + std::to_string(cap));
   }
+}
+
+// After the user change (PR_SET_KEEPCAPS kept the permitted set).
+void apply_capabilities(const nlohmann::json& caps_json) {
+  auto names = [&](const char* key) { return capability_list(caps_json, key); };
   cap_t caps = cap_init();
   if (!caps) throw_errno("cap_init");
   auto set = [&](const char* key, cap_flag_t flag) {
@@ -462,11 +469,13 @@ void exec_container_process(const nlohmann::json& process, const ProcessStdio& s
     uid_t uid = user.value("uid", 0u);
     gid_t gid = user.value("gid", 0u);
     std::vector<gid_t> groups = user.value("additionalGids", std::vector<gid_t>{});
+    const auto& capabilities = process.value("capabilities", nlohmann::json::object());
+    drop_bounding_capabilities(capabilities);
     if (::prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0) throw_errno("prctl PR_SET_KEEPCAPS");
     if (::setgroups(groups.size(), groups.data()) < 0) throw_errno("setgroups");
     if (::setresgid(gid, gid, gid) < 0) throw_errno("setresgid " + std::to_string(gid));
     if (::setresuid(uid, uid, uid) < 0) throw_errno("setresuid " + std::to_string(uid));
-    apply_capabilities(process.value("capabilities", nlohmann::json::object()));
+    apply_capabilities(capabilities);
     if (::chdir(cwd.c_str()) < 0) throw_errno("chdir " + cwd);
     ::umask(022);
 
