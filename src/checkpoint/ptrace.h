@@ -1,6 +1,7 @@
 // RAII ownership of ptrace attachments.
 #pragma once
 
+#include <signal.h>
 #include <sys/types.h>
 #include <sys/user.h>
 
@@ -33,6 +34,14 @@ class PtraceAttachment {
   // Returns the wait status.
   int continue_and_wait(int signal = 0) const;
   int single_step_and_wait() const;
+  // Waits for the next stop of this thread (any kind); returns the wait status. Throws if the
+  // thread exited.
+  int wait_stop() const;
+  // Stops a running (e.g. just continued) thread again and waits for the stop.
+  void interrupt_and_wait() const;
+  void set_options(unsigned long options) const;
+  // Signals queued for this thread (shared = the process-wide queue), without dequeuing them.
+  std::vector<siginfo_t> peek_pending_signals(bool shared) const;
   void detach();
   // Gives up ownership without detaching (e.g. the thread is being killed).
   void release() { tid_ = -1; }

@@ -32,6 +32,21 @@ class RemoteSyscalls {
   // Runs all syscalls of the batch inside the target in one stop. Returns the serialized block as
   // it is after the run: read results with SyscallBatch::result_of, outputs at offset_of(ref).
   std::vector<uint8_t> run_batch(const SyscallBatch& batch);
+  // Runs a blob and batch the target placed in its own memory (the restorer) and returns the
+  // block after the run. The area [code, code + area_size) becomes this session's scratch area:
+  // it is unmapped by finish().
+  std::vector<uint8_t> run_prepared(RemoteAddr code, size_t area_size, RemoteAddr block,
+                                    size_t block_size, RemoteAddr stack_top);
+  // Places the scratch area (blob + batch) at exactly `addr` when it is first mapped (restore:
+  // an address free in both the current and the dumped layout). Call before any use.
+  void place_scratch_at(RemoteAddr addr);
+  // Threads created by the last run_batch (clone3 under PTRACE_O_TRACECLONE); each is stopped.
+  const std::vector<pid_t>& new_threads() const;
+  // Registers the thread had when this session began (restored on destruction).
+  const user_regs_struct& saved_regs() const;
+  // Frees the scratch area and puts the saved registers back now instead of on destruction.
+  // `keep_registers`: leave the registers as they are (the caller sets its own afterwards).
+  void finish(bool keep_registers = false);
 
  private:
   struct Impl;

@@ -1,0 +1,146 @@
+// cryo::ckpt::dump(): freeze the tree, dump every process from outside (plus a few injected
+// syscalls), then kill or resume it.
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <map>
+
+#include "checkpoint/checkpoint.h"
+#include "checkpoint/files.h"
+#include "checkpoint/image/image_file.h"
+#include "checkpoint/inventory.h"
+#include "checkpoint/memory.h"
+#include "checkpoint/process_attrs.h"
+#include "checkpoint/remote_syscall.h"
+#include "checkpoint/threads.h"
+#include "checkpoint/tree.h"
+#include "common/error.h"
+#include "common/fs.h"
+#include "common/log.h"
+#include "common/unique_fd.h"
+
+namespace cryo::ckpt {
+
+namespace {
+
+uint64_t now_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Below the red zone of the thread's stack: scratch space for an injected syscall's output that
+// needs no mapping of its own.
+RemoteAddr stack_scratch(const RemoteSyscalls& remote) {
+  return RemoteAddr((remote.saved_regs().rsp - 1024) & ~uint64_t{15});
+}
+
+uint64_t remote_tid_address(RemoteSyscalls& remote) {
+  RemoteAddr out = stack_scratch(remote);
+  long r = remote.syscall(SYS_prctl, PR_GET_TID_ADDRESS, out.value());
+  if (r != 0)
+    throw SysError("thread " + std::to_string(remote.tid()) + ": PR_GET_TID_ADDRESS",
+                   static_cast<int>(-r));
+  uint64_t value = 0;
+  remote.read_memory(out, &value, sizeof value);
+  return value;
+}
+
+json dump_process(FrozenProcess& process, const std::string& image_dir,
+                  MemoryDumpCounters& counters, std::map<uint64_t, json>& dumped_shmem) {
+  pid_t pid = process.info.pid;
+  json core;
+  core["pid"] = pid;
+  core["comm"] = process.info.comm;
+  json threads = json::array();
+  uint64_t brk = 0;
+  for (PtraceAttachment& thread : process.threads) {
+    uint64_t tid_address = 0;
+    json thread_attrs;
+    {
+      RemoteSyscalls remote(thread);
+      tid_address = remote_tid_address(remote);
+      if (thread.tid() == pid) {
+        brk = static_cast<uint64_t>(remote.syscall(SYS_brk, 0));
+        core["process_attrs"] = dump_process_attrs(pid, remote);
+      }
+      thread_attrs = dump_thread_attrs(thread.tid(), remote);
+    }
+    json t = dump_thread(thread, tid_address);
+    t["attrs"] = thread_attrs;
+    threads.push_back(t);
+  }
+  core["threads"] = threads;
+  core["shared_pending_signals"] =
+      siginfos_to_json(process.threads.at(0).peek_pending_signals(true));
+  write_json_image(image_dir, "core-" + std::to_string(pid) + ".img", core);
+
+  json mm = dump_memory(pid, image_dir, counters, dumped_shmem);
+  mm["brk"] = brk;
+  write_json_image(image_dir, "mm-" + std::to_string(pid) + ".img", mm);
+  return core;
+}
+
+}  // namespace
+
+DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& options) {
+  DumpStats stats;
+  fs::mkdir_p(image_dir);
+  uint64_t t0 = now_us();
+  FrozenTree tree = with_context("freezing the tree of pid " + std::to_string(pid),
+                                 [&] { return FrozenTree::freeze(pid, options.freezer_cgroup); });
+  uint64_t frozen_at = now_us();
+  stats.freezing_time = frozen_at - t0;
+
+  auto& processes = tree.processes();
+  const ProcessInfo& root = processes.at(0).info;
+  if (root.zombie) throw Error("pid " + std::to_string(pid) + " is a zombie");
+  bool sid_in_tree = false;
+  for (auto& p : processes) sid_in_tree |= p.info.pid == root.sid;
+  if (!sid_in_tree && !options.shell_job)
+    throw Error("the session leader " + std::to_string(root.sid) + " of pid " +
+                std::to_string(pid) + " is outside the tree (a shell job): use --shell-job");
+
+  FileDumper files(image_dir, FileDumpOptions{options.shell_job});
+  MemoryDumpCounters counters;
+  std::map<uint64_t, json> dumped_shmem;
+  json pstree = json::array();
+  for (FrozenProcess& process : processes) {
+    const ProcessInfo& info = process.info;
+    json entry = {{"pid", info.pid},   {"ppid", info.ppid},           {"pgid", info.pgid},
+                  {"sid", info.sid},   {"zombie", info.zombie},       {"exit_code", info.exit_code},
+                  {"comm", info.comm}, {"children", process.children}};
+    json tids = json::array();
+    for (auto& t : process.threads) tids.push_back(t.tid());
+    entry["threads"] = tids;
+    pstree.push_back(entry);
+    if (info.zombie) continue;
+    with_context("dumping pid " + std::to_string(info.pid), [&] {
+      dump_process(process, image_dir, counters, dumped_shmem);
+      UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, info.pid, 0)));
+      if (!pidfd) throw_errno("pidfd_open");
+      files.dump_process(info.pid, pidfd.get());
+    });
+  }
+  files.finish();
+  write_json_image(image_dir, "pstree.img", pstree);
+  json shmem = json::array();
+  for (auto& [inode, object] : dumped_shmem) shmem.push_back(object);
+  write_json_image(image_dir, "shmem.img", shmem);
+  write_inventory(image_dir, pid, options);
+
+  stats.memdump_time = counters.read_us;
+  stats.memwrite_time = counters.write_us;
+  stats.pages_scanned = counters.pages_scanned;
+  stats.pages_written = counters.pages_written;
+  if (options.leave_running)
+    tree.resume();
+  else
+    tree.kill();
+  stats.frozen_time = now_us() - frozen_at;
+  return stats;
+}
+
+}  // namespace cryo::ckpt

@@ -1,0 +1,472 @@
+#include "checkpoint/memory.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <span>
+#include <sstream>
+
+#include "checkpoint/remote_addr.h"
+#include "checkpoint/threads.h"
+#include "common/error.h"
+#include "common/fs.h"
+#include "common/log.h"
+#include "common/unique_fd.h"
+
+namespace cryo::ckpt {
+
+namespace {
+
+constexpr uint64_t kPresent = uint64_t{1} << 63;
+constexpr uint64_t kSwapped = uint64_t{1} << 62;
+constexpr uint64_t kFileOrSharedAnon = uint64_t{1} << 61;
+constexpr uint64_t kPfnMask = (uint64_t{1} << 55) - 1;
+constexpr size_t kCopyChunk = 4 << 20;  // bytes per process_vm_readv batch
+constexpr size_t kMaxIov = 1024;
+
+uint64_t now_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// The PFN of the kernel's shared zero page: a read fault of anonymous memory maps it.
+uint64_t zero_page_pfn() {
+  static uint64_t pfn = [] {
+    void* page = ::mmap(nullptr, kPageSize, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (page == MAP_FAILED) return uint64_t{0};
+    volatile char c = *static_cast<volatile char*>(page);
+    (void)c;
+    uint64_t entry = 0;
+    UniqueFd fd(::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC));
+    if (fd) {
+      off_t offset = static_cast<off_t>(reinterpret_cast<uint64_t>(page) / kPageSize * 8);
+      if (::pread(fd.get(), &entry, sizeof entry, offset) != sizeof entry) entry = 0;
+    }
+    ::munmap(page, kPageSize);
+    return (entry & kPresent) ? (entry & kPfnMask) : uint64_t{0};
+  }();
+  return pfn;
+}
+
+bool page_is_zero(const uint8_t* page) {
+  const auto* words = reinterpret_cast<const uint64_t*>(page);
+  uint64_t acc = 0;
+  for (size_t i = 0; i < kPageSize / 8; i += 8)
+    acc |= words[i] | words[i + 1] | words[i + 2] | words[i + 3] | words[i + 4] | words[i + 5] |
+           words[i + 6] | words[i + 7];
+  return acc == 0;
+}
+
+struct Range {
+  uint64_t addr;  // remote address
+  uint64_t pages;
+  uint64_t key;  // the address recorded in the run (vaddr, or offset in a shmem object)
+  bool skip_zero;
+  bool readable;
+};
+
+// Copies ranges of a process's memory into a raw image in large batches.
+class PageCopier {
+ public:
+  PageCopier(pid_t pid, RawImageWriter& out, MemoryDumpCounters& counters)
+      : pid_(pid), out_(out), counters_(counters), buffer_(copy_buffer()) {}
+
+  void copy(const std::vector<Range>& ranges, std::vector<PageRun>& runs) {
+    std::vector<iovec> remote;
+    std::vector<Range> pieces;
+    size_t bytes = 0;
+    auto flush = [&] {
+      if (!pieces.empty()) read_and_write(remote, pieces, bytes, runs);
+      remote.clear();
+      pieces.clear();
+      bytes = 0;
+    };
+    for (const Range& r : ranges) {
+      uint64_t done = 0;
+      while (done < r.pages) {
+        uint64_t room = (kCopyChunk - bytes) / kPageSize;
+        uint64_t n = std::min(room, r.pages - done);
+        Range piece{r.addr + done * kPageSize, n, r.key + done * kPageSize, r.skip_zero,
+                    r.readable};
+        remote.push_back({reinterpret_cast<void*>(piece.addr), n * kPageSize});
+        pieces.push_back(piece);
+        bytes += n * kPageSize;
+        done += n;
+        if (bytes == kCopyChunk || remote.size() == kMaxIov) flush();
+      }
+    }
+    flush();
+  }
+
+ private:
+  void read_and_write(const std::vector<iovec>& remote, const std::vector<Range>& pieces,
+                      size_t bytes, std::vector<PageRun>& runs) {
+    uint64_t t0 = now_us();
+    bool all_readable =
+        std::all_of(pieces.begin(), pieces.end(), [](const Range& r) { return r.readable; });
+    ssize_t n = -1;
+    if (all_readable) {
+      iovec local{buffer_.data(), bytes};
+      n = ::process_vm_readv(pid_, &local, 1, remote.data(), remote.size(), 0);
+    }
+    if (n != static_cast<ssize_t>(bytes)) {
+      // Pages without read permission (PROT_NONE, write-only) are readable through
+      // /proc/PID/mem, which reads with FOLL_FORCE.
+      if (!mem_) {
+        std::string path = "/proc/" + std::to_string(pid_) + "/mem";
+        mem_ = UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+        if (!mem_) throw_errno("open " + path);
+      }
+      size_t at = 0;
+      for (const iovec& iov : remote) {
+        size_t got = 0;
+        while (got < iov.iov_len) {
+          ssize_t r = ::pread(mem_.get(), buffer_.data() + at + got, iov.iov_len - got,
+                              static_cast<off_t>(reinterpret_cast<uint64_t>(iov.iov_base) + got));
+          if (r <= 0)
+            throw_errno("process " + std::to_string(pid_) + ": reading memory at " +
+                        RemoteAddr(reinterpret_cast<uint64_t>(iov.iov_base) + got).hex());
+          got += static_cast<size_t>(r);
+        }
+        at += iov.iov_len;
+      }
+    }
+    uint64_t t1 = now_us();
+    counters_.read_us += t1 - t0;
+
+    size_t at = 0;
+    for (const Range& piece : pieces) {
+      uint64_t i = 0;
+      while (i < piece.pages) {
+        const uint8_t* page = buffer_.data() + at + i * kPageSize;
+        if (piece.skip_zero && page_is_zero(page)) {
+          ++i;
+          continue;
+        }
+        uint64_t j = i + 1;
+        while (j < piece.pages &&
+               !(piece.skip_zero && page_is_zero(buffer_.data() + at + j * kPageSize)))
+          ++j;
+        uint64_t key = piece.key + i * kPageSize;
+        uint64_t offset = out_.payload_size();
+        out_.append(page, (j - i) * kPageSize);
+        if (!runs.empty() && runs.back().vaddr + runs.back().pages * kPageSize == key &&
+            runs.back().offset + runs.back().pages * kPageSize == offset)
+          runs.back().pages += j - i;
+        else
+          runs.push_back({key, j - i, offset});
+        counters_.pages_written += j - i;
+        i = j;
+      }
+      at += piece.pages * kPageSize;
+    }
+    counters_.write_us += now_us() - t1;
+  }
+
+  pid_t pid_;
+  RawImageWriter& out_;
+  MemoryDumpCounters& counters_;
+  // One buffer for the whole dump, populated up front: first touches cost ~10 µs per page here.
+  static std::span<uint8_t> copy_buffer() {
+    static uint8_t* buffer = [] {
+      void* p = ::mmap(nullptr, kCopyChunk, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+      if (p == MAP_FAILED) throw_errno("mmap of the page copy buffer");
+      return static_cast<uint8_t*>(p);
+    }();
+    return {buffer, kCopyChunk};
+  }
+
+  std::span<uint8_t> buffer_;
+  UniqueFd mem_;
+};
+
+// Pages of [start, end) worth dumping according to pagemap. `shared`: every present or swapped
+// page counts (shared memory pages are "file" pages); otherwise only private anonymous ones
+// (COW copies in file mappings), and not the zero page.
+std::vector<std::pair<uint64_t, uint64_t>> pages_to_dump(int pagemap, uint64_t start, uint64_t end,
+                                                         bool shared,
+                                                         MemoryDumpCounters& counters) {
+  std::vector<std::pair<uint64_t, uint64_t>> out;  // (addr, pages)
+  const uint64_t zero_pfn = zero_page_pfn();
+  constexpr uint64_t kEntriesPerRead = 64 * 1024;
+  std::vector<uint64_t> entries(kEntriesPerRead);
+  for (uint64_t addr = start; addr < end;) {
+    uint64_t count = std::min(kEntriesPerRead, (end - addr) / kPageSize);
+    ssize_t n =
+        ::pread(pagemap, entries.data(), count * 8, static_cast<off_t>(addr / kPageSize * 8));
+    if (n != static_cast<ssize_t>(count * 8)) throw_errno("reading pagemap");
+    counters.pages_scanned += count;
+    for (uint64_t i = 0; i < count; ++i) {
+      uint64_t e = entries[i];
+      bool wanted = (e & (kPresent | kSwapped)) != 0;
+      if (wanted && !shared) {
+        if (e & kFileOrSharedAnon)
+          wanted = false;
+        else if ((e & kPresent) && zero_pfn && (e & kPfnMask) == zero_pfn)
+          wanted = false;
+      }
+      if (!wanted) continue;
+      uint64_t page = addr + i * kPageSize;
+      if (!out.empty() && out.back().first + out.back().second * kPageSize == page)
+        ++out.back().second;
+      else
+        out.push_back({page, 1});
+    }
+    addr += count * kPageSize;
+  }
+  return out;
+}
+
+int parse_prot(const std::string& perms) {
+  int prot = 0;
+  if (perms[0] == 'r') prot |= PROT_READ;
+  if (perms[1] == 'w') prot |= PROT_WRITE;
+  if (perms[2] == 'x') prot |= PROT_EXEC;
+  return prot;
+}
+
+bool is_header_line(const std::string& line) {
+  size_t dash = line.find('-');
+  size_t space = line.find(' ');
+  return dash != std::string::npos && space != std::string::npos && dash < space;
+}
+
+}  // namespace
+
+const char* vma_kind_name(VmaKind kind) {
+  switch (kind) {
+    case VmaKind::kAnon:
+      return "anon";
+    case VmaKind::kFilePrivate:
+      return "file_private";
+    case VmaKind::kFileShared:
+      return "file_shared";
+    case VmaKind::kSharedAnon:
+      return "shared_anon";
+    case VmaKind::kVdso:
+      return "vdso";
+    case VmaKind::kVvar:
+      return "vvar";
+    case VmaKind::kVvarVclock:
+      return "vvar_vclock";
+    case VmaKind::kVsyscall:
+      return "vsyscall";
+  }
+  return "?";
+}
+
+VmaKind vma_kind_from_name(const std::string& name) {
+  for (VmaKind k :
+       {VmaKind::kAnon, VmaKind::kFilePrivate, VmaKind::kFileShared, VmaKind::kSharedAnon,
+        VmaKind::kVdso, VmaKind::kVvar, VmaKind::kVvarVclock, VmaKind::kVsyscall})
+    if (name == vma_kind_name(k)) return k;
+  throw Error("unknown VMA kind in image: " + name);
+}
+
+bool Vma::has_flag(const char* flag) const {
+  return std::find(vm_flags.begin(), vm_flags.end(), flag) != vm_flags.end();
+}
+
+std::vector<Vma> read_vmas(pid_t pid) {
+  std::string path = "/proc/" + std::to_string(pid) + "/smaps";
+  std::ifstream in(path);
+  if (!in) throw Error("cannot open " + path);
+  std::vector<Vma> vmas;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (is_header_line(line)) {
+      Vma vma;
+      char perms[8] = {};
+      char dev[32] = {};
+      int consumed = 0;
+      unsigned long long start, end, offset, inode;
+      if (std::sscanf(line.c_str(), "%llx-%llx %7s %llx %31s %llu %n", &start, &end, perms, &offset,
+                      dev, &inode, &consumed) < 6)
+        throw Error("unexpected line in " + path + ": " + line);
+      vma.start = start;
+      vma.end = end;
+      vma.offset = offset;
+      vma.inode = inode;
+      vma.dev = dev;
+      vma.prot = parse_prot(perms);
+      vma.shared = perms[3] == 's';
+      vma.path =
+          consumed > 0 && static_cast<size_t>(consumed) <= line.size() ? line.substr(consumed) : "";
+      if (vma.path == "[vdso]")
+        vma.kind = VmaKind::kVdso;
+      else if (vma.path == "[vvar]")
+        vma.kind = VmaKind::kVvar;
+      else if (vma.path == "[vvar_vclock]")
+        vma.kind = VmaKind::kVvarVclock;
+      else if (vma.path == "[vsyscall]")
+        vma.kind = VmaKind::kVsyscall;
+      else if (vma.shared && (vma.path.rfind("/dev/zero", 0) == 0 ||
+                              vma.path.rfind("/SYSV", 0) == 0 || vma.path.rfind("/memfd:", 0) == 0))
+        vma.kind = VmaKind::kSharedAnon;
+      else if (vma.path.empty() || vma.path[0] == '[')
+        vma.kind = VmaKind::kAnon;
+      else
+        vma.kind = vma.shared ? VmaKind::kFileShared : VmaKind::kFilePrivate;
+      vmas.push_back(vma);
+    } else if (line.rfind("VmFlags:", 0) == 0 && !vmas.empty()) {
+      std::istringstream flags(line.substr(8));
+      std::string flag;
+      while (flags >> flag) vmas.back().vm_flags.push_back(flag);
+    }
+  }
+  return vmas;
+}
+
+json vma_to_json(const Vma& vma) {
+  return {{"start", vma.start},       {"end", vma.end},
+          {"prot", vma.prot},         {"shared", vma.shared},
+          {"offset", vma.offset},     {"dev", vma.dev},
+          {"inode", vma.inode},       {"path", vma.path},
+          {"vm_flags", vma.vm_flags}, {"kind", vma_kind_name(vma.kind)}};
+}
+
+Vma vma_from_json(const json& j) {
+  Vma vma;
+  vma.start = j.at("start");
+  vma.end = j.at("end");
+  vma.prot = j.at("prot");
+  vma.shared = j.at("shared");
+  vma.offset = j.at("offset");
+  vma.dev = j.at("dev");
+  vma.inode = j.at("inode");
+  vma.path = j.at("path");
+  vma.vm_flags = j.at("vm_flags").get<std::vector<std::string>>();
+  vma.kind = vma_kind_from_name(j.at("kind"));
+  return vma;
+}
+
+json runs_to_json(const std::vector<PageRun>& runs) {
+  json list = json::array();
+  for (const PageRun& r : runs) list.push_back({r.vaddr, r.pages, r.offset});
+  return list;
+}
+
+std::vector<PageRun> runs_from_json(const json& j) {
+  std::vector<PageRun> runs;
+  runs.reserve(j.size());
+  for (const json& r : j) runs.push_back({r.at(0), r.at(1), r.at(2)});
+  return runs;
+}
+
+json dump_memory(pid_t pid, const std::string& image_dir, MemoryDumpCounters& counters,
+                 std::map<uint64_t, json>& dumped_shmem) {
+  std::string proc = "/proc/" + std::to_string(pid);
+  std::vector<Vma> vmas = read_vmas(pid);
+  UniqueFd pagemap(::open((proc + "/pagemap").c_str(), O_RDONLY | O_CLOEXEC));
+  if (!pagemap) throw_errno("open " + proc + "/pagemap");
+
+  RawImageWriter pages(image_dir, "pages-" + std::to_string(pid) + ".img");
+  PageCopier copier(pid, pages, counters);
+  std::vector<Range> ranges;
+  json vma_list = json::array();
+  for (const Vma& vma : vmas) {
+    vma_list.push_back(vma_to_json(vma));
+    if (vma.kind == VmaKind::kVdso || vma.kind == VmaKind::kVvar ||
+        vma.kind == VmaKind::kVvarVclock || vma.kind == VmaKind::kVsyscall ||
+        vma.kind == VmaKind::kFileShared)
+      continue;
+    if (vma.has_flag("io") || vma.has_flag("pf"))
+      throw Error("process " + std::to_string(pid) + ": device mapping " + vma.path + " at " +
+                  RemoteAddr(vma.start).hex() + ": not supported yet");
+    if (vma.kind == VmaKind::kSharedAnon) {
+      if (dumped_shmem.count(vma.inode)) continue;
+      // The whole object, read through the mapping's file (map_files): pages written only by
+      // other processes or not yet faulted in here are in it too. Dumped once per object.
+      char range[64];
+      std::snprintf(range, sizeof range, "/map_files/%lx-%lx",
+                    static_cast<unsigned long>(vma.start), static_cast<unsigned long>(vma.end));
+      UniqueFd object(::open((proc + range).c_str(), O_RDONLY | O_CLOEXEC));
+      if (!object) throw_errno("open " + proc + range);
+      struct stat st {};
+      if (::fstat(object.get(), &st) < 0) throw_errno("fstat " + proc + range);
+      std::string name = "shmem-" + std::to_string(vma.inode) + ".img";
+      RawImageWriter shm(image_dir, name);
+      std::vector<PageRun> shm_runs;
+      std::vector<uint8_t> buffer(kCopyChunk);  // rare (shared memory only): a plain buffer will do
+      uint64_t t0 = now_us();
+      off_t pos = 0;
+      while (pos < st.st_size) {
+        off_t data = ::lseek(object.get(), pos, SEEK_DATA);
+        if (data < 0) break;  // ENXIO: no data after pos
+        off_t hole = ::lseek(object.get(), data, SEEK_HOLE);
+        if (hole < 0) hole = st.st_size;
+        for (off_t at = data; at < hole;) {
+          size_t n =
+              static_cast<size_t>(std::min<off_t>(static_cast<off_t>(buffer.size()), hole - at));
+          ssize_t got = ::pread(object.get(), buffer.data(), n, at);
+          if (got <= 0) throw_errno("reading shared memory " + vma.path);
+          // A partial last page is stored whole, zero-filled.
+          n = (static_cast<size_t>(got) + kPageSize - 1) / kPageSize * kPageSize;
+          std::memset(buffer.data() + got, 0, n - static_cast<size_t>(got));
+          uint64_t offset = shm.payload_size();
+          shm.append(buffer.data(), n);
+          shm_runs.push_back({static_cast<uint64_t>(at), n / kPageSize, offset});
+          counters.pages_written += n / kPageSize;
+          at += got;
+        }
+        pos = hole;
+      }
+      counters.pages_scanned += static_cast<uint64_t>(st.st_size) / kPageSize;
+      counters.read_us += now_us() - t0;
+      shm.finish();
+      dumped_shmem[vma.inode] = {{"inode", vma.inode},
+                                 {"size", static_cast<uint64_t>(st.st_size)},
+                                 {"image", name},
+                                 {"runs", runs_to_json(shm_runs)}};
+      continue;
+    }
+    uint64_t t0 = now_us();
+    auto present = pages_to_dump(pagemap.get(), vma.start, vma.end, false, counters);
+    counters.read_us += now_us() - t0;
+    for (auto [addr, n] : present)
+      ranges.push_back({addr, n, addr, vma.kind == VmaKind::kAnon, (vma.prot & PROT_READ) != 0});
+  }
+  std::vector<PageRun> runs;
+  copier.copy(ranges, runs);
+  uint64_t t0 = now_us();
+  pages.finish();
+  counters.write_us += now_us() - t0;
+
+  json mm;
+  mm["vmas"] = vma_list;
+  mm["runs"] = runs_to_json(runs);
+  mm["pages_image"] = "pages-" + std::to_string(pid) + ".img";
+  std::string auxv = fs::read_file(proc + "/auxv");
+  mm["auxv"] = base64_encode(auxv.data(), auxv.size());
+  mm["exe"] = fs::read_link(proc + "/exe");
+
+  // mm fields of /proc/PID/stat (fields 26-28 and 45-51).
+  std::string stat = fs::read_file(proc + "/stat");
+  std::istringstream in(stat.substr(stat.rfind(')') + 2));
+  std::vector<std::string> f;
+  std::string field;
+  while (in >> field) f.push_back(field);
+  auto at = [&](int proc_field) { return std::stoull(f.at(static_cast<size_t>(proc_field - 3))); };
+  mm["start_code"] = at(26);
+  mm["end_code"] = at(27);
+  mm["start_stack"] = at(28);
+  mm["start_data"] = at(45);
+  mm["end_data"] = at(46);
+  mm["start_brk"] = at(47);
+  mm["arg_start"] = at(48);
+  mm["arg_end"] = at(49);
+  mm["env_start"] = at(50);
+  mm["env_end"] = at(51);
+  return mm;
+}
+
+}  // namespace cryo::ckpt

@@ -1,0 +1,79 @@
+// Address spaces: the VMAs of a process (/proc/PID/smaps), which of their pages hold data
+// (pagemap), copying those pages into the page image in large runs, and the description the
+// restorer rebuilds the address space from.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "checkpoint/checkpoint.h"
+#include "checkpoint/image/image_file.h"
+
+namespace cryo::ckpt {
+
+using json = nlohmann::json;
+
+inline constexpr uint64_t kPageSize = 4096;
+
+enum class VmaKind {
+  kAnon,
+  kFilePrivate,
+  kFileShared,
+  kSharedAnon,
+  kVdso,
+  kVvar,
+  kVvarVclock,
+  kVsyscall
+};
+const char* vma_kind_name(VmaKind kind);
+VmaKind vma_kind_from_name(const std::string& name);
+
+struct Vma {
+  uint64_t start = 0;
+  uint64_t end = 0;
+  int prot = 0;
+  bool shared = false;
+  uint64_t offset = 0;  // file offset (or offset in the shared memory object)
+  std::string dev;
+  uint64_t inode = 0;
+  std::string path;  // empty for anonymous memory; [heap], [stack]... for special ones
+  std::vector<std::string> vm_flags;  // two-letter VmFlags of smaps
+  VmaKind kind = VmaKind::kAnon;
+
+  uint64_t size() const { return end - start; }
+  bool has_flag(const char* flag) const;
+};
+
+std::vector<Vma> read_vmas(pid_t pid);
+json vma_to_json(const Vma& vma);
+Vma vma_from_json(const json& j);
+
+// A run of consecutive dumped pages: `pages` pages at `vaddr`, stored at `offset` in the payload
+// of pages-PID.img (or of shmem-INODE.img, where vaddr is the offset inside the object).
+struct PageRun {
+  uint64_t vaddr;
+  uint64_t pages;
+  uint64_t offset;
+};
+json runs_to_json(const std::vector<PageRun>& runs);
+std::vector<PageRun> runs_from_json(const json& j);
+
+struct MemoryDumpCounters {
+  uint64_t pages_scanned = 0;
+  uint64_t pages_written = 0;
+  uint64_t read_us = 0;
+  uint64_t write_us = 0;
+};
+
+// Dumps the memory of a stopped process: returns mm-PID.img's content (VMAs, page runs, the
+// mm fields of /proc/PID/stat, auxv, exe) and writes pages-PID.img. Shared anonymous memory is
+// dumped once per object into shmem-INODE.img (`dumped_shmem` remembers which ones are done).
+json dump_memory(pid_t pid, const std::string& image_dir, MemoryDumpCounters& counters,
+                 std::map<uint64_t, json>& dumped_shmem);
+
+}  // namespace cryo::ckpt
