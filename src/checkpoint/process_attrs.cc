@@ -64,16 +64,31 @@ std::string rlimit_text(rlim_t value) {
   return value == RLIM_INFINITY ? "unlimited" : std::to_string(value);
 }
 
-json dump_rlimits(pid_t pid) {
-  json rlimits = json::object();
+// Read by the process itself: prlimit on another process needs matching uids or
+// CAP_SYS_RESOURCE, which cryo lacks on hosts like this one.
+void queue_rlimits_dump(DumpQueries& queries, json& out) {
+  struct Query {
+    const char* name;
+    size_t index;
+    BatchArg result;
+  };
+  std::vector<Query> batch_queries;
   for (const RlimitName& limit : kRlimits) {
-    rlimit value{};
-    if (::prlimit(pid, static_cast<__rlimit_resource>(limit.resource), nullptr, &value) != 0)
-      throw_errno(std::string("prlimit(") + limit.name + ")");
-    rlimits[limit.name] = {{"soft", rlimit_value(value.rlim_cur)},
-                           {"hard", rlimit_value(value.rlim_max)}};
+    BatchArg result = queries.batch().reserve(sizeof(rlimit));
+    size_t index = queries.add(SYS_prlimit64, {0, static_cast<uint64_t>(limit.resource), 0, result},
+                               std::string("prlimit64(") + limit.name + ")");
+    batch_queries.push_back(Query{limit.name, index, result});
   }
-  return rlimits;
+  queries.then([&out, batch_queries](const BatchOutput& output) {
+    json rlimits = json::object();
+    for (const Query& query : batch_queries) {
+      output.checked_result(query.index);
+      auto value = output.read<rlimit>(query.result);
+      rlimits[query.name] = {{"soft", rlimit_value(value.rlim_cur)},
+                             {"hard", rlimit_value(value.rlim_max)}};
+    }
+    out["rlimits"] = std::move(rlimits);
+  });
 }
 
 }  // namespace
@@ -249,9 +264,9 @@ json dump_process_attrs_with(pid_t pid, const BatchRunner& runner) {
     out["personality"] = std::strtoull(fs::read_file(proc + "/personality").c_str(), nullptr, 16);
     out["umask"] = std::strtoul(read_status(pid, pid)["Umask"].c_str(), nullptr, 8);
     out["root"] = fs::read_link(proc + "/root");
-    out["rlimits"] = dump_rlimits(pid);
 
     DumpQueries queries;
+    queue_rlimits_dump(queries, out);
     queue_sigactions_dump(queries, out);
     queue_itimers_dump(queries, out);
     queue_posix_timers_dump(pid, queries, out);
@@ -295,6 +310,17 @@ json dump_thread_attrs_with(pid_t pid, pid_t tid, const BatchRunner& runner) {
 }
 
 }  // namespace attrs
+
+json dump_process_attrs(pid_t pid, RemoteSyscalls& main_thread) {
+  return attrs::dump_process_attrs_with(
+      pid, [&](const SyscallBatch& batch) { return main_thread.run_batch(batch); });
+}
+
+json dump_thread_attrs(pid_t tid, RemoteSyscalls& thread) {
+  // /proc/TID/task/TID names the thread whichever process it belongs to.
+  return attrs::dump_thread_attrs_with(
+      tid, tid, [&](const SyscallBatch& batch) { return thread.run_batch(batch); });
+}
 
 void restore_process_attrs_early(const json& attrs) {
   with_context("restoring process attributes", [&] {

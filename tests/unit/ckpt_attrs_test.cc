@@ -8,6 +8,7 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <linux/securebits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/fsuid.h>
 #include <sys/personality.h>
@@ -23,6 +24,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -30,6 +32,8 @@
 
 #include "checkpoint/process_attrs.h"
 #include "checkpoint/process_attrs_internal.h"
+#include "checkpoint/ptrace.h"
+#include "checkpoint/remote_syscall.h"
 #include "common/error.h"
 #include "common/fs.h"
 
@@ -529,6 +533,206 @@ TEST(Seccomp, WithoutNoNewPrivsFiltersGoInBeforeTheFinalCapset) {
     return std::string();
   });
   EXPECT_EQ(failure, "");
+}
+
+TEST(ProcessAttrs, DumpThroughRemoteSyscallsMatchesTheProcessOwnView) {
+  int to_parent[2], from_parent[2];
+  ASSERT_EQ(pipe(to_parent), 0);
+  ASSERT_EQ(pipe(from_parent), 0);
+  pid_t child = fork();
+  if (child == 0) {
+    close(to_parent[0]);
+    close(from_parent[1]);
+    json dumped;
+    std::string setup = set_up_original_and_dump(&dumped);
+    json thread = attrs::dump_thread_attrs_with(getpid(), gettid(), run_locally);
+    std::string message =
+        setup.empty() ? json{{"process", dumped}, {"thread", thread}}.dump() : "FAIL " + setup;
+    message += "\n";
+    if (write(to_parent[1], message.data(), message.size()) != static_cast<ssize_t>(message.size()))
+      _exit(2);
+    char c;
+    // Dumped while blocked here; the read restarts after the injected batch.
+    while (read(from_parent[0], &c, 1) != 1) {
+    }
+    _exit(c == 'x' ? 0 : 1);
+  }
+  close(to_parent[1]);
+  close(from_parent[0]);
+  std::string text;
+  char buffer[4096];
+  while (text.empty() || text.back() != '\n') {
+    ssize_t n = read(to_parent[0], buffer, sizeof buffer);
+    if (n <= 0) break;
+    text.append(buffer, static_cast<size_t>(n));
+  }
+  close(to_parent[0]);
+  ASSERT_EQ(text.rfind("FAIL", 0), std::string::npos) << text;
+  json own_view = json::parse(text);
+  usleep(20000);  // let it block in read()
+
+  json remote_process, remote_thread;
+  {
+    PtraceAttachment attachment = PtraceAttachment::seize_and_interrupt(child);
+    RemoteSyscalls remote(attachment);
+    auto start = std::chrono::steady_clock::now();
+    remote_process = dump_process_attrs(child, remote);
+    auto end = std::chrono::steady_clock::now();
+    remote_thread = dump_thread_attrs(child, remote);
+    RecordProperty(
+        "dump_process_attrs_us",
+        std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(end - start).count()));
+  }
+  char c = 'x';
+  EXPECT_EQ(write(from_parent[1], &c, 1), 1);
+  close(from_parent[1]);
+  int status = 0;
+  waitpid(child, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+
+  json expected_process = own_view["process"];
+  EXPECT_EQ(strip_running_values(remote_process, expected_process), "");
+  strip_running_values(expected_process, expected_process);
+  EXPECT_EQ(remote_process, expected_process)
+      << json::diff(expected_process, remote_process).dump();
+  EXPECT_EQ(remote_thread, own_view["thread"])
+      << json::diff(own_view["thread"], remote_thread).dump();
+}
+
+TEST(ProcessAttrs, SecondThreadDumpedThroughItsOwnRemoteSyscalls) {
+  int to_parent[2], from_parent[2];
+  ASSERT_EQ(pipe(to_parent), 0);
+  ASSERT_EQ(pipe(from_parent), 0);
+  pid_t child = fork();
+  if (child == 0) {
+    close(to_parent[0]);
+    close(from_parent[1]);
+    static int report_fd, wait_fd;
+    report_fd = to_parent[1];
+    wait_fd = from_parent[0];
+    pthread_t thread;
+    auto body = [](void*) -> void* {
+      static char alt_stack[32768];
+      stack_t stack{alt_stack, 0, sizeof alt_stack};
+      sigaltstack(&stack, nullptr);
+      prctl(PR_SET_NAME, "second", 0, 0, 0);
+      prctl(PR_SET_PDEATHSIG, SIGWINCH, 0, 0, 0);
+      prctl(PR_SET_TIMERSLACK, 77777, 0, 0, 0);
+      // A timer aimed at this thread: the process dump names it by its tid.
+      sigevent event{};
+      event.sigev_notify = SIGEV_THREAD_ID;
+      event.sigev_signo = SIGURG;
+      event._sigev_un._tid = gettid();
+      int id = 0;
+      ::syscall(SYS_timer_create, CLOCK_MONOTONIC, &event, &id);
+      pid_t tid = gettid();
+      if (write(report_fd, &tid, sizeof tid) != sizeof tid) _exit(2);
+      char c;
+      while (read(wait_fd, &c, 1) != 1) {
+      }
+      _exit(c == 'x' ? 0 : 1);
+    };
+    pthread_create(&thread, nullptr, body, nullptr);
+    for (;;) pause();
+  }
+  close(to_parent[1]);
+  close(from_parent[0]);
+  pid_t tid = 0;
+  ASSERT_EQ(read(to_parent[0], &tid, sizeof tid), static_cast<ssize_t>(sizeof tid));
+  close(to_parent[0]);
+  usleep(20000);
+  json process, thread;
+  std::string failure;
+  try {
+    PtraceAttachment leader = PtraceAttachment::seize_and_interrupt(child);
+    PtraceAttachment second = PtraceAttachment::seize_and_interrupt(tid);
+    RemoteSyscalls leader_remote(leader);
+    RemoteSyscalls second_remote(second);
+    process = dump_process_attrs(child, leader_remote);
+    thread = dump_thread_attrs(tid, second_remote);
+  } catch (const std::exception& e) {
+    failure = e.what();
+  }
+  char c = 'x';
+  EXPECT_EQ(write(from_parent[1], &c, 1), 1);
+  close(from_parent[1]);
+  int status = 0;
+  waitpid(child, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+  ASSERT_EQ(failure, "");
+
+  EXPECT_EQ(thread["comm"], "second");
+  EXPECT_EQ(thread["pdeath_signal"], SIGWINCH);
+  EXPECT_EQ(thread["timer_slack_ns"], 77777);
+  EXPECT_EQ(thread["sigaltstack"]["size"], 32768);
+  EXPECT_EQ(thread["creds"], process["thread"]["creds"]);
+  EXPECT_NE(process["thread"]["comm"], "second");
+  EXPECT_EQ(process["thread"]["sigaltstack"]["flags"], SS_DISABLE);
+  ASSERT_EQ(process["posix_timers"].size(), 1u);
+  EXPECT_EQ(process["posix_timers"][0]["notify_tid"], tid);
+  EXPECT_EQ(process["posix_timers"][0]["signal"], SIGURG);
+}
+
+TEST(ProcessAttrs, LateRestoreBatchRunsInATargetThroughRemoteSyscalls) {
+  std::string failure = in_child([] {
+    json dumped;
+    std::string setup = set_up_original_and_dump(&dumped);
+    return setup.empty() ? "JSON " + dumped.dump() : setup;
+  });
+  ASSERT_EQ(failure.rfind("JSON ", 0), 0u) << failure;
+  json original = json::parse(failure.substr(5));
+  std::string seize_failure;
+  original["thread"]["seccomp"] =
+      dump_seccomp_of_child([] { return install_test_filters(true); }, &seize_failure);
+  ASSERT_EQ(seize_failure, "");
+
+  int wake[2];
+  ASSERT_EQ(pipe(wake), 0);
+  pid_t target = fork();
+  if (target == 0) {
+    close(wake[1]);
+    char c;
+    while (read(wake[0], &c, 1) != 1) {
+    }
+    // The filters restored into this process refuse getppid with EACCES.
+    _exit(::syscall(SYS_getppid) == -1 && errno == EACCES ? 0 : 1);
+  }
+  close(wake[0]);
+  usleep(20000);
+  for (json& timer : original["posix_timers"])
+    if (timer["notify"].get<int>() & SIGEV_THREAD_ID) timer["notify_tid"] = target;
+  json restored;
+  std::string steps;
+  try {
+    PtraceAttachment attachment = PtraceAttachment::seize_and_interrupt(target);
+    RemoteSyscalls remote(attachment);
+    SyscallBatch batch;
+    append_late_process_restore(original, batch);
+    steps = failed_steps(batch, remote.run_batch(batch));
+    restored = dump_process_attrs(target, remote);
+  } catch (const std::exception& e) {
+    steps = e.what();
+  }
+  char c = 'x';
+  EXPECT_EQ(write(wake[1], &c, 1), 1);
+  close(wake[1]);
+  int status = 0;
+  waitpid(target, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+  ASSERT_EQ(steps, "");
+
+  EXPECT_EQ(strip_running_values(restored, original), "");
+  strip_running_values(original, original);
+  EXPECT_EQ(restored["itimers"], original["itimers"]);
+  EXPECT_EQ(restored["posix_timers"], original["posix_timers"]);
+  EXPECT_EQ(restored["dumpable"], original["dumpable"]);
+  // comm and timer slack of the leader are restored natively, before this batch.
+  for (const char* early : {"comm", "timer_slack_ns"}) {
+    restored["thread"].erase(early);
+    original["thread"].erase(early);
+  }
+  EXPECT_EQ(restored["thread"], original["thread"])
+      << json::diff(original["thread"], restored["thread"]).dump();
 }
 
 }  // namespace
