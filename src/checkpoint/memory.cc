@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <span>
 #include <sstream>
 
 #include "checkpoint/remote_addr.h"
@@ -76,7 +77,7 @@ struct Range {
 class PageCopier {
  public:
   PageCopier(pid_t pid, RawImageWriter& out, MemoryDumpCounters& counters)
-      : pid_(pid), out_(out), counters_(counters), buffer_(kCopyChunk) {}
+      : pid_(pid), out_(out), counters_(counters), buffer_(copy_buffer()) {}
 
   void copy(const std::vector<Range>& ranges, std::vector<PageRun>& runs) {
     std::vector<iovec> remote;
@@ -173,7 +174,18 @@ class PageCopier {
   pid_t pid_;
   RawImageWriter& out_;
   MemoryDumpCounters& counters_;
-  std::vector<uint8_t> buffer_;
+  // One buffer for the whole dump, populated up front: first touches cost ~10 µs per page here.
+  static std::span<uint8_t> copy_buffer() {
+    static uint8_t* buffer = [] {
+      void* p = ::mmap(nullptr, kCopyChunk, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+      if (p == MAP_FAILED) throw_errno("mmap of the page copy buffer");
+      return static_cast<uint8_t*>(p);
+    }();
+    return {buffer, kCopyChunk};
+  }
+
+  std::span<uint8_t> buffer_;
   UniqueFd mem_;
 };
 
@@ -384,7 +396,7 @@ json dump_memory(pid_t pid, const std::string& image_dir, MemoryDumpCounters& co
       std::string name = "shmem-" + std::to_string(vma.inode) + ".img";
       RawImageWriter shm(image_dir, name);
       std::vector<PageRun> shm_runs;
-      std::vector<uint8_t> buffer(kCopyChunk);
+      std::vector<uint8_t> buffer(kCopyChunk);  // rare (shared memory only): a plain buffer will do
       uint64_t t0 = now_us();
       off_t pos = 0;
       while (pos < st.st_size) {

@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <exception>
 #include <map>
 #include <memory>
 #include <set>
@@ -339,6 +340,15 @@ RestoreResult restore(const std::string& image_dir, const RestoreOptions& option
             remote.run_prepared(RemoteAddr(plan.area), plan.area_size, RemoteAddr(plan.block),
                                 plan.block_size, RemoteAddr(plan.stack_top));
         std::vector<PtraceAttachment> created;
+        // On failure the process is of no use any more: end it before the sessions above unwind
+        // (they would otherwise let its threads run into the restorer's trap).
+        struct KillOnFailure {
+          pid_t pid;
+          int exceptions = std::uncaught_exceptions();
+          ~KillOnFailure() {
+            if (std::uncaught_exceptions() > exceptions) ::kill(pid, SIGKILL);
+          }
+        } kill_on_failure{pid};
         for (pid_t tid : remote.new_threads())
           created.push_back(PtraceAttachment::adopt_stopped(tid));
         check_restorer_results(plan, block);
@@ -369,6 +379,7 @@ RestoreResult restore(const std::string& image_dir, const RestoreOptions& option
             }
             SyscallBatch thread_batch;
             append_thread_restore(image.at("attrs"), thread_batch);
+            append_thread_signals(pid, image, thread_batch);
             if (thread_batch.count()) {
               std::vector<uint8_t> out = in_thread.run_batch(thread_batch);
               for (size_t i = 0; i < thread_batch.count(); ++i) {
