@@ -2,6 +2,7 @@
 // capability sets (effective, permitted, inheritable, bounding, ambient) and securebits.
 #include <linux/capability.h>
 #include <linux/securebits.h>
+#include <sys/capability.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -72,6 +73,18 @@ std::vector<uint32_t> ids_of(const json& creds, const char* key) {
   if (ids.size() != 4)
     throw Error(std::string("creds: ") + key + " must hold real, effective, saved, fs");
   return ids;
+}
+
+std::string capability_names(uint64_t caps) {
+  std::string names;
+  for (int cap = 0; cap < 64; ++cap) {
+    if (!(caps & (uint64_t{1} << cap))) continue;
+    char* name = cap_to_name(cap);
+    if (!names.empty()) names += ", ";
+    names += name ? name : std::to_string(cap);
+    cap_free(name);
+  }
+  return names;
 }
 
 }  // namespace
@@ -146,6 +159,12 @@ void append_creds_restore(const json& creds, SyscallBatch& batch) {
   uint64_t ambient = caps.at("ambient").get<uint64_t>();
   uint64_t securebits = creds.at("securebits").get<uint64_t>();
   uint64_t held = own_capabilities().permitted;
+  // A capability the restorer does not hold cannot be given back (e.g. CAP_SYS_RESOURCE on a
+  // host whose root lacks it): say which, rather than fail in the batch with EPERM.
+  uint64_t missing = caps.at("permitted").get<uint64_t>() & ~held;
+  if (missing)
+    throw Error("the dumped permitted capabilities include " + capability_names(missing) +
+                ", which the restorer does not hold");
 
   add_step(batch, SYS_prctl, {PR_SET_SECUREBITS, SECBIT_KEEP_CAPS, 0, 0, 0},
            "prctl(PR_SET_SECUREBITS, KEEP_CAPS)");

@@ -393,6 +393,25 @@ TEST(ProcessAttrs, ThreadRestoreGivesTheSameThreadDump) {
   EXPECT_EQ(failure, "");
 }
 
+TEST(ProcessAttrs, CapabilityTheRestorerLacksIsAClearError) {
+  std::string failure = in_child([] {
+    json creds = attrs::dump_thread_attrs_with(getpid(), gettid(), run_locally)["creds"];
+    uint64_t kept = cap_bit(CAP_SETUID) | cap_bit(CAP_SETGID) | cap_bit(CAP_SETPCAP);
+    if (!capset_sets(kept, kept, 0)) return std::string("capset");
+    creds["caps"]["permitted"] = kept | cap_bit(CAP_NET_ADMIN);
+    SyscallBatch batch;
+    try {
+      attrs::append_creds_restore(creds, batch);
+    } catch (const Error& e) {
+      return std::string(e.what()).find("cap_net_admin") != std::string::npos
+                 ? std::string()
+                 : std::string("unclear error: ") + e.what();
+    }
+    return std::string("no error");
+  });
+  EXPECT_EQ(failure, "");
+}
+
 TEST(ProcessAttrs, HardLimitAboveOursIsClampedToOurs) {
   std::string failure = in_child([] {
     rlimit ours{};
