@@ -36,6 +36,7 @@ const FileKind* const kFileKinds[] = {
     &files::kMemfdKind, &files::kPathFileKind, &files::kFifoKind,
     &files::kPipeKind,  &files::kTerminalKind, &files::kDeviceKind,
     &files::kInetSocketKind,
+    &files::kUnixSocketKind,
 };
 
 constexpr const char* kFilesImage = "files.img";

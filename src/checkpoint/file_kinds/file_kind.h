@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -84,8 +85,17 @@ class DumpContext {
     resume_actions_.clear();
   }
   void drop_resume_actions() { resume_actions_.clear(); }
+  // State a kind keeps across the descriptions of one dump, created on first use (`created`).
+  template <typename T>
+  T& kind_state(const std::string& kind, bool* created = nullptr) {
+    auto& slot = kind_states_[kind];
+    if (created != nullptr) *created = !slot;
+    if (!slot) slot = std::make_shared<T>();
+    return *std::static_pointer_cast<T>(slot);
+  }
 
  private:
+  std::map<std::string, std::shared_ptr<void>> kind_states_;
   std::vector<std::function<void()>> finish_checks_;
   std::vector<std::function<void()>> resume_actions_;
   std::string image_dir_;
