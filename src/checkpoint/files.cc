@@ -37,6 +37,7 @@ const FileKind* const kFileKinds[] = {
     &files::kPipeKind,  &files::kTerminalKind, &files::kDeviceKind,
     &files::kInetSocketKind,
     &files::kUnixSocketKind,
+    &files::kNetlinkSocketKind,
 };
 
 constexpr const char* kFilesImage = "files.img";

@@ -675,3 +675,111 @@ TEST_F(SocketsTest, UnixPeerOutsideTheTreeNeedsExtUnixSk) {
 
 }  // namespace
 }  // namespace cryo::ckpt
+
+namespace cryo::ckpt {
+namespace {
+
+int udp_socket(uint16_t port) {
+  int s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_in in{};
+  in.sin_family = AF_INET;
+  in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  in.sin_port = htons(port);
+  EXPECT_EQ(::bind(s, reinterpret_cast<sockaddr*>(&in), sizeof in), 0);
+  return s;
+}
+
+sockaddr_in loopback(uint16_t port) {
+  sockaddr_in in{};
+  in.sin_family = AF_INET;
+  in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  in.sin_port = htons(port);
+  return in;
+}
+
+TEST_F(SocketsTest, UdpSocketsKeepAddressAndPeerAndNetlinkItsGroupsAndPortId) {
+  int outside = udp_socket(0);
+  int bound = udp_socket(0);
+  int connected = udp_socket(0);
+  int broadcast = 1;
+  ::setsockopt(bound, SOL_SOCKET, SO_BROADCAST, &broadcast, sizeof broadcast);
+  sockaddr_in to_outside = loopback(local_port(outside));
+  ASSERT_EQ(::connect(connected, reinterpret_cast<sockaddr*>(&to_outside), sizeof to_outside), 0);
+  uint16_t bound_port = local_port(bound), connected_port = local_port(connected);
+  uint16_t outside_port = local_port(outside);
+
+  int netlink = ::socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
+  sockaddr_nl nl{};
+  nl.nl_family = AF_NETLINK;
+  nl.nl_pid = 0x40000000u + static_cast<uint32_t>(::getpid());
+  nl.nl_groups = RTMGRP_LINK;
+  ASSERT_EQ(::bind(netlink, reinterpret_cast<sockaddr*>(&nl), sizeof nl), 0)
+      << std::strerror(errno);
+  int group = RTNLGRP_IPV4_IFADDR;
+  ASSERT_EQ(::setsockopt(netlink, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, &group, sizeof group), 0);
+  uint32_t port_id = nl.nl_pid;
+
+  TreeProcess tree([&] {
+    place_all({{bound, 10}, {connected, 11}, {netlink, 12}});
+    return std::set<int>{10, 11, 12};
+  });
+  ::close(bound);
+  ::close(connected);
+  ::close(netlink);
+  pid_t dumped = dump_and_kill(tree);
+  auto pool = FilePool::open(images_, {});
+  RestoredProcess restored(*pool, dumped, [&](Checks& c) {
+    c.expect(local_port(10) == bound_port, "fd 10 port");
+    c.expect(get_int(10, SOL_SOCKET, SO_BROADCAST) == 1, "fd 10 SO_BROADCAST");
+    c.expect(local_port(11) == connected_port, "fd 11 port");
+    sockaddr_in peer{};
+    socklen_t len = sizeof peer;
+    c.expect(::getpeername(11, reinterpret_cast<sockaddr*>(&peer), &len) == 0 &&
+                 ntohs(peer.sin_port) == outside_port,
+             "fd 11 connected to the outside socket");
+    char buf[64];
+    ssize_t n = ::recv(10, buf, sizeof buf, 0);
+    c.expect(n == 5 && std::string(buf, 5) == "query", "datagram to fd 10");
+    c.expect(::send(11, "answer", 6, 0) == 6, "send on the connected fd 11");
+
+    sockaddr_nl local{};
+    len = sizeof local;
+    c.expect(::getsockname(12, reinterpret_cast<sockaddr*>(&local), &len) == 0 &&
+                 local.nl_pid == port_id,
+             "netlink port id");
+    uint32_t groups[4] = {};
+    len = sizeof groups;
+    c.expect(::getsockopt(12, SOL_NETLINK, NETLINK_LIST_MEMBERSHIPS, groups, &len) == 0 &&
+                 groups[0] == ((1u << (RTNLGRP_LINK - 1)) | (1u << (RTNLGRP_IPV4_IFADDR - 1))),
+             "netlink groups");
+    // The socket talks to the kernel: a link dump gets an answer.
+    struct {
+      nlmsghdr header;
+      rtgenmsg body;
+    } request{};
+    request.header.nlmsg_len = sizeof request;
+    request.header.nlmsg_type = RTM_GETLINK;
+    request.header.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    request.body.rtgen_family = AF_UNSPEC;
+    c.expect(::send(12, &request, sizeof request, 0) == sizeof request, "netlink request");
+    char answer[8192];
+    n = ::recv(12, answer, sizeof answer, 0);
+    c.expect(n > 0 && reinterpret_cast<nlmsghdr*>(answer)->nlmsg_type == RTM_NEWLINK,
+             "netlink answer");
+  });
+  pool.reset();
+  sockaddr_in to_bound = loopback(bound_port);
+  ASSERT_EQ(
+      ::sendto(outside, "query", 5, 0, reinterpret_cast<sockaddr*>(&to_bound), sizeof to_bound), 5);
+  char buf[64];
+  sockaddr_in from{};
+  socklen_t len = sizeof from;
+  ssize_t n = ::recvfrom(outside, buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&from), &len);
+  EXPECT_EQ(std::string(buf, static_cast<size_t>(std::max<ssize_t>(n, 0))), "answer");
+  EXPECT_EQ(ntohs(from.sin_port), connected_port);
+  EXPECT_EQ(restored.failures(), "");
+  ::close(outside);
+}
+
+}  // namespace
+}  // namespace cryo::ckpt
