@@ -783,3 +783,35 @@ TEST_F(SocketsTest, UdpSocketsKeepAddressAndPeerAndNetlinkItsGroupsAndPortId) {
 
 }  // namespace
 }  // namespace cryo::ckpt
+
+namespace cryo::ckpt {
+namespace {
+
+// Both ends of a loopback connection inside the tree: both are rebuilt in repair mode.
+TEST_F(SocketsTest, EstablishedTcpWithBothEndsInTheTree) {
+  Connection conn = connect_pair(AF_INET);
+  ASSERT_GE(conn.client, 0);
+  ASSERT_GE(conn.server, 0);
+  ASSERT_TRUE(write_all(conn.client, pattern(0, 30000, 7)));
+  ASSERT_TRUE(write_all(conn.server, pattern(0, 2000, 8)));
+  TreeProcess tree([&] {
+    place_all({{conn.client, 20}, {conn.server, 21}});
+    return std::set<int>{20, 21};
+  });
+  ::close(conn.client);
+  ::close(conn.server);
+  FileDumpOptions options;
+  options.tcp_established = true;
+  pid_t dumped = dump_and_kill(tree, options);
+  auto pool = FilePool::open(images_, {});
+  RestoredProcess restored(*pool, dumped, [&](Checks& c) {
+    c.expect(read_exactly(21, 30000) == pattern(0, 30000, 7), "bytes client -> server");
+    c.expect(read_exactly(20, 2000) == pattern(0, 2000, 8), "bytes server -> client");
+    c.expect(write_all(20, "after") && read_exactly(21, 5) == "after", "new bytes one way");
+    c.expect(write_all(21, "back") && read_exactly(20, 4) == "back", "new bytes the other way");
+  });
+  EXPECT_EQ(restored.failures(), "");
+}
+
+}  // namespace
+}  // namespace cryo::ckpt

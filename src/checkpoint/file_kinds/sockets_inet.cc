@@ -292,12 +292,23 @@ void restore_established(RestoreContext& ctx, int s, const SocketIdentity& id,
   window.rcv_wup = w.at("rcv_wup").get<uint32_t>();
   if (::setsockopt(s, IPPROTO_TCP, TCP_REPAIR_WINDOW, &window, sizeof window) < 0)
     throw_errno("setsockopt TCP_REPAIR_WINDOW");
-  // The peer retransmits whatever it sent meanwhile, so the connection can go live here in the
-  // coordinator, before the process exists.
-  sockets::set_int_option(s, IPPROTO_TCP, TCP_REPAIR, 0, "TCP_REPAIR off");
-  if (unsent > 0)
-    sockets::send_all(s, sending.substr(sending.size() - unsent), MSG_DONTWAIT,
-                      "sending the unsent part of the send queue");
+  // Repair mode goes off once every description exists (a peer inside the tree must be back
+  // first, or the first probe would meet no socket and draw a reset). The peer retransmits
+  // whatever it sent meanwhile, so the connection can go live in the coordinator, before the
+  // process exists.
+  auto held = std::make_shared<UniqueFd>(::fcntl(s, F_DUPFD_CLOEXEC, 0));
+  if (held->get() < 0) throw_errno("dup of the repaired socket");
+  std::string unsent_bytes = sending.substr(sending.size() - unsent);
+  std::string what =
+      address_text(description.at("local")) + " -> " + address_text(description.at("peer"));
+  ctx.add_after_open([held, unsent_bytes = std::move(unsent_bytes), what] {
+    with_context("TCP connection " + what, [&] {
+      sockets::set_int_option(held->get(), IPPROTO_TCP, TCP_REPAIR, 0, "TCP_REPAIR off");
+      if (!unsent_bytes.empty())
+        sockets::send_all(held->get(), unsent_bytes, MSG_DONTWAIT,
+                          "sending the unsent part of the send queue");
+    });
+  });
 }
 
 // --- the kind ---------------------------------------------------------------------------------
