@@ -787,17 +787,23 @@ TEST_F(SocketsTest, UdpSocketsKeepAddressAndPeerAndNetlinkItsGroupsAndPortId) {
 namespace cryo::ckpt {
 namespace {
 
-// Both ends of a loopback connection inside the tree: both are rebuilt in repair mode.
-TEST_F(SocketsTest, EstablishedTcpWithBothEndsInTheTree) {
-  Connection conn = connect_pair(AF_INET);
+// The web server case with its client inside the tree: a listener, and both ends of a
+// connection it accepted (the server end shares the listener's port), all rebuilt.
+TEST_F(SocketsTest, EstablishedTcpWithBothEndsAndTheListenerInTheTree) {
+  int listener = tcp_listener(AF_INET, 4);
+  uint16_t port = local_port(listener);
+  Connection conn;
+  conn.client = tcp_connect(AF_INET, port);
+  conn.server = ::accept(listener, nullptr, nullptr);
   ASSERT_GE(conn.client, 0);
   ASSERT_GE(conn.server, 0);
   ASSERT_TRUE(write_all(conn.client, pattern(0, 30000, 7)));
   ASSERT_TRUE(write_all(conn.server, pattern(0, 2000, 8)));
   TreeProcess tree([&] {
-    place_all({{conn.client, 20}, {conn.server, 21}});
-    return std::set<int>{20, 21};
+    place_all({{listener, 19}, {conn.client, 20}, {conn.server, 21}});
+    return std::set<int>{19, 20, 21};
   });
+  ::close(listener);
   ::close(conn.client);
   ::close(conn.server);
   FileDumpOptions options;
@@ -809,6 +815,9 @@ TEST_F(SocketsTest, EstablishedTcpWithBothEndsInTheTree) {
     c.expect(read_exactly(20, 2000) == pattern(0, 2000, 8), "bytes server -> client");
     c.expect(write_all(20, "after") && read_exactly(21, 5) == "after", "new bytes one way");
     c.expect(write_all(21, "back") && read_exactly(20, 4) == "back", "new bytes the other way");
+    c.expect(local_port(21) == port && local_port(19) == port, "ports");
+    int second = tcp_connect(AF_INET, port);
+    c.expect(second >= 0 && ::accept(19, nullptr, nullptr) >= 0, "the listener accepts");
   });
   EXPECT_EQ(restored.failures(), "");
 }
