@@ -36,6 +36,8 @@ const FileKind* const kFileKinds[] = {
     &files::kMemfdKind, &files::kPathFileKind, &files::kFifoKind,
     &files::kPipeKind,  &files::kTerminalKind, &files::kDeviceKind,
     &files::kInetSocketKind,
+    &files::kUnixSocketKind,
+    &files::kNetlinkSocketKind,
 };
 
 constexpr const char* kFilesImage = "files.img";
@@ -520,6 +522,7 @@ std::unique_ptr<FilePool> FilePool::open(const std::string& image_dir,
         throw Error("fd " + std::to_string(e.fd) + " of pid " + std::to_string(pid) +
                     " refers to description " + std::to_string(e.description) + ", missing from " +
                     kFilesImage);
+  ctx.run_after_open();  // sockets hook
   ctx.drop_object_fds();
   impl.memfds = std::move(ctx.memfds_by_inode());
   return pool;

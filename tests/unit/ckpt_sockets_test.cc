@@ -35,10 +35,23 @@
 namespace cryo::ckpt {
 namespace {
 
+// Moves fds to their numbers (from -> to), safe when some targets are sources of others.
+void place_all(const std::vector<std::pair<int, int>>& moves) {
+  std::vector<std::pair<int, int>> parked;
+  for (auto [from, to] : moves) {
+    int high = ::fcntl(from, F_DUPFD, 500);
+    if (high < 0) _exit(90);
+    ::close(from);
+    parked.emplace_back(high, to);
+  }
+  for (auto [high, to] : parked) {
+    if (::dup2(high, to) < 0) _exit(90);
+    ::close(high);
+  }
+}
+
 void place(int fd, int to) {
-  if (fd == to) return;
-  if (::dup2(fd, to) < 0) _exit(90);
-  ::close(fd);
+  place_all({{fd, to}});
 }
 
 bool write_all(int fd, const std::string& s) {
@@ -295,8 +308,7 @@ TEST_F(SocketsTest, TcpListenersAcceptOnTheirPortAfterRestore) {
   ::setsockopt(v6, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
   uint16_t port4 = local_port(v4), port6 = local_port(v6);
   TreeProcess tree([&] {
-    place(v4, 10);
-    place(v6, 11);
+    place_all({{v4, 10}, {v6, 11}});
     return std::set<int>{10, 11};
   });
   ::close(v4);
@@ -477,6 +489,337 @@ TEST_F(SocketsTest, EstablishedTcpWithoutTheOptionFailsNamingItAndLeavesItWorkin
     if (outq != 0) ::usleep(1000);
   }
   ::close(conn.client);
+}
+
+}  // namespace
+}  // namespace cryo::ckpt
+
+namespace cryo::ckpt {
+namespace {
+
+std::string recv_message(int fd) {
+  char buf[4096];
+  ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+  return n < 0 ? std::string("<error>") : std::string(buf, static_cast<size_t>(n));
+}
+
+int unix_listener(int type, const std::string& name, bool abstract, int backlog) {
+  int s = ::socket(AF_UNIX, type, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::string sun = abstract ? std::string(1, '\0') + name : name;
+  std::memcpy(addr.sun_path, sun.data(), sun.size());
+  EXPECT_EQ(::bind(s, reinterpret_cast<sockaddr*>(&addr),
+                   static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + sun.size())),
+            0)
+      << std::strerror(errno);
+  if (type != SOCK_DGRAM) {
+    EXPECT_EQ(::listen(s, backlog), 0);
+  }
+  return s;
+}
+
+int unix_connect(int type, const std::string& name, bool abstract) {
+  int s = ::socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::string sun = abstract ? std::string(1, '\0') + name : name;
+  std::memcpy(addr.sun_path, sun.data(), sun.size());
+  if (::connect(s, reinterpret_cast<sockaddr*>(&addr),
+                static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + sun.size())) < 0) {
+    ::close(s);
+    return -1;
+  }
+  return s;
+}
+
+TEST_F(SocketsTest, UnixPairsKeepQueuedBytesBothWaysMessageBoundariesAndShutdown) {
+  int stream[2], dgram[2], seqpacket[2], closing[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, stream), 0);
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_DGRAM, 0, dgram), 0);
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET, 0, seqpacket), 0);
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, closing), 0);
+  std::string big = pattern(0, 150000, 3);
+  TreeProcess tree([&] {
+    write_all(stream[1], "to ten");
+    write_all(stream[0], big);  // queued for fd 11, more than one skb
+    for (const char* m : {"one", "", "three"}) ::send(dgram[1], m, std::strlen(m), 0);
+    ::send(dgram[0], "back", 4, 0);
+    ::send(seqpacket[0], "seq-a", 5, 0);
+    ::send(seqpacket[0], "seq-bb", 6, 0);
+    write_all(closing[1], "bye");
+    ::shutdown(closing[1], SHUT_WR);
+    ::fcntl(dgram[0], F_SETFL, O_NONBLOCK);
+    place_all({{stream[0], 10},
+               {stream[1], 11},
+               {dgram[0], 12},
+               {dgram[1], 13},
+               {seqpacket[0], 14},
+               {seqpacket[1], 15},
+               {closing[0], 16},
+               {closing[1], 17}});
+    return std::set<int>{10, 11, 12, 13, 14, 15, 16, 17};
+  });
+  for (int fd : {stream[0], stream[1], dgram[0], dgram[1], seqpacket[0], seqpacket[1], closing[0],
+                 closing[1]})
+    ::close(fd);
+  pid_t dumped = dump_and_kill(tree);
+  EXPECT_EQ(read_json_image(images_, "files.img").at("unix_pairs").size(), 4u);
+
+  auto pool = FilePool::open(images_, {});
+  RestoredProcess restored(*pool, dumped, [&](Checks& c) {
+    c.expect(read_exactly(10, 6) == "to ten", "stream bytes for fd 10");
+    c.expect(read_exactly(11, big.size()) == big, "stream bytes for fd 11");
+    c.expect(write_all(10, "ping") && read_exactly(11, 4) == "ping", "fds 10 and 11 connected");
+    c.expect(recv_message(12) == "one", "first datagram");
+    c.expect(recv_message(12) == "", "empty datagram kept");
+    c.expect(recv_message(12) == "three", "third datagram");
+    c.expect(recv_message(12) == "<error>" && errno == EAGAIN, "no more datagrams");
+    c.expect(recv_message(13) == "back", "datagram the other way");
+    c.expect((::fcntl(12, F_GETFL) & O_NONBLOCK) != 0, "fd 12 O_NONBLOCK");
+    c.expect(get_int(14, SOL_SOCKET, SO_TYPE) == SOCK_SEQPACKET, "fd 14 seqpacket");
+    c.expect(recv_message(15) == "seq-a" && recv_message(15) == "seq-bb", "seqpacket messages");
+    c.expect(read_exactly(16, 3) == "bye", "bytes before the shutdown");
+    char x;
+    c.expect(::read(16, &x, 1) == 0, "end of file after the peer's shutdown");
+    c.expect(write_all(16, "reply") && read_exactly(17, 5) == "reply", "the other way still open");
+  });
+  EXPECT_EQ(restored.failures(), "");
+}
+
+TEST_F(SocketsTest, UnixListenersAndBoundDatagramSocketKeepTheirNames) {
+  const std::string path = dir_ + "/server.sock", dgram_path = dir_ + "/dgram.sock";
+  const std::string abstract = "cryo-test-" + std::to_string(::getpid());
+  int listener = unix_listener(SOCK_STREAM, path, false, 4);
+  ::chmod(path.c_str(), 0600);
+  int abstract_listener = unix_listener(SOCK_SEQPACKET, abstract, true, 3);
+  int receiver = unix_listener(SOCK_DGRAM, dgram_path, false, 0);
+  // Queued by a sender outside the tree.
+  int sender = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_un to{};
+  to.sun_family = AF_UNIX;
+  std::strcpy(to.sun_path, dgram_path.c_str());
+  for (const char* m : {"first", "second"})
+    ::sendto(sender, m, std::strlen(m), 0, reinterpret_cast<sockaddr*>(&to), sizeof to);
+  ::close(sender);
+  TreeProcess tree([&] {
+    place_all({{listener, 20}, {abstract_listener, 21}, {receiver, 22}});
+    return std::set<int>{20, 21, 22};
+  });
+  ::close(listener);
+  ::close(abstract_listener);
+  ::close(receiver);
+  pid_t dumped = dump_and_kill(tree);
+  // The dead listener's socket file is still there, refusing connections; the restore replaces it.
+  struct stat st;
+  ASSERT_EQ(::lstat(path.c_str(), &st), 0);
+  EXPECT_EQ(unix_connect(SOCK_STREAM, path, false), -1);
+
+  auto pool = FilePool::open(images_, {});
+  ASSERT_EQ(::lstat(path.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  RestoredProcess restored(*pool, dumped, [&](Checks& c) {
+    c.expect(get_int(20, SOL_SOCKET, SO_ACCEPTCONN) == 1, "fd 20 listens");
+    c.expect(get_int(21, SOL_SOCKET, SO_TYPE) == SOCK_SEQPACKET, "fd 21 seqpacket");
+    c.expect(recv_message(22) == "first" && recv_message(22) == "second", "queued datagrams");
+    for (int fd : {20, 21}) {
+      int conn = ::accept(fd, nullptr, nullptr);
+      c.expect(conn >= 0, "accept on fd " + std::to_string(fd));
+      c.expect(write_all(conn, "hello " + std::to_string(fd)), "write");
+      ::close(conn);
+    }
+  });
+  pool.reset();
+  int client = unix_connect(SOCK_STREAM, path, false);
+  ASSERT_GE(client, 0) << std::strerror(errno) << restored.failures();
+  EXPECT_EQ(read_all(client), "hello 20");
+  int seq_client = unix_connect(SOCK_SEQPACKET, abstract, true);
+  ASSERT_GE(seq_client, 0) << std::strerror(errno) << restored.failures();
+  EXPECT_EQ(read_all(seq_client), "hello 21");
+  ::close(client);
+  ::close(seq_client);
+  EXPECT_EQ(restored.failures(), "");
+}
+
+TEST_F(SocketsTest, UnixPeerOutsideTheTreeNeedsExtUnixSk) {
+  int pair[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, pair), 0);
+  ASSERT_TRUE(write_all(pair[1], "from outside"));
+  TreeProcess tree([&] {
+    place(pair[0], 9);
+    return std::set<int>{9};
+  });
+  ::close(pair[0]);
+  try {
+    FileDumper dumper(images_, {});
+    dumper.dump_process(tree.pid(), tree.pidfd());
+    dumper.finish();
+    ADD_FAILURE() << "dump did not fail";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("fd 9"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("outside the dumped tree"), std::string::npos) << e.what();
+  }
+  FileDumpOptions options;
+  options.ext_unix_sk = true;
+  pid_t dumped = dump_and_kill(tree, options);
+  ::close(pair[1]);
+  auto pool = FilePool::open(images_, {});
+  RestoredProcess restored(*pool, dumped, [&](Checks& c) {
+    c.expect(read_exactly(9, 12) == "from outside", "queued bytes from the outside peer");
+    char x;
+    c.expect(::read(9, &x, 1) == 0, "then end of file: the outside peer is gone");
+  });
+  EXPECT_EQ(restored.failures(), "");
+}
+
+}  // namespace
+}  // namespace cryo::ckpt
+
+namespace cryo::ckpt {
+namespace {
+
+int udp_socket(uint16_t port) {
+  int s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_in in{};
+  in.sin_family = AF_INET;
+  in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  in.sin_port = htons(port);
+  EXPECT_EQ(::bind(s, reinterpret_cast<sockaddr*>(&in), sizeof in), 0);
+  return s;
+}
+
+sockaddr_in loopback(uint16_t port) {
+  sockaddr_in in{};
+  in.sin_family = AF_INET;
+  in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  in.sin_port = htons(port);
+  return in;
+}
+
+TEST_F(SocketsTest, UdpSocketsKeepAddressAndPeerAndNetlinkItsGroupsAndPortId) {
+  int outside = udp_socket(0);
+  int bound = udp_socket(0);
+  int connected = udp_socket(0);
+  int broadcast = 1;
+  ::setsockopt(bound, SOL_SOCKET, SO_BROADCAST, &broadcast, sizeof broadcast);
+  sockaddr_in to_outside = loopback(local_port(outside));
+  ASSERT_EQ(::connect(connected, reinterpret_cast<sockaddr*>(&to_outside), sizeof to_outside), 0);
+  uint16_t bound_port = local_port(bound), connected_port = local_port(connected);
+  uint16_t outside_port = local_port(outside);
+
+  int netlink = ::socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
+  sockaddr_nl nl{};
+  nl.nl_family = AF_NETLINK;
+  nl.nl_pid = 0x40000000u + static_cast<uint32_t>(::getpid());
+  nl.nl_groups = RTMGRP_LINK;
+  ASSERT_EQ(::bind(netlink, reinterpret_cast<sockaddr*>(&nl), sizeof nl), 0)
+      << std::strerror(errno);
+  int group = RTNLGRP_IPV4_IFADDR;
+  ASSERT_EQ(::setsockopt(netlink, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, &group, sizeof group), 0);
+  uint32_t port_id = nl.nl_pid;
+
+  TreeProcess tree([&] {
+    place_all({{bound, 10}, {connected, 11}, {netlink, 12}});
+    return std::set<int>{10, 11, 12};
+  });
+  ::close(bound);
+  ::close(connected);
+  ::close(netlink);
+  pid_t dumped = dump_and_kill(tree);
+  auto pool = FilePool::open(images_, {});
+  RestoredProcess restored(*pool, dumped, [&](Checks& c) {
+    c.expect(local_port(10) == bound_port, "fd 10 port");
+    c.expect(get_int(10, SOL_SOCKET, SO_BROADCAST) == 1, "fd 10 SO_BROADCAST");
+    c.expect(local_port(11) == connected_port, "fd 11 port");
+    sockaddr_in peer{};
+    socklen_t len = sizeof peer;
+    c.expect(::getpeername(11, reinterpret_cast<sockaddr*>(&peer), &len) == 0 &&
+                 ntohs(peer.sin_port) == outside_port,
+             "fd 11 connected to the outside socket");
+    char buf[64];
+    ssize_t n = ::recv(10, buf, sizeof buf, 0);
+    c.expect(n == 5 && std::string(buf, 5) == "query", "datagram to fd 10");
+    c.expect(::send(11, "answer", 6, 0) == 6, "send on the connected fd 11");
+
+    sockaddr_nl local{};
+    len = sizeof local;
+    c.expect(::getsockname(12, reinterpret_cast<sockaddr*>(&local), &len) == 0 &&
+                 local.nl_pid == port_id,
+             "netlink port id");
+    uint32_t groups[4] = {};
+    len = sizeof groups;
+    c.expect(::getsockopt(12, SOL_NETLINK, NETLINK_LIST_MEMBERSHIPS, groups, &len) == 0 &&
+                 groups[0] == ((1u << (RTNLGRP_LINK - 1)) | (1u << (RTNLGRP_IPV4_IFADDR - 1))),
+             "netlink groups");
+    // The socket talks to the kernel: a link dump gets an answer.
+    struct {
+      nlmsghdr header;
+      rtgenmsg body;
+    } request{};
+    request.header.nlmsg_len = sizeof request;
+    request.header.nlmsg_type = RTM_GETLINK;
+    request.header.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    request.body.rtgen_family = AF_UNSPEC;
+    c.expect(::send(12, &request, sizeof request, 0) == sizeof request, "netlink request");
+    char answer[8192];
+    n = ::recv(12, answer, sizeof answer, 0);
+    c.expect(n > 0 && reinterpret_cast<nlmsghdr*>(answer)->nlmsg_type == RTM_NEWLINK,
+             "netlink answer");
+  });
+  pool.reset();
+  sockaddr_in to_bound = loopback(bound_port);
+  ASSERT_EQ(
+      ::sendto(outside, "query", 5, 0, reinterpret_cast<sockaddr*>(&to_bound), sizeof to_bound), 5);
+  char buf[64];
+  sockaddr_in from{};
+  socklen_t len = sizeof from;
+  ssize_t n = ::recvfrom(outside, buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&from), &len);
+  EXPECT_EQ(std::string(buf, static_cast<size_t>(std::max<ssize_t>(n, 0))), "answer");
+  EXPECT_EQ(ntohs(from.sin_port), connected_port);
+  EXPECT_EQ(restored.failures(), "");
+  ::close(outside);
+}
+
+}  // namespace
+}  // namespace cryo::ckpt
+
+namespace cryo::ckpt {
+namespace {
+
+// The web server case with its client inside the tree: a listener, and both ends of a
+// connection it accepted (the server end shares the listener's port), all rebuilt.
+TEST_F(SocketsTest, EstablishedTcpWithBothEndsAndTheListenerInTheTree) {
+  int listener = tcp_listener(AF_INET, 4);
+  uint16_t port = local_port(listener);
+  Connection conn;
+  conn.client = tcp_connect(AF_INET, port);
+  conn.server = ::accept(listener, nullptr, nullptr);
+  ASSERT_GE(conn.client, 0);
+  ASSERT_GE(conn.server, 0);
+  ASSERT_TRUE(write_all(conn.client, pattern(0, 30000, 7)));
+  ASSERT_TRUE(write_all(conn.server, pattern(0, 2000, 8)));
+  TreeProcess tree([&] {
+    place_all({{listener, 19}, {conn.client, 20}, {conn.server, 21}});
+    return std::set<int>{19, 20, 21};
+  });
+  ::close(listener);
+  ::close(conn.client);
+  ::close(conn.server);
+  FileDumpOptions options;
+  options.tcp_established = true;
+  pid_t dumped = dump_and_kill(tree, options);
+  auto pool = FilePool::open(images_, {});
+  RestoredProcess restored(*pool, dumped, [&](Checks& c) {
+    c.expect(read_exactly(21, 30000) == pattern(0, 30000, 7), "bytes client -> server");
+    c.expect(read_exactly(20, 2000) == pattern(0, 2000, 8), "bytes server -> client");
+    c.expect(write_all(20, "after") && read_exactly(21, 5) == "after", "new bytes one way");
+    c.expect(write_all(21, "back") && read_exactly(20, 4) == "back", "new bytes the other way");
+    c.expect(local_port(21) == port && local_port(19) == port, "ports");
+    int second = tcp_connect(AF_INET, port);
+    c.expect(second >= 0 && ::accept(19, nullptr, nullptr) >= 0, "the listener accepts");
+  });
+  EXPECT_EQ(restored.failures(), "");
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -84,8 +85,17 @@ class DumpContext {
     resume_actions_.clear();
   }
   void drop_resume_actions() { resume_actions_.clear(); }
+  // State a kind keeps across the descriptions of one dump, created on first use (`created`).
+  template <typename T>
+  T& kind_state(const std::string& kind, bool* created = nullptr) {
+    auto& slot = kind_states_[kind];
+    if (created != nullptr) *created = !slot;
+    if (!slot) slot = std::make_shared<T>();
+    return *std::static_pointer_cast<T>(slot);
+  }
 
  private:
+  std::map<std::string, std::shared_ptr<void>> kind_states_;
   std::vector<std::function<void()>> finish_checks_;
   std::vector<std::function<void()>> resume_actions_;
   std::string image_dir_;
@@ -117,6 +127,15 @@ class RestoreContext {
   // Opens `path` as the dumped tree saw it (under options().root_dir when set).
   UniqueFd open_path(const std::string& path, int flags, mode_t mode = 0) const;
 
+  // Steps that must wait until every description exists (added for sockets: TCP repair mode is
+  // turned off only once both ends of a connection inside the tree are back). Run in order by
+  // FilePool::open; they throw cryo::Error.
+  void add_after_open(std::function<void()> step) { after_open_.push_back(std::move(step)); }
+  void run_after_open() {
+    for (const auto& step : after_open_) step();
+    after_open_.clear();
+  }
+
   // Fds that the pool keeps after open() for other parts of the restore (memfds for mappings).
   std::map<uint64_t, UniqueFd>& memfds_by_inode() { return memfds_by_inode_; }
 
@@ -127,6 +146,7 @@ class RestoreContext {
   std::map<std::pair<uint64_t, int>, UniqueFd> object_fds_;
   std::map<uint64_t, UniqueFd> memfds_by_inode_;
   UniqueFd root_fd_;
+  std::vector<std::function<void()>> after_open_;
 };
 
 struct FileKind {

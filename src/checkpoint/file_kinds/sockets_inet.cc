@@ -174,7 +174,9 @@ void dump_established(DumpContext& ctx, const DumpedFd& fd, const json& local, c
   int inq = 0, outq = 0, notsent = 0;
   if (::ioctl(s, SIOCINQ, &inq) < 0) throw_errno("ioctl SIOCINQ");
   if (::ioctl(s, SIOCOUTQ, &outq) < 0) throw_errno("ioctl SIOCOUTQ");
-  // snd_nxt does not move in repair mode: the unsent tail stays what it is now.
+  // Informational only: repair mode does not stop an original whose queue is not selected from
+  // transmitting when an ACK opens the window (only the engine's packet hold-back does), so the
+  // unsent tail may shrink under the dump.
   if (::ioctl(s, SIOCOUTQNSD, &notsent) < 0) throw_errno("ioctl SIOCOUTQNSD");
   auto room = [&](int queued, int buffer_option) {
     return static_cast<size_t>(std::max(
@@ -231,7 +233,6 @@ void restore_established(RestoreContext& ctx, int s, const SocketIdentity& id,
   const json& options = description.at("options");
   std::string received = sockets::read_bytes_image(ctx.image_dir(), tcp.at("recv_queue"));
   std::string sending = sockets::read_bytes_image(ctx.image_dir(), tcp.at("send_queue"));
-  auto unsent = std::min<size_t>(tcp.at("send_unsent").get<size_t>(), sending.size());
 
   sockets::set_int_option(s, IPPROTO_TCP, TCP_REPAIR, 1, "TCP_REPAIR");
   select_queue(s, TCP_RECV_QUEUE);
@@ -253,13 +254,11 @@ void restore_established(RestoreContext& ctx, int s, const SocketIdentity& id,
                           static_cast<int>(room(tcp.at("rcvbuf").get<int>(), received.size())),
                           "SO_RCVBUFFORCE");
 
-  // The dumped connection's address is free again (its socket died silently in repair mode);
-  // SO_REUSEADDR lets it bind next to listeners and TIME_WAIT entries of the same port.
-  sockets::set_int_option(s, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR");
+  // Repair mode binds with forced reuse: the port may be held by a listener of the tree (the
+  // server end of an accepted connection). SO_REUSEADDR would replace that, so it is set after
+  // repair mode is off (which resets it).
   bind_to(s, id.domain, description.at("local"));
   connect_to(s, id.domain, description.at("peer"));  // no handshake in repair mode
-  sockets::set_int_option(s, SOL_SOCKET, SO_REUSEADDR, options.value("SO_REUSEADDR", 0),
-                          "SO_REUSEADDR");
 
   std::vector<tcp_repair_opt> repair_options;
   repair_options.push_back({TCPOPT_MAXSEG, tcp.at("mss").get<uint32_t>()});
@@ -275,10 +274,11 @@ void restore_established(RestoreContext& ctx, int s, const SocketIdentity& id,
     sockets::set_int_option(s, IPPROTO_TCP, TCP_TIMESTAMP, tcp.at("timestamp").get<int>(),
                             "TCP_TIMESTAMP");
 
-  // Bytes the original had sent (awaiting ACK) go in as sent: the kernel retransmits them if the
-  // peer did not get them. The unsent rest is sent normally once repair mode is off.
+  // The whole send queue goes in as sent (the kernel retransmits what the peer did not get): the
+  // peer may have received, and will acknowledge, bytes the dump saw as unsent (see above), and
+  // an ACK beyond the restored snd_nxt would be dropped as acknowledging unsent data.
   select_queue(s, TCP_SEND_QUEUE);
-  sockets::send_all(s, sending.substr(0, sending.size() - unsent), 0, "refilling the send queue");
+  sockets::send_all(s, sending, 0, "refilling the send queue");
   select_queue(s, TCP_RECV_QUEUE);
   sockets::send_all(s, received, 0, "refilling the receive queue");
   select_queue(s, TCP_NO_QUEUE);
@@ -292,12 +292,23 @@ void restore_established(RestoreContext& ctx, int s, const SocketIdentity& id,
   window.rcv_wup = w.at("rcv_wup").get<uint32_t>();
   if (::setsockopt(s, IPPROTO_TCP, TCP_REPAIR_WINDOW, &window, sizeof window) < 0)
     throw_errno("setsockopt TCP_REPAIR_WINDOW");
-  // The peer retransmits whatever it sent meanwhile, so the connection can go live here in the
-  // coordinator, before the process exists.
-  sockets::set_int_option(s, IPPROTO_TCP, TCP_REPAIR, 0, "TCP_REPAIR off");
-  if (unsent > 0)
-    sockets::send_all(s, sending.substr(sending.size() - unsent), MSG_DONTWAIT,
-                      "sending the unsent part of the send queue");
+  // Repair mode goes off once every description exists (a peer inside the tree must be back
+  // first, or the first probe would meet no socket and draw a reset). The peer retransmits
+  // whatever it sent meanwhile, so the connection can go live in the coordinator, before the
+  // process exists.
+  auto held = std::make_shared<UniqueFd>(::fcntl(s, F_DUPFD_CLOEXEC, 0));
+  if (held->get() < 0) throw_errno("dup of the repaired socket");
+  std::string what =
+      address_text(description.at("local")) + " -> " + address_text(description.at("peer"));
+  int reuse_address = options.value("SO_REUSEADDR", 0);
+  ctx.add_after_open([held, what, reuse_address] {
+    with_context("TCP connection " + what, [&] {
+      sockets::set_int_option(held->get(), IPPROTO_TCP, TCP_REPAIR, 0, "TCP_REPAIR off");
+      if (reuse_address != 0)
+        sockets::set_int_option(held->get(), SOL_SOCKET, SO_REUSEADDR, reuse_address,
+                                "SO_REUSEADDR");
+    });
+  });
 }
 
 // --- the kind ---------------------------------------------------------------------------------
