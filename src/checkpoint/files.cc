@@ -16,6 +16,7 @@
 #include <set>
 
 #include "checkpoint/file_kinds/file_kind.h"
+#include "checkpoint/file_locks.h"
 #include "checkpoint/image/image_file.h"
 #include "common/error.h"
 #include "common/fs.h"
@@ -35,6 +36,13 @@ namespace {
 const FileKind* const kFileKinds[] = {
     &files::kMemfdKind, &files::kPathFileKind, &files::kFifoKind,
     &files::kPipeKind,  &files::kTerminalKind, &files::kDeviceKind,
+    // Event descriptors (ckpt-events).
+    &files::kEventFdKind,
+    &files::kPidFdKind,
+    &files::kEpollKind,
+    &files::kSignalFdKind,
+    &files::kTimerFdKind,
+    &files::kInotifyKind,
 };
 
 constexpr const char* kFilesImage = "files.img";
@@ -269,9 +277,11 @@ struct FileDumper::Impl {
   // Candidates for "same description" by inode: kcmp only compares within one inode.
   std::map<std::pair<uint64_t, uint64_t>, std::vector<Description>> by_inode;
   std::vector<pid_t> dumped_pids;
+  files::FileLockDumper locks;
   bool finished = false;
 
-  Impl(std::string image_dir, FileDumpOptions options) : ctx(std::move(image_dir), options) {}
+  Impl(std::string image_dir, FileDumpOptions options)
+      : ctx(std::move(image_dir), options), locks(options.file_locks) {}
 
   uint64_t find_or_add(DumpedFd& fd, UniqueFd stolen) {
     auto& candidates = by_inode[{fd.st.st_dev, fd.st.st_ino}];
@@ -356,7 +366,8 @@ void FileDumper::dump_process(pid_t pid, int pidfd) {
     std::string what = "pid " + std::to_string(pid) + ": fd " + std::to_string(n);
     with_context(what, [&] { fd.link = fs::read_link(proc + "/fd/" + std::to_string(n)); });
     with_context(fd.describe(), [&] {
-      FdInfo info = parse_fdinfo(fs::read_file(proc + "/fdinfo/" + std::to_string(n)));
+      std::string fdinfo = fs::read_file(proc + "/fdinfo/" + std::to_string(n));
+      FdInfo info = parse_fdinfo(fdinfo);
       fd.cloexec = (info.flags & O_CLOEXEC) != 0;
       fd.flags = info.flags & ~O_CLOEXEC;
       fd.pos = info.pos;
@@ -367,6 +378,7 @@ void FileDumper::dump_process(pid_t pid, int pidfd) {
       if (::fstat(stolen, &fd.st) < 0) throw_errno("fstat");
       fd.stolen = stolen;
       uint64_t id = impl_->find_or_add(fd, std::move(stolen_fd));
+      impl_->locks.add_fd(fd, id, fdinfo);
       entries.push_back({{"fd", n}, {"description", id}, {"cloexec", fd.cloexec}});
     });
   }
@@ -379,6 +391,7 @@ void FileDumper::dump_process(pid_t pid, int pidfd) {
 void FileDumper::finish() {
   json files = impl_->ctx.sections();
   files["descriptions"] = impl_->descriptions;
+  files["file_locks"] = impl_->locks.image();
   write_json_image(impl_->ctx.image_dir(), kFilesImage, files);
   impl_->by_inode.clear();
   impl_->finished = true;
@@ -403,6 +416,9 @@ struct FilePool::Impl {
   std::map<uint64_t, UniqueFd> descriptions;  // description id -> pool fd
   std::map<uint64_t, UniqueFd> memfds;        // dumped inode -> pool fd
   int max_fd = -1;
+  // Descriptions whose kind has an after_install step: id -> (kind, description).
+  std::map<uint64_t, std::pair<const FileKind*, json>> after_install;
+  std::unique_ptr<files::FileLockRestorer> locks;
 };
 
 FilePool::FilePool() : impl_(std::make_unique<Impl>()) {}
@@ -489,7 +505,11 @@ std::unique_ptr<FilePool> FilePool::open(const std::string& image_dir,
   const json& descriptions = files.at("descriptions");
   ensure_fd_limit(static_cast<uint64_t>(impl.max_fd) + 1 + descriptions.size() + 64);
 
+  impl.locks = std::make_unique<files::FileLockRestorer>(files, options.file_locks);
   RestoreContext ctx(image_dir, options, files);
+  std::set<pid_t> tree_pids;
+  for (const auto& [pid, table] : impl.tables) tree_pids.insert(pid);
+  ctx.set_tree_pids(std::move(tree_pids));
   for (const json& d : descriptions) {
     auto id = d.at("id").get<uint64_t>();
     std::string context = "restoring description " + std::to_string(id);
@@ -502,6 +522,7 @@ std::unique_ptr<FilePool> FilePool::open(const std::string& image_dir,
       const FileKind* kind = kind_for(kind_name);
       if (kind == nullptr) throw Error("unknown file kind " + kind_name + " in " + kFilesImage);
       impl.descriptions[id] = kind->open(ctx, d);
+      if (kind->after_install) impl.after_install[id] = {kind, d};
     });
   }
   for (const auto& [pid, table] : impl.tables)
@@ -511,6 +532,7 @@ std::unique_ptr<FilePool> FilePool::open(const std::string& image_dir,
                     " refers to description " + std::to_string(e.description) + ", missing from " +
                     kFilesImage);
   ctx.drop_object_fds();
+  with_context("restoring file locks", [&] { impl.locks->lock_descriptions(impl.descriptions); });
   impl.memfds = std::move(ctx.memfds_by_inode());
   return pool;
 }
@@ -567,6 +589,20 @@ void FilePool::install(pid_t pid, std::vector<int>* keep) {
     next = static_cast<unsigned int>(fd) + 1;
   }
   if (::syscall(SYS_close_range, next, ~0U, 0) < 0) throw_errno(context + ": close_range");
+
+  // Steps that need the process's fds at their numbers (ckpt-events): per kind in table order
+  // (pidfds are real before epoll registers them), then POSIX locks.
+  with_context(context, [&] {
+    for (const FileKind* kind : kFileKinds) {
+      if (!kind->after_install) continue;
+      for (const Impl::FdEntry& e : table.fds) {
+        auto it = impl.after_install.find(e.description);
+        if (it != impl.after_install.end() && it->second.first == kind)
+          kind->after_install(pid, e.fd, it->second.second);
+      }
+    }
+    impl.locks->lock_process(pid);
+  });
 }
 
 }  // namespace cryo::ckpt

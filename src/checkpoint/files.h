@@ -15,6 +15,9 @@ namespace cryo::ckpt {
 struct FileDumpOptions {
   bool shell_job =
       false;  // the tree's terminal is outside it: restore onto the restorer's terminal
+  // Dump flock, POSIX and OFD locks held by the tree (--file-locks); without it a tree holding
+  // a lock cannot be dumped.
+  bool file_locks = false;
 };
 
 // Dumps the fds of each process of a frozen tree. Descriptions are taken from the target with
@@ -41,6 +44,8 @@ struct FileRestoreOptions {
   // Directory the dumped paths are resolved under (openat2 RESOLVE_IN_ROOT), e.g. a container's
   // root file system seen from the coordinator; empty: the coordinator's own root.
   std::string root_dir;
+  // Take the dumped file locks again (--file-locks); a checkpoint holding locks needs it.
+  bool file_locks = false;
 };
 
 // Every open file description of the dumped tree, created once by the coordinator before the root
