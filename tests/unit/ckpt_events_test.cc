@@ -10,6 +10,7 @@
 #include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/inotify.h>
+#include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -340,6 +341,60 @@ TEST_F(EventsTest, EpollRegistrationsKeepEventsDataAndNumbers) {
   EXPECT_EQ(restored.failures(), "");
 }
 
+TEST_F(EventsTest, EpollSetSharedByTwoProcessesIsRegisteredOnce) {
+  // The child's pid, written by the tree process (a fork of a fork of the test).
+  auto* child_pid = static_cast<pid_t*>(
+      ::mmap(nullptr, sizeof(pid_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  ASSERT_NE(child_pid, MAP_FAILED);
+  *child_pid = -1;
+  TreeProcess tree([&](const std::function<void()>& ready) {
+    place(::eventfd(3, 0), 10);
+    place(::epoll_create1(0), 13);
+    struct epoll_event ev {};
+    ev.events = EPOLLIN;
+    ev.data.u64 = 4242;
+    if (::epoll_ctl(13, EPOLL_CTL_ADD, 10, &ev) < 0) _exit(81);
+    keep_only({10, 13, 200});
+    pid_t child = ::fork();
+    if (child == 0) {
+      ::close(200);
+      for (;;) ::pause();
+    }
+    *child_pid = child;
+    ready();
+  });
+  ASSERT_GT(*child_pid, 0);
+  pid_t child = *child_pid;
+  ::munmap(child_pid, sizeof(pid_t));
+  int child_pidfd = static_cast<int>(::syscall(SYS_pidfd_open, child, 0));
+  ASSERT_GE(child_pidfd, 0);
+  {
+    FileDumper dumper(images_, {});
+    dumper.dump_process(tree.pid(), tree.pidfd());
+    dumper.dump_process(child, child_pidfd);
+    dumper.finish();
+  }
+  ::kill(child, SIGKILL);
+  ::close(child_pidfd);
+  pid_t dumped = tree.pid();
+  tree.kill();  // the killed child was the tree process's: init reaps it
+
+  std::unique_ptr<FilePool> pool = FilePool::open(images_, {});
+  // The parent registers (it dumped the set); the child then sees the registration.
+  RestoredProcess parent(*pool, dumped, nullptr);
+  RestoredProcess restored_child(*pool, child, [&](Checks& c) {
+    struct epoll_event got[4];
+    int n = ::epoll_wait(13, got, 4, 0);
+    c.expect(n == 1 && got[0].data.u64 == 4242 && got[0].events == EPOLLIN,
+             "the shared set reports the eventfd once (" + std::to_string(n) + " events)");
+    struct epoll_event ev {};
+    ev.events = EPOLLIN;
+    c.expect(::epoll_ctl(13, EPOLL_CTL_ADD, 10, &ev) < 0 && errno == EEXIST,
+             "fd 10 is registered once in the shared set");
+  });
+  EXPECT_EQ(restored_child.failures(), "");
+}
+
 TEST_F(EventsTest, EpollRegistrationOfAClosedFdNumberFailsTheDump) {
   TreeProcess tree([&](const std::function<void()>& ready) {
     place(::eventfd(0, 0), 10);
@@ -575,6 +630,23 @@ TEST_F(EventsTest, UnsupportedKindNamesProcessFdAndKind) {
   EXPECT_EQ(dump_error(tree), "pid " + std::to_string(tree.pid()) +
                                   ": fd 9 (anon_inode:[userfaultfd]): unsupported file kind "
                                   "userfaultfd");
+  int ring_fd = -1;
+  {
+    // io_uring_setup(entries, params): a params block of 120 bytes, zeroed.
+    alignas(8) char params[120] = {};
+    ring_fd = static_cast<int>(::syscall(SYS_io_uring_setup, 4, params));
+  }
+  if (ring_fd < 0) GTEST_SKIP() << "io_uring_setup: " << std::strerror(errno);
+  ::close(ring_fd);
+  TreeProcess ring([&](const std::function<void()>& ready) {
+    alignas(8) char params[120] = {};
+    place(static_cast<int>(::syscall(SYS_io_uring_setup, 4, params)), 9);
+    keep_only({9, 200});
+    ready();
+  });
+  EXPECT_EQ(dump_error(ring), "pid " + std::to_string(ring.pid()) +
+                                  ": fd 9 (anon_inode:[io_uring]): unsupported file kind "
+                                  "io_uring");
 }
 
 TEST_F(EventsTest, FileLocksAreRefusedWithoutTheOptionAndHeldAfterRestore) {
