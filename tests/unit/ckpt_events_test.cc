@@ -11,6 +11,7 @@
 #include <sys/file.h>
 #include <sys/inotify.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -571,6 +572,48 @@ TEST_F(EventsTest, InotifyWatchesKeepTheirWdsAndReportEvents) {
     c.expect(events.size() >= 2 && events[0] == std::make_pair(3, std::string("new-file")) &&
                  events[events.size() - 1] == std::make_pair(1, std::string("another")),
              "creation events on wd 3 then wd 1 (" + std::to_string(events.size()) + " events)");
+  });
+  EXPECT_EQ(restored.failures(), "");
+}
+
+// Unmounts (lazily) on destruction.
+struct ScopedMount {
+  std::string target;
+  ~ScopedMount() {
+    if (!target.empty()) ::umount2(target.c_str(), MNT_DETACH);
+  }
+};
+
+TEST_F(EventsTest, InotifyWatchOnOverlayfsIsFoundWithoutFileHandles) {
+  for (const char* sub : {"/lower/dir", "/upper", "/work", "/merged"}) fs::mkdir_p(dir_ + sub);
+  const std::string merged = dir_ + "/merged";
+  std::string options =
+      "lowerdir=" + dir_ + "/lower,upperdir=" + dir_ + "/upper,workdir=" + dir_ + "/work";
+  ScopedMount mount;
+  if (::mount("overlay", merged.c_str(), "overlay", 0, options.c_str()) < 0)
+    GTEST_SKIP() << "overlayfs mount: " << std::strerror(errno);
+  mount.target = merged;
+  const std::string watched = merged + "/dir";
+  TreeProcess tree([&](const std::function<void()>& ready) {
+    int in = ::inotify_init1(0);
+    if (::inotify_add_watch(in, watched.c_str(), IN_CREATE) != 1) _exit(80);
+    place(in, 10);
+    keep_only({10, 200});
+    ready();
+  });
+  dump(tree);
+  pid_t dumped = tree.pid();
+  tree.kill();
+
+  std::unique_ptr<FilePool> pool = FilePool::open(images_, {});
+  RestoredProcess restored(*pool, dumped, [&](Checks& c) {
+    fs::write_file(watched + "/created", "x");
+    alignas(struct inotify_event) char buf[4096];
+    ssize_t n = ::read(10, buf, sizeof buf);
+    auto* e = reinterpret_cast<struct inotify_event*>(buf);
+    c.expect(n >= static_cast<ssize_t>(sizeof *e) && e->wd == 1 && e->mask == IN_CREATE &&
+                 std::string(e->name) == "created",
+             "creation in the overlay directory reported on wd 1");
   });
   EXPECT_EQ(restored.failures(), "");
 }

@@ -1,19 +1,22 @@
 // inotify: every watch (wd, mask, watched inode). The inode is named in fdinfo by a file handle;
 // the dumper opens it with open_by_handle_at through the mount of its file system in the dumped
-// process's mount namespace and records its path. At restore the watches are added again in wd
-// order. Watch descriptors are allocated cyclically per instance (1, 2, ... never reusing a
-// removed one until wrap-around), so a gap in the dumped wds is skipped by adding and removing a
-// throwaway watch (on a memfd) until the next wd is the dumped one; the IN_IGNORED events those
-// removals queue are read away. Events queued but not read at dump time are lost.
+// process's mount namespace and records its path; where handles cannot be opened (overlayfs
+// without nfs_export) it searches the inode number under the mount instead. At restore the watches
+// are added again in wd order. Watch descriptors are allocated cyclically per instance (1, 2, ...
+// never reusing a removed one until wrap-around), so a gap in the dumped wds is skipped by adding
+// and removing a throwaway watch (on a memfd) until the next wd is the dumped one; the IN_IGNORED
+// events those removals queue are read away. Events queued but not read at dump time are lost.
 #include <fcntl.h>
 #include <sys/inotify.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <sstream>
 #include <vector>
 
@@ -25,6 +28,8 @@ namespace {
 
 // Gaps larger than this in the wd sequence are refused (each skipped wd costs two syscalls).
 constexpr int kMaxSkippedWds = 1 << 20;
+// Entries looked at when searching a watched inode by walking its file system.
+constexpr size_t kMaxWalkedEntries = 1 << 20;
 
 bool inotify_claims(const DumpedFd& fd) {
   return fd.link == "anon_inode:inotify";
@@ -70,6 +75,36 @@ std::vector<std::string> mount_points_of(pid_t pid, unsigned sdev) {
   return out;
 }
 
+// The path under `mount_point` (as the process sees it; reached through `root`) of inode `ino` of
+// the file system mounted there, found by walking it without crossing into other mounts; empty
+// when not found within kMaxWalkedEntries entries. For file systems whose handles cannot be
+// opened (overlayfs without nfs_export, the usual container root).
+std::string find_by_walk(const std::string& root, const std::string& mount_point, unsigned sdev,
+                         unsigned long ino) {
+  namespace stdfs = std::filesystem;
+  const dev_t dev = makedev(sdev >> 20, sdev & 0xfffff);
+  const stdfs::path top = root + mount_point;
+  struct stat st;
+  if (::stat(top.c_str(), &st) < 0 || st.st_dev != dev) return {};
+  if (st.st_ino == ino) return mount_point;
+  std::error_code ec;
+  stdfs::recursive_directory_iterator it(top, stdfs::directory_options::skip_permission_denied, ec);
+  size_t walked = 0;
+  for (; !ec && it != stdfs::recursive_directory_iterator(); it.increment(ec)) {
+    if (++walked > kMaxWalkedEntries) break;
+    if (::lstat(it->path().c_str(), &st) < 0) continue;
+    if (st.st_dev != dev) {
+      it.disable_recursion_pending();
+      continue;
+    }
+    if (st.st_ino == ino) {
+      std::string relative = it->path().lexically_relative(top).string();
+      return mount_point == "/" ? "/" + relative : mount_point + "/" + relative;
+    }
+  }
+  return {};
+}
+
 // The path of the watched inode, as the dumped process sees it.
 std::string watched_path(const DumpedFd& fd, const Watch& w) {
   std::vector<unsigned char> storage(sizeof(struct file_handle) + w.handle_bytes);
@@ -101,6 +136,10 @@ std::string watched_path(const DumpedFd& fd, const Watch& w) {
       continue;
     }
     return path;
+  }
+  for (const std::string& mount_point : mount_points_of(fd.pid, w.sdev)) {
+    std::string path = find_by_walk(root, mount_point, w.sdev, w.ino);
+    if (!path.empty()) return path;
   }
   throw Error("inotify watch " + std::to_string(w.wd) + " on inode " + std::to_string(w.ino) +
               ": cannot find its path (a deleted file, or no mount of its file system): tried" +
