@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "checkpoint/file_locks.h"
 #include "checkpoint/files.h"
 #include "common/error.h"
 #include "common/fs.h"
@@ -786,6 +787,30 @@ TEST_F(EventsTest, FileLocksAreRefusedWithoutTheOptionAndHeldAfterRestore) {
 
   std::string fdinfo = fdinfo_of(restored.pid(), 11);
   EXPECT_TRUE(contains(fdinfo, "FLOCK  ADVISORY  WRITE")) << fdinfo;
+}
+
+TEST(FileLockLines, ParsesKindsModesAndRanges) {
+  using files::FileLock;
+  FileLock posix = files::parse_fdinfo_lock("lock:\t1: POSIX  ADVISORY  WRITE 42 00:2a:123 0 EOF");
+  EXPECT_EQ(posix.kind, FileLock::Kind::kPosix);
+  EXPECT_TRUE(posix.write);
+  EXPECT_EQ(posix.start, 0u);
+  EXPECT_EQ(posix.length, 0u);
+  FileLock ofd = files::parse_fdinfo_lock("lock:\t2: OFDLCK ADVISORY  READ  -1 fe:00:99 10 19");
+  EXPECT_EQ(ofd.kind, FileLock::Kind::kOfd);
+  EXPECT_FALSE(ofd.write);
+  EXPECT_EQ(ofd.start, 10u);
+  EXPECT_EQ(ofd.length, 10u);
+  FileLock flock = files::parse_fdinfo_lock("lock:\t3: FLOCK  ADVISORY  READ  7 fe:00:99 0 EOF");
+  EXPECT_EQ(flock.kind, FileLock::Kind::kFlock);
+  try {
+    files::parse_fdinfo_lock("lock:\t1: LEASE  ACTIVE    READ  42 00:2a:123 0 EOF");
+    ADD_FAILURE() << "a lease was accepted";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "not supported yet: a file lock of type LEASE");
+  }
+  EXPECT_THROW(files::parse_fdinfo_lock("lock:\t1: POSIX ADVISORY WRITE"), Error);
+  EXPECT_THROW(files::parse_fdinfo_lock("lock:\t1: POSIX  ADVISORY  WRITE 1 0:1:2 20 10"), Error);
 }
 
 }  // namespace
