@@ -397,23 +397,77 @@ TEST_F(EventsTest, EpollSetSharedByTwoProcessesIsRegisteredOnce) {
   EXPECT_EQ(restored_child.failures(), "");
 }
 
-TEST_F(EventsTest, EpollRegistrationOfAClosedFdNumberFailsTheDump) {
+TEST_F(EventsTest, EpollRegistrationWhoseNumberWasReusedIsAddedThroughTheOtherFd) {
+  TreeProcess tree([&](const std::function<void()>& ready) {
+    place(::eventfd(2, 0), 10);
+    place(::epoll_create1(0), 13);
+    struct epoll_event ev {};
+    ev.events = EPOLLIN;
+    ev.data.u64 = 1010;
+    if (::epoll_ctl(13, EPOLL_CTL_ADD, 10, &ev) < 0) _exit(81);
+    // The eventfd moves to 15 (still registered as (file, 10)); 10 becomes a pipe end.
+    place(10, 15);
+    int p[2];
+    if (::pipe(p) < 0) _exit(82);
+    place(p[1], 10);
+    ::close(p[0]);
+    keep_only({10, 13, 15, 200});
+    ready();
+  });
+  dump(tree);
+  pid_t dumped = tree.pid();
+  tree.kill();
+
+  std::unique_ptr<FilePool> pool = FilePool::open(images_, {});
+  RestoredProcess restored(*pool, dumped, [&](Checks& c) {
+    c.expect(fs::read_link("/proc/self/fd/10").rfind("pipe:", 0) == 0, "fd 10 is the pipe again");
+    c.expect(fs::read_link("/proc/self/fd/15") == "anon_inode:[eventfd]", "fd 15 is the eventfd");
+    struct epoll_event got[4];
+    int n = ::epoll_wait(13, got, 4, 0);
+    c.expect(n == 1 && got[0].data.u64 == 1010, "the eventfd reports with its data");
+    struct epoll_event ev {};
+    ev.events = EPOLLIN;
+    // Registered as (eventfd, 10): (eventfd, 15) is a new registration, (pipe, 10) is none.
+    c.expect(::epoll_ctl(13, EPOLL_CTL_ADD, 15, &ev) == 0, "ADD of fd 15 is a new registration");
+    c.expect(::epoll_ctl(13, EPOLL_CTL_DEL, 10, nullptr) < 0 && errno == ENOENT,
+             "the pipe at fd 10 is not registered");
+    std::string info = fdinfo_of(::getpid(), 13);
+    c.expect(contains(info, "tfd:       10 events:       19 data:              3f2"),
+             "registered under number 10: " + info);
+  });
+  EXPECT_EQ(restored.failures(), "");
+}
+
+TEST_F(EventsTest, EpollRegistrationOfAFileTheProcessNoLongerHoldsFailsTheDump) {
+  auto* child_pid = static_cast<pid_t*>(
+      ::mmap(nullptr, sizeof(pid_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  ASSERT_NE(child_pid, MAP_FAILED);
+  *child_pid = -1;
   TreeProcess tree([&](const std::function<void()>& ready) {
     place(::eventfd(0, 0), 10);
     place(::epoll_create1(0), 13);
     struct epoll_event ev {};
     ev.events = EPOLLIN;
     if (::epoll_ctl(13, EPOLL_CTL_ADD, 10, &ev) < 0) _exit(81);
-    // The file stays open (and registered) as fd 15, but number 10 is gone.
-    place(10, 15);
-    keep_only({13, 15, 200});
+    keep_only({10, 13, 200});
+    pid_t child = ::fork();  // keeps the eventfd (and the registration) alive
+    if (child == 0) {
+      ::close(200);
+      for (;;) ::pause();
+    }
+    *child_pid = child;
+    ::close(10);
     ready();
   });
+  pid_t child = *child_pid;
+  ::munmap(child_pid, sizeof(pid_t));
   std::string error = dump_error(tree);
+  if (child > 0) ::kill(child, SIGKILL);
   EXPECT_TRUE(
       contains(error, "pid " + std::to_string(tree.pid()) + ": fd 13 (anon_inode:[eventpoll])"))
       << error;
-  EXPECT_TRUE(contains(error, "epoll registration of fd 10")) << error;
+  EXPECT_TRUE(contains(error, "epoll registration of fd 10 whose file the process no longer holds"))
+      << error;
 }
 
 TEST_F(EventsTest, SignalFdMaskAndFlags) {
