@@ -4,6 +4,7 @@
 // that the test can check from the outside, for locks).
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/kcmp.h>
 #include <linux/sched.h>
 #include <signal.h>
 #include <sys/epoll.h>
@@ -30,6 +31,7 @@
 
 #include "checkpoint/file_locks.h"
 #include "checkpoint/files.h"
+#include "checkpoint/image/image_file.h"
 #include "common/error.h"
 #include "common/fs.h"
 
@@ -278,6 +280,46 @@ TEST_F(EventsTest, EventFdCounterAndFlags) {
     value = 0;
     c.expect(::read(11, &value, sizeof value) == sizeof value && value == big,
              "fd 11 counter is 2^40: " + std::to_string(value));
+  });
+  EXPECT_EQ(restored.failures(), "");
+}
+
+TEST_F(EventsTest, ManyEventFdsSharingOneAnonInodeAreDeduplicatedByDescription) {
+  // Every eventfd has the same (dev, ino): descriptions are told apart by kcmp alone.
+  TreeProcess tree([&](const std::function<void()>& ready) {
+    std::set<int> keep{200};
+    for (int i = 0; i < 50; ++i) {
+      place(::eventfd(static_cast<unsigned>(i + 1), 0), 10 + i);
+      keep.insert(10 + i);
+    }
+    for (int i = 0; i < 10; ++i) {
+      ::dup2(10 + i * 5, 70 + i);
+      keep.insert(70 + i);
+    }
+    keep_only(keep);
+    ready();
+  });
+  dump(tree);
+  pid_t dumped = tree.pid();
+  tree.kill();
+  json files = read_json_image(images_, "files.img");
+  size_t eventfds = 0;
+  for (const json& d : files.at("descriptions")) eventfds += d.at("kind") == "eventfd";
+  EXPECT_EQ(eventfds, 50u);
+
+  std::unique_ptr<FilePool> pool = FilePool::open(images_, {});
+  RestoredProcess restored(*pool, dumped, [&](Checks& c) {
+    for (int i = 0; i < 10; ++i)
+      c.expect(::syscall(SYS_kcmp, ::getpid(), ::getpid(), KCMP_FILE, 10 + i * 5, 70 + i) == 0,
+               "fd " + std::to_string(70 + i) + " shares fd " + std::to_string(10 + i * 5));
+    c.expect(::syscall(SYS_kcmp, ::getpid(), ::getpid(), KCMP_FILE, 10, 11) != 0,
+             "fds 10 and 11 are two eventfds");
+    for (int i = 0; i < 50; ++i) {
+      uint64_t value = 0;
+      c.expect(::read(10 + i, &value, sizeof value) == sizeof value &&
+                   value == static_cast<uint64_t>(i + 1),
+               "eventfd " + std::to_string(10 + i) + " counter");
+    }
   });
   EXPECT_EQ(restored.failures(), "");
 }

@@ -35,7 +35,12 @@ bool pidfd_claims(const DumpedFd& fd) {
 
 void pidfd_dump(DumpContext&, const DumpedFd& fd, json& description) {
   std::string info = read_fdinfo(fd);
-  auto pid = std::stol(fdinfo_field(info, "Pid"));
+  long pid = 0;
+  try {
+    pid = std::stol(fdinfo_field(info, "Pid"));
+  } catch (const std::logic_error&) {
+    throw Error("fdinfo: unparsable Pid '" + fdinfo_field(info, "Pid") + "'");
+  }
   if (pid <= 0)
     throw Error(
         "not supported yet: a pidfd of a process that has exited or is outside the "
