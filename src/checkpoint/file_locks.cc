@@ -186,6 +186,18 @@ void FileLockRestorer::lock_descriptions(const std::map<uint64_t, UniqueFd>& des
   }
 }
 
+std::vector<FileLock> FileLockRestorer::process_locks(pid_t dumped_pid,
+                                                      std::vector<int>* fds) const {
+  std::vector<FileLock> out;
+  auto it = posix_by_pid_.find(dumped_pid);
+  if (it == posix_by_pid_.end()) return out;
+  for (const json& e : it->second) {
+    out.push_back(lock_from_json(e));
+    fds->push_back(e.at("fd").get<int>());
+  }
+  return out;
+}
+
 void FileLockRestorer::lock_process(pid_t dumped_pid) const {
   auto it = posix_by_pid_.find(dumped_pid);
   if (it == posix_by_pid_.end()) return;

@@ -56,6 +56,8 @@ class FileLockRestorer {
   void lock_descriptions(const std::map<uint64_t, UniqueFd>& descriptions) const;
   // In the restoring process `dumped_pid`, its fds installed: its POSIX locks.
   void lock_process(pid_t dumped_pid) const;
+  // The POSIX locks lock_process() takes.
+  std::vector<FileLock> process_locks(pid_t dumped_pid, std::vector<int>* fds) const;
 
  private:
   nlohmann::json by_description_ = nlohmann::json::array();

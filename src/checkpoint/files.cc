@@ -439,6 +439,15 @@ int FilePool::max_fd() const {
   return impl_->max_fd;
 }
 
+std::vector<FilePool::PosixLock> FilePool::posix_locks(pid_t pid) const {
+  std::vector<int> fds;
+  std::vector<files::FileLock> locks = impl_->locks->process_locks(pid, &fds);
+  std::vector<PosixLock> out;
+  for (size_t i = 0; i < locks.size(); ++i)
+    out.push_back(PosixLock{fds[i], locks[i].write, locks[i].start, locks[i].length});
+  return out;
+}
+
 int FilePool::memfd_for_inode(uint64_t dumped_ino) const {
   auto it = impl_->memfds.find(dumped_ino);
   return it == impl_->memfds.end() ? -1 : it->second.get();

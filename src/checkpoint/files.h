@@ -68,6 +68,19 @@ class FilePool {
   // in a restoring process until install(), which closes it unless it is passed in `keep`.
   int memfd_for_inode(uint64_t dumped_ino) const;
 
+  // A POSIX (fcntl F_SETLK) lock of a restored process, on its fd `fd` (--file-locks).
+  struct PosixLock {
+    int fd;
+    bool write;       // F_WRLCK, else F_RDLCK
+    uint64_t start;   // l_start, SEEK_SET
+    uint64_t length;  // l_len; 0: to the end of the file
+  };
+  // The POSIX locks install() takes for `pid`. The kernel drops all of a process's POSIX locks
+  // on a file when it closes any fd of that file: a later restore step that closes such an fd
+  // (one opened to map the file) must take these again afterwards (taking a lock the process
+  // already holds is a no-op).
+  std::vector<PosixLock> posix_locks(pid_t pid) const;
+
  private:
   FilePool();
   struct Impl;

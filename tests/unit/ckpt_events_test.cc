@@ -832,6 +832,12 @@ TEST_F(EventsTest, FileLocksAreRefusedWithoutTheOptionAndHeldAfterRestore) {
   FileRestoreOptions restore_locks;
   restore_locks.file_locks = true;
   std::unique_ptr<FilePool> pool = FilePool::open(images_, restore_locks);
+  std::vector<FilePool::PosixLock> posix_locks = pool->posix_locks(dumped);
+  ASSERT_EQ(posix_locks.size(), 1u) << "one lock, though two fds of its description";
+  EXPECT_EQ(posix_locks[0].fd, 10);
+  EXPECT_TRUE(posix_locks[0].write);
+  EXPECT_EQ(posix_locks[0].start, 0u);
+  EXPECT_EQ(posix_locks[0].length, 100u);
   RestoredProcess restored(*pool, dumped, nullptr);
   // The coordinator's copies are gone: the locks live on in the restored process alone.
   pool.reset();
