@@ -34,8 +34,12 @@ namespace {
 
 // Dump time: asked in this order; the first kind that claims an fd dumps it.
 const FileKind* const kFileKinds[] = {
-    &files::kMemfdKind, &files::kPathFileKind, &files::kFifoKind,
-    &files::kPipeKind,  &files::kTerminalKind, &files::kDeviceKind,
+    &files::kMemfdKind,
+    &files::kPathFileKind,
+    &files::kFifoKind,
+    &files::kPipeKind,
+    &files::kTerminalKind,
+    &files::kDeviceKind,
     // Event descriptors (ckpt-events).
     &files::kEventFdKind,
     &files::kPidFdKind,
