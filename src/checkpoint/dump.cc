@@ -103,7 +103,11 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
     throw Error("the session leader " + std::to_string(root.sid) + " of pid " +
                 std::to_string(pid) + " is outside the tree (a shell job): use --shell-job");
 
-  FileDumper files(image_dir, FileDumpOptions{options.shell_job});
+  FileDumpOptions file_options;
+  file_options.shell_job = options.shell_job;
+  file_options.tcp_established = options.tcp_established;
+  file_options.file_locks = options.file_locks;
+  FileDumper files(image_dir, file_options);
   MemoryDumpCounters counters;
   std::map<uint64_t, json> dumped_shmem;
   json pstree = json::array();

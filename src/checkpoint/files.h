@@ -21,6 +21,9 @@ struct FileDumpOptions {
   // Unix sockets whose peer is outside the tree are dumped (restored reconnected to the peer's
   // name, or as a connection whose peer is gone; docs/IMAGE-FORMAT.md "Sockets").
   bool ext_unix_sk = false;
+  // Dump flock, POSIX and OFD locks held by the tree (--file-locks); without it a tree holding
+  // a lock cannot be dumped.
+  bool file_locks = false;
 };
 
 // Dumps the fds of each process of a frozen tree. Descriptions are taken from the target with
@@ -53,6 +56,8 @@ struct FileRestoreOptions {
   // Directory the dumped paths are resolved under (openat2 RESOLVE_IN_ROOT), e.g. a container's
   // root file system seen from the coordinator; empty: the coordinator's own root.
   std::string root_dir;
+  // Take the dumped file locks again (--file-locks); a checkpoint holding locks needs it.
+  bool file_locks = false;
 };
 
 // Every open file description of the dumped tree, created once by the coordinator before the root
@@ -74,6 +79,19 @@ class FilePool {
   // the pool's (O_RDWR, close-on-exec): valid in the coordinator until the pool is destroyed and
   // in a restoring process until install(), which closes it unless it is passed in `keep`.
   int memfd_for_inode(uint64_t dumped_ino) const;
+
+  // A POSIX (fcntl F_SETLK) lock of a restored process, on its fd `fd` (--file-locks).
+  struct PosixLock {
+    int fd;
+    bool write;       // F_WRLCK, else F_RDLCK
+    uint64_t start;   // l_start, SEEK_SET
+    uint64_t length;  // l_len; 0: to the end of the file
+  };
+  // The POSIX locks install() takes for `pid`. The kernel drops all of a process's POSIX locks
+  // on a file when it closes any fd of that file: a later restore step that closes such an fd
+  // (one opened to map the file) must take these again afterwards (taking a lock the process
+  // already holds is a no-op).
+  std::vector<PosixLock> posix_locks(pid_t pid) const;
 
  private:
   FilePool();

@@ -292,7 +292,10 @@ RestoreResult restore(const std::string& image_dir, const RestoreOptions& option
   ctx.dir = image_dir;
   ctx.options = options;
   load_images(ctx);
-  ctx.pool = FilePool::open(image_dir, FileRestoreOptions{options.shell_job, -1});
+  FileRestoreOptions file_options;
+  file_options.shell_job = options.shell_job;
+  file_options.file_locks = options.file_locks;
+  ctx.pool = FilePool::open(image_dir, file_options);
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) throw_errno("socketpair");
   ctx.report_read = UniqueFd(sv[0]);

@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -135,6 +136,9 @@ class RestoreContext {
     for (const auto& step : after_open_) step();
     after_open_.clear();
   }
+  // Pids (as dumped) of every process of the restored tree.
+  const std::set<pid_t>& tree_pids() const { return tree_pids_; }
+  void set_tree_pids(std::set<pid_t> pids) { tree_pids_ = std::move(pids); }
 
   // Fds that the pool keeps after open() for other parts of the restore (memfds for mappings).
   std::map<uint64_t, UniqueFd>& memfds_by_inode() { return memfds_by_inode_; }
@@ -145,6 +149,7 @@ class RestoreContext {
   std::map<uint64_t, const json*> objects_by_id_;
   std::map<std::pair<uint64_t, int>, UniqueFd> object_fds_;
   std::map<uint64_t, UniqueFd> memfds_by_inode_;
+  std::set<pid_t> tree_pids_;
   UniqueFd root_fd_;
   std::vector<std::function<void()>> after_open_;
 };
@@ -160,6 +165,10 @@ struct FileKind {
   // Creates a new open file description from `description`, O_CLOEXEC, with its flags and
   // position.
   UniqueFd (*open)(RestoreContext& ctx, const json& description);
+  // Optional (ckpt-events hook): in the restoring process, once install() has put every fd of
+  // `dumped_pid` at its number; called for each of its fds of this kind, in fd order. For state
+  // the kernel keys by fd number (epoll registrations) or that needs the restored tree (pidfds).
+  void (*after_install)(pid_t dumped_pid, int fd, const json& description) = nullptr;
 };
 
 extern const FileKind kMemfdKind;
@@ -171,6 +180,12 @@ extern const FileKind kDeviceKind;
 extern const FileKind kInetSocketKind;     // sockets_inet.cc
 extern const FileKind kUnixSocketKind;     // sockets_unix.cc
 extern const FileKind kNetlinkSocketKind;  // sockets_netlink.cc
+extern const FileKind kEventFdKind;
+extern const FileKind kEpollKind;
+extern const FileKind kSignalFdKind;
+extern const FileKind kTimerFdKind;
+extern const FileKind kInotifyKind;
+extern const FileKind kPidFdKind;
 
 // Helpers shared by kinds.
 // Reopens the file behind `fd` through /proc/self/fd with `flags` (a new description).
