@@ -5,6 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh >/dev/null
 bash scripts/build.sh
-bash scripts/build-busybox-image.sh build/busybox-image.tar >/dev/null 2>&1 || true
 cd build
 ctest --output-on-failure --timeout 900 "$@"
