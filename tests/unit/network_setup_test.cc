@@ -226,10 +226,14 @@ TEST_F(NetworkSetupTest, StaticIpIsHonouredAndExclusive) {
   NetworkManager manager(paths_);
   std::string first = random_hex(32), second = random_hex(32);
   NetworkRequest request;
-  request.static_ip = "10.88.200.17";
+  // Random within 10.88.128.0/17, so that concurrent runs of this test do not ask for the same.
+  unsigned random = std::stoul(random_hex(2), nullptr, 16);
+  std::string static_ip =
+      "10.88." + std::to_string(128 + (random >> 8) % 127) + "." + std::to_string(2 + random % 250);
+  request.static_ip = static_ip;
   request.static_mac = "02:42:ac:11:00:99";
   NetworkStatus a = manager.setup(first, request);
-  EXPECT_EQ(a.ip, "10.88.200.17");
+  EXPECT_EQ(a.ip, static_ip);
   EXPECT_EQ(a.mac, "02:42:ac:11:00:99");
   EXPECT_THROW(manager.setup(second, request), Error);
   EXPECT_FALSE(fs::exists(manager.netns_path(second)));
