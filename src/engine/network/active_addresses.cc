@@ -22,7 +22,7 @@ bool root_still_leases(const nlohmann::json& entry, const std::string& bridge_di
 }  // namespace
 
 ActiveAddresses::ActiveAddresses(const std::string& bridge, const std::string& dir)
-    : file_(dir + "/" + bridge + ".json") {
+    : file_(dir + "/" + bridge + ".json", LockedJsonFile::Durability::kLiveState) {
   auto& data = file_.data();
   if (!data["containers"].is_object()) data["containers"] = nlohmann::json::object();
   data["bridge"] = bridge;
