@@ -302,5 +302,56 @@ TEST_F(NetworkSetupTest, PublishedPortReachableFromContainersIncludingItself) {
   manager.release(client);
 }
 
+TEST_F(NetworkSetupTest, UdpPortIsPublished) {
+  NetworkManager manager(paths_);
+  std::string id = random_hex(32);
+  NetworkRequest request;
+  request.ports = {parse_publish("127.0.0.1::5353/udp")};
+  NetworkStatus status = manager.setup(id, request);
+  ASSERT_EQ(status.ports.size(), 1u);
+  EXPECT_EQ(status.ports[0].protocol, "udp");
+  uint16_t host_port = status.ports[0].host_port;
+  EXPECT_NE(nft_map("udp_addr")
+                .find("127.0.0.1 . " + std::to_string(host_port) + " : " + status.ip + " . 5353"),
+            std::string::npos);
+  // A UDP server in the container answering every datagram upper-cased.
+  pid_t server = ::fork();
+  if (server == 0) {
+    int fd = ::open(status.netns_path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || ::setns(fd, CLONE_NEWNET) < 0) ::_exit(120);
+    ::execlp("python3", "python3", "-c",
+             "import socket\n"
+             "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+             "s.bind(('0.0.0.0', 5353))\n"
+             "while True:\n"
+             "    d, a = s.recvfrom(100)\n"
+             "    s.sendto(d.upper(), a)\n",
+             static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  UniqueFd client(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  timeval wait{0, 200000};
+  ::setsockopt(client.get(), SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof wait);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(host_port);
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string reply;
+  // Datagrams sent before the server binds are lost: resend until one is answered (bounded).
+  for (int attempt = 0; attempt < 100 && reply.empty(); ++attempt) {
+    ::sendto(client.get(), "ping", 4, 0, reinterpret_cast<sockaddr*>(&to), sizeof to);
+    char buf[16];
+    ssize_t n = ::recv(client.get(), buf, sizeof buf, 0);
+    if (n > 0) reply.assign(buf, static_cast<size_t>(n));
+  }
+  ::kill(server, SIGKILL);
+  ::waitpid(server, nullptr, 0);
+  EXPECT_EQ(reply, "PING");
+  manager.teardown(id, status);
+  manager.release(id);
+  EXPECT_EQ(nft_map("udp_addr").find("127.0.0.1 . " + std::to_string(host_port) + " "),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace cryo::engine
