@@ -353,5 +353,24 @@ TEST_F(NetworkSetupTest, UdpPortIsPublished) {
             std::string::npos);
 }
 
+TEST_F(NetworkSetupTest, SetupAfterACrashReplacesTheLeftovers) {
+  NetworkManager manager(paths_);
+  std::string id = random_hex(32);
+  NetworkRequest request;
+  request.ports = {parse_publish("127.0.0.1::8080")};
+  NetworkStatus lost = manager.setup(id, request);  // its teardown never runs
+  uint16_t old_port = lost.ports[0].host_port;
+  NetworkStatus status = manager.setup(id, request);
+  EXPECT_EQ(status.ip, lost.ip);
+  EXPECT_EQ(nft_map("tcp_addr").find("127.0.0.1 . " + std::to_string(old_port) + " "),
+            std::string::npos)
+      << "the lost setup's NAT element is still there";
+  EXPECT_TRUE(link_exists(status.host_veth));
+  manager.teardown(id, status);
+  manager.release(id);
+  EXPECT_FALSE(link_exists(status.host_veth));
+  EXPECT_FALSE(fs::exists(status.netns_path));
+}
+
 }  // namespace
 }  // namespace cryo::engine

@@ -184,6 +184,16 @@ NetworkStatus NetworkManager::setup(const std::string& container_id,
     }
     if (request.mode == "host") return status;
 
+    // Leftovers of this same container whose teardown never ran (a crash): replace them.
+    if (fs::exists(netns_path(container_id))) {
+      LOG_WARN << "removing the stale network of container " << container_id;
+      NetworkStatus stale;
+      stale.mode = "bridge";
+      stale.netns_path = netns_path(container_id);
+      stale.host_veth = host_veth_name(container_id);
+      stale.ports = PortRegistry(paths_.networks_dir() + "/ports.json").recorded(container_id);
+      teardown(container_id, stale);
+    }
     try {
       create_persistent_netns(netns_path(container_id));
       status.netns_path = netns_path(container_id);
