@@ -314,21 +314,33 @@ TEST_F(NetworkSetupTest, UdpPortIsPublished) {
   EXPECT_NE(nft_map("udp_addr")
                 .find("127.0.0.1 . " + std::to_string(host_port) + " : " + status.ip + " . 5353"),
             std::string::npos);
-  // A UDP server in the container answering every datagram upper-cased.
+  // A UDP server in the container answering every datagram upper-cased; it says "ready" on a
+  // pipe once bound, so no datagram is sent before.
+  int ready[2];
+  ASSERT_EQ(::pipe2(ready, O_CLOEXEC), 0);
   pid_t server = ::fork();
   if (server == 0) {
+    ::dup2(ready[1], STDOUT_FILENO);
     int fd = ::open(status.netns_path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0 || ::setns(fd, CLONE_NEWNET) < 0) ::_exit(120);
     ::execlp("python3", "python3", "-c",
              "import socket\n"
              "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
              "s.bind(('0.0.0.0', 5353))\n"
+             "print('ready', flush=True)\n"
              "while True:\n"
              "    d, a = s.recvfrom(100)\n"
              "    s.sendto(d.upper(), a)\n",
              static_cast<char*>(nullptr));
     ::_exit(127);
   }
+  ::close(ready[1]);
+  UniqueFd ready_reader(ready[0]);
+  std::string ready_text;
+  for (char c;
+       ready_text.find('\n') == std::string::npos && ::read(ready_reader.get(), &c, 1) == 1;)
+    ready_text += c;
+  EXPECT_EQ(ready_text, "ready\n");
   UniqueFd client(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
   timeval wait{0, 200000};
   ::setsockopt(client.get(), SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof wait);
@@ -337,7 +349,7 @@ TEST_F(NetworkSetupTest, UdpPortIsPublished) {
   to.sin_port = htons(host_port);
   to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   std::string reply;
-  // Datagrams sent before the server binds are lost: resend until one is answered (bounded).
+  // UDP may drop a datagram: resend until one is answered (bounded).
   for (int attempt = 0; attempt < 100 && reply.empty(); ++attempt) {
     ::sendto(client.get(), "ping", 4, 0, reinterpret_cast<sockaddr*>(&to), sizeof to);
     char buf[16];
