@@ -254,6 +254,10 @@ void NetworkManager::setup_bridge(const std::string& container_id, const Network
     inside->set_link_up(eth0);
     inside->add_default_route(parse_ipv4(config.gateway));
 
+    // The address may have belonged to a container with another MAC a moment ago: a cached ARP
+    // entry would send the host's packets to that MAC for up to a minute.
+    host.delete_neighbour(bridge_index, parse_ipv4(lease.ip));
+
     add_port_rules(nft, lease.ip, ports);
     status.ports = ports;
     status.interface = "eth0";
