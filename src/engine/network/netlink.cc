@@ -4,6 +4,7 @@
 #include <libmnl/libmnl.h>
 #include <linux/if.h>
 #include <linux/if_link.h>
+#include <linux/neighbour.h>
 #include <linux/rtnetlink.h>
 #include <linux/veth.h>
 #include <sys/random.h>
@@ -261,6 +262,19 @@ void RtNetlink::add_default_route(in_addr gateway) {
   mnl_attr_put(nlh, RTA_GATEWAY, sizeof gateway, &gateway);
   int err = transact(nlh);
   if (err) throw_errno("add default route via " + format_ipv4(gateway), err);
+}
+
+bool RtNetlink::delete_neighbour(int index, in_addr address) {
+  Buffer buf;
+  nlmsghdr* nlh = start_request(buf, RTM_DELNEIGH, 0);
+  auto* ndm = static_cast<ndmsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(ndmsg)));
+  ndm->ndm_family = AF_INET;
+  ndm->ndm_ifindex = index;
+  mnl_attr_put(nlh, NDA_DST, sizeof address, &address);
+  int err = transact(nlh);
+  if (err == ENOENT) return false;
+  if (err) throw_errno("delete neighbour " + format_ipv4(address), err);
+  return true;
 }
 
 bool RtNetlink::delete_link(const std::string& name) {

@@ -45,6 +45,8 @@ class RtNetlink {
   // Adds an IPv4 address; returns false when the address was already there.
   bool add_address(int index, in_addr address, int prefix_length);
   void add_default_route(in_addr gateway);
+  // Forgets the neighbour (ARP) entry of `address` on link `index`; false when there was none.
+  bool delete_neighbour(int index, in_addr address);
   // Deletes a link; returns false when it did not exist.
   bool delete_link(const std::string& name);
 

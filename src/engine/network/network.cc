@@ -184,6 +184,16 @@ NetworkStatus NetworkManager::setup(const std::string& container_id,
     }
     if (request.mode == "host") return status;
 
+    // Leftovers of this same container whose teardown never ran (a crash): replace them.
+    if (fs::exists(netns_path(container_id))) {
+      LOG_WARN << "removing the stale network of container " << container_id;
+      NetworkStatus stale;
+      stale.mode = "bridge";
+      stale.netns_path = netns_path(container_id);
+      stale.host_veth = host_veth_name(container_id);
+      stale.ports = PortRegistry(paths_.networks_dir() + "/ports.json").recorded(container_id);
+      teardown(container_id, stale);
+    }
     try {
       create_persistent_netns(netns_path(container_id));
       status.netns_path = netns_path(container_id);
@@ -210,9 +220,9 @@ void NetworkManager::setup_bridge(const std::string& container_id, const Network
   {
     // Machine-wide while the address is picked: other engine roots use the same bridge.
     ActiveAddresses active(config.bridge);
-    std::set<std::string> unavailable = active.used_by_others(paths_.root, container_id);
+    OtherAddresses others = active.others(paths_.root, container_id);
     lease = leases.acquire(container_id, request.static_ip, request.static_mac, &lease_created,
-                           unavailable);
+                           others.live, others.leased);
     active.claim(lease.ip, paths_.root, container_id, status.netns_path);
     active.save();
   }
@@ -244,6 +254,10 @@ void NetworkManager::setup_bridge(const std::string& container_id, const Network
     inside->set_link_up(eth0);
     inside->add_default_route(parse_ipv4(config.gateway));
 
+    // The address may have belonged to a container with another MAC a moment ago: a cached ARP
+    // entry would send the host's packets to that MAC for up to a minute.
+    host.delete_neighbour(bridge_index, parse_ipv4(lease.ip));
+
     add_port_rules(nft, lease.ip, ports);
     status.ports = ports;
     status.interface = "eth0";
@@ -255,6 +269,9 @@ void NetworkManager::setup_bridge(const std::string& container_id, const Network
     if (lease_created) {
       try {
         leases.release(container_id);
+        ActiveAddresses active(config.bridge);
+        active.release(paths_.root, container_id);
+        active.save();
       } catch (const Error& e) {
         LOG_WARN << "releasing the IP lease of " << container_id << ": " << e.what();
       }
@@ -285,7 +302,7 @@ void NetworkManager::teardown(const std::string& container_id, const NetworkStat
     attempt([&] { PortRegistry(paths_.networks_dir() + "/ports.json").release(container_id); });
     attempt([&] {
       ActiveAddresses active(default_network().bridge);
-      active.release(paths_.root, container_id);
+      active.deactivate(paths_.root, container_id);
       active.save();
     });
   }
@@ -303,9 +320,12 @@ void NetworkManager::teardown(const std::string& container_id, const NetworkStat
 
 void NetworkManager::release(const std::string& container_id) {
   const BridgeNetworkConfig& config = default_network();
+  ActiveAddresses active(config.bridge);
   LeaseStore(paths_.networks_dir() + "/" + config.bridge, config.subnet, config.prefix_length,
              config.gateway)
       .release(container_id);
+  active.release(paths_.root, container_id);
+  active.save();
 }
 
 }  // namespace cryo::engine

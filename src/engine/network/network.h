@@ -52,6 +52,12 @@ class NetworkManager {
   // Creates the container's netns and, in bridge mode, the bridge (once), a veth pair, an IP lease
   // and the NAT rules for its ports. Fails cleanly (nothing left) with a clear message, e.g. when
   // a host port is already in use. Port conflicts are Podman's exit code 125.
+  // The netns exists before any process of the container: the runtime joins it (setns, or the
+  // OCI spec's network namespace path = status.netns_path); it outlives the processes, so a
+  // checkpoint may keep it or tear it down and a restore set it up again. A setup of the same
+  // container id gets its leased IP and MAC back; use request_from_status() to also ask for the
+  // same host ports (or to carry the addresses over to another id or engine root). Stale leftovers
+  // of the same container id (netns file, host veth) are replaced. Host mode creates nothing.
   NetworkStatus setup(const std::string& container_id, const NetworkRequest& request);
   // Removes what setup() created (NAT rules, published-port records, veth pair, netns); safe to
   // call twice and on partial setups. The IP lease (and MAC) is kept, so that the next setup of

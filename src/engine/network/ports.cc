@@ -73,7 +73,7 @@ PortMapping port_from_json(const nlohmann::json& j) {
 std::vector<PortMapping> PortRegistry::claim(const std::string& container_id,
                                              const std::vector<PortMapping>& ports) {
   if (ports.empty()) return {};
-  LockedJsonFile file(file_);
+  LockedJsonFile file(file_, LockedJsonFile::Durability::kLiveState);
   nlohmann::json& published = file.data()["containers"];
   if (!published.is_object()) published = nlohmann::json::object();
 
@@ -124,8 +124,17 @@ std::vector<PortMapping> PortRegistry::claim(const std::string& container_id,
   return resolved;
 }
 
+std::vector<PortMapping> PortRegistry::recorded(const std::string& container_id) {
+  LockedJsonFile file(file_, LockedJsonFile::Durability::kLiveState);
+  nlohmann::json& published = file.data()["containers"];
+  std::vector<PortMapping> ports;
+  if (published.is_object() && published.contains(container_id))
+    for (const auto& entry : published[container_id]) ports.push_back(port_from_json(entry));
+  return ports;
+}
+
 void PortRegistry::release(const std::string& container_id) {
-  LockedJsonFile file(file_);
+  LockedJsonFile file(file_, LockedJsonFile::Durability::kLiveState);
   nlohmann::json& published = file.data()["containers"];
   if (!published.is_object() || !published.contains(container_id)) return;
   published.erase(container_id);

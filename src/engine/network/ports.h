@@ -19,6 +19,8 @@ class PortRegistry {
   std::vector<PortMapping> claim(const std::string& container_id,
                                  const std::vector<PortMapping>& ports);
   void release(const std::string& container_id);
+  // The ports recorded for the container (what its NAT rules are).
+  std::vector<PortMapping> recorded(const std::string& container_id);
 
  private:
   std::string file_;
