@@ -8,12 +8,11 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cryo=${CRYO:-$here/build/src/cli/cryo}
 tarball=${BUSYBOX_TAR:-${CRYO_BUILD_DIR:-$here/build}/busybox-rootfs.tar}
 
-if "$cryo" "$@" image inspect localhost/busybox:latest >/dev/null 2>&1; then
+if "$cryo" "$@" image exists localhost/busybox:latest; then
   exit 0
 fi
 if [[ ! -s $tarball ]]; then
   mkdir -p "$(dirname "$tarball")"
   bash "$here/scripts/build-busybox-image.sh" "$tarball" >/dev/null
 fi
-"$cryo" "$@" import --change 'CMD ["sh"]' "$tarball" localhost/busybox:latest >/dev/null 2>&1 ||
-  "$cryo" "$@" import --change 'CMD ["sh"]' "$tarball" localhost/busybox:latest >/dev/null
+"$cryo" "$@" import -q --change 'CMD ["sh"]' "$tarball" localhost/busybox:latest >/dev/null

@@ -39,6 +39,13 @@ expect_eq "$(cryo image ls --format json | python3 -c \
   'import json,sys; i=json.load(sys.stdin)[0]; print(i["Id"], i["Names"][0])')" \
   "$id localhost/busybox:latest" "image ls --format json"
 
+expect_eq "$(cryo images --format '{{.Repository}}:{{.Tag}} {{.ID}}')" "localhost/busybox:latest ${id:0:12}" \
+  "images --format template"
+expect_eq "$(cryo images --format 'table {{.Repository}}\t{{.Tag}}' | head -1)" "REPOSITORY         TAG" \
+  "images --format table header"
+expect_eq "$(cryo image inspect --format '{{.Config.Cmd}} {{json .RootFS.Type}} {{.Os}}' busybox)" \
+  '[sh] "layers" linux' "image inspect --format template"
+
 # --- inspect ---
 cryo image inspect localhost/busybox:latest >"$tmp/inspect.json"
 python3 - "$tmp/inspect.json" "$id" "$tmp/root" <<'EOF'
@@ -64,8 +71,9 @@ layer_dir=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[0]["
 
 # --- save (docker-archive) -> rmi -> load ---
 cryo save -o "$tmp/busybox-docker.tar" busybox
-tar -tf "$tmp/busybox-docker.tar" | grep -qx manifest.json || fail "docker-archive has no manifest.json"
-tar -tf "$tmp/busybox-docker.tar" | grep -qx "$id.json" || fail "docker-archive has no config"
+members=$(tar -tf "$tmp/busybox-docker.tar")
+grep -qx manifest.json <<<"$members" || fail "docker-archive has no manifest.json"
+grep -qx "$id.json" <<<"$members" || fail "docker-archive has no config"
 out=$(cryo rmi busybox)
 expect_eq "$out" $'Untagged: localhost/busybox:latest\nDeleted: '"$id" "rmi output"
 [[ ! -e $tmp/root/layers/$layer_dir ]] || fail "rmi left the layer dir"
@@ -76,12 +84,73 @@ expect_eq "$(cryo images -q --no-trunc)" "sha256:$id" "ID after docker-archive r
 
 # --- oci-archive round trip through `image` subcommands ---
 cryo image save --format oci-archive -o "$tmp/busybox-oci.tar" localhost/busybox
+members=$(tar -tf "$tmp/busybox-oci.tar")
 for member in oci-layout index.json "blobs/sha256/$id"; do
-  tar -tf "$tmp/busybox-oci.tar" | grep -qx "$member" || fail "oci-archive lacks $member"
+  grep -qx "$member" <<<"$members" || fail "oci-archive lacks $member"
 done
 cryo image rm "${id:0:8}" >/dev/null
 cryo image load -q -i "$tmp/busybox-oci.tar" >/dev/null
 expect_eq "$(cryo images -q --no-trunc)" "sha256:$id" "ID after oci-archive round trip"
+
+# --- save to a pipe, load from stdin, image exists ---
+cryo save busybox | cryo load -q >/dev/null
+cryo image exists busybox || fail "image exists busybox"
+if cryo image exists nosuch; then fail "image exists nosuch"; fi
+cryo save --format oci-archive busybox >"$tmp/piped-oci.tar"
+cryo rmi busybox >/dev/null
+cryo load <"$tmp/piped-oci.tar" >/dev/null 2>&1
+expect_eq "$(cryo images -q --no-trunc)" "sha256:$id" "ID after save to stdout / load from stdin"
+
+# --- an OCI layout with a gzip-compressed layer (blob digest != diff_id) ---
+mkdir -p "$tmp/oci/blobs/sha256" "$tmp/ocirootfs/etc"
+echo "from oci" >"$tmp/ocirootfs/etc/motd"
+tar -C "$tmp/ocirootfs" -cf "$tmp/ocilayer.tar" etc
+diff_id=$(sha256sum "$tmp/ocilayer.tar" | cut -d' ' -f1)
+gzip -c "$tmp/ocilayer.tar" >"$tmp/ocilayer.tar.gz"
+blob=$(sha256sum "$tmp/ocilayer.tar.gz" | cut -d' ' -f1)
+cp "$tmp/ocilayer.tar.gz" "$tmp/oci/blobs/sha256/$blob"
+printf '{"architecture":"amd64","os":"linux","config":{"Cmd":["cat","/etc/motd"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
+  "$diff_id" >"$tmp/oci/config"
+config=$(sha256sum "$tmp/oci/config" | cut -d' ' -f1)
+mv "$tmp/oci/config" "$tmp/oci/blobs/sha256/$config"
+printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%d},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:%s","size":%d}]}' \
+  "$config" "$(stat -c %s "$tmp/oci/blobs/sha256/$config")" "$blob" "$(stat -c %s "$tmp/ocilayer.tar.gz")" \
+  >"$tmp/oci/manifest"
+manifest=$(sha256sum "$tmp/oci/manifest" | cut -d' ' -f1)
+mv "$tmp/oci/manifest" "$tmp/oci/blobs/sha256/$manifest"
+echo '{"imageLayoutVersion":"1.0.0"}' >"$tmp/oci/oci-layout"
+printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%d,"annotations":{"org.opencontainers.image.ref.name":"quay.io/cryo/motd:v1"}}]}' \
+  "$manifest" "$(stat -c %s "$tmp/oci/blobs/sha256/$manifest")" >"$tmp/oci/index.json"
+tar -C "$tmp/oci" -czf "$tmp/oci.tar.gz" .
+expect_eq "$(cryo load -i "$tmp/oci.tar.gz" 2>/dev/null)" "Loaded image: quay.io/cryo/motd:v1" "OCI gzip load"
+expect_eq "$(cryo image inspect quay.io/cryo/motd:v1 | python3 -c \
+  'import json,sys; i=json.load(sys.stdin)[0]; print(i["Id"], i["RootFS"]["Layers"][0])')" \
+  "$config sha256:$diff_id" "OCI image id and diff_id"
+expect_eq "$(cat "$tmp/root/layers/$diff_id/diff/etc/motd")" "from oci" "OCI layer content"
+cryo rmi motd:v1 >/dev/null
+
+# --- compressed rootfs tarballs share the layer; concurrent imports are safe (flock) ---
+gzip -c "$tmp/busybox.tar" >"$tmp/busybox.tar.gz"
+pids=()
+for n in 1 2 3 4; do
+  cryo import -c "ENV N=$n" -c 'CMD ["sh", "-c", "echo hi"]' "$tmp/busybox.tar.gz" "par:$n" \
+    >"$tmp/par$n.out" 2>/dev/null &
+  pids+=($!)
+done
+for pid in "${pids[@]}"; do wait "$pid" || fail "a parallel import failed"; done
+for n in 1 2 3 4; do
+  cryo image inspect "par:$n" | python3 -c '
+import json, sys
+(img,) = json.load(sys.stdin)
+assert "N=%s" % sys.argv[1] in img["Config"]["Env"], img["Config"]
+assert img["Config"]["Cmd"] == ["sh", "-c", "echo hi"], img["Config"]
+assert img["Id"] == open(sys.argv[2]).read().strip(), "import did not print the ID"
+' "$n" "$tmp/par$n.out" || fail "par:$n"
+done
+expect_eq "$(ls "$tmp/root/layers")" "$layer_dir" "layers after gzip imports (one shared layer)"
+expect_eq "$(cryo images -q | wc -l)" 5 "image count after parallel imports"
+cryo rmi par:1 par:2 par:3 par:4 >/dev/null
+expect_eq "$(ls "$tmp/root/layers")" "$layer_dir" "busybox layer kept while busybox uses it"
 
 # --- a two-layer docker-archive whose upper layer whites out a file; overlayfs must hide it ---
 mkdir -p "$tmp/l1/etc" "$tmp/l1/data" "$tmp/l2/etc" "$tmp/l2/data" "$tmp/arch"
@@ -151,6 +220,13 @@ set -e
 expect_eq "$rc" 2 "rmi of an image in use"
 expect_eq "$err" "Error: image used by abc123: image is in use by a container" "rmi in use message"
 rm -rf "$tmp/root/containers/abc123"
+
+# --- prune removes unnamed images only (without -a) ---
+unnamed=$(cryo import -q "$tmp/busybox.tar.gz")
+expect_eq "$(cryo images -q --no-trunc --filter dangling=true)" "sha256:$unnamed" "images --filter dangling"
+expect_eq "$(cryo images -q --filter 'reference=busy*')" "${id:0:12}" "images --filter reference"
+expect_eq "$(cryo image prune -f)" "$unnamed" "image prune output"
+cryo image exists busybox || fail "prune removed a named image"
 
 cryo rmi -a >/dev/null
 [[ -z $(ls "$tmp/root/layers") ]] || fail "rmi -a left layers: $(ls "$tmp/root/layers")"

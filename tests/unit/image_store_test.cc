@@ -2,6 +2,7 @@
 #include "engine/image/image_store.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <filesystem>
 
@@ -213,6 +214,39 @@ TEST(ImageStore, ImageUsedByAContainerIsNotRemoved) {
   EXPECT_FALSE(f.store.find("busybox").has_value());
 }
 
+TEST(ImageStore, CommitLayerStacksOnTheBaseImage) {
+  StoreFixture f;
+  engine::ImageRecord base = f.import("busybox", {R"(CMD ["sh"])", "ENV A=1"});
+  // A rootfs diff as an overlay upper dir holds it: a new file and a whiteout.
+  std::string upper = f.tmp / "upper";
+  fs::mkdir_p(upper + "/etc");
+  fs::write_file(upper + "/etc/added", "new");
+  ASSERT_EQ(::mknod((upper + "/etc/passwd").c_str(), S_IFCHR | 0, 0), 0);
+  std::string diff = f.tmp / "diff.tar";
+  storage::CreateOptions create;
+  create.overlay_whiteouts_to_oci = true;
+  storage::create_tar(upper, diff, create);
+
+  engine::ImageRecord committed = f.store.commit_layer("busybox", diff, {{"ENV B=2"}, "", "snap"});
+  ASSERT_EQ(committed.layer_digests.size(), 2u);
+  EXPECT_EQ(committed.layer_digests[0], base.layer_digests[0]);
+  EXPECT_EQ(committed.names, std::vector<std::string>{"localhost/snap:latest"});
+  EXPECT_EQ(committed.config.cmd, std::vector<std::string>{"sh"});
+  EXPECT_EQ(committed.config.env, (std::vector<std::string>{"A=1", "B=2"}));
+  EXPECT_EQ(committed.size, base.size + 3);
+  std::vector<std::string> dirs = f.store.layer_dirs(committed);
+  ASSERT_EQ(dirs.size(), 2u);
+  EXPECT_EQ(fs::read_file(dirs[1] + "/etc/added"), "new");
+  struct stat st;
+  ASSERT_EQ(::lstat((dirs[1] + "/etc/passwd").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISCHR(st.st_mode));
+
+  f.store.remove("busybox", false);
+  EXPECT_TRUE(path_exists(dirs[0]));  // still a layer of snap
+  f.store.remove("snap", false);
+  EXPECT_EQ(count_entries(f.paths.layers_dir()), 0);
+}
+
 TEST(ImageStore, SaveLoadRoundTripKeepsTheImageId) {
   for (auto format : {engine::ArchiveFormat::kDockerArchive, engine::ArchiveFormat::kOciArchive}) {
     StoreFixture f;
@@ -285,6 +319,99 @@ TEST(ImageStore, LayerStorePrepareMismatchLeavesNothing) {
   std::string wrong = "sha256:" + std::string(64, '0');
   EXPECT_THROW(layers.prepare(f.rootfs, wrong), Error);
   EXPECT_EQ(count_entries(f.paths.layers_dir()), 0);
+}
+
+}  // namespace
+}  // namespace cryo
+
+namespace cryo {
+namespace {
+
+// An OCI archive whose "blobs" is a symlink to a host directory must not make load read there,
+// even when the host file's digest is the one the index names.
+TEST(ImageStore, LoadDoesNotFollowSymlinksInTheArchive) {
+  StoreFixture f;
+  std::string host_dir = f.tmp / "host";
+  std::string manifest = R"({"schemaVersion":2,"config":{"digest":"sha256:x"},"layers":[]})";
+  std::string digest = storage::sha256_hex(manifest);
+  fs::mkdir_p(host_dir + "/sha256");
+  fs::write_file(host_dir + "/sha256/" + digest, manifest);
+  std::string index =
+      nlohmann::json{{"schemaVersion", 2},
+                     {"manifests", nlohmann::json::array({{{"digest", "sha256:" + digest}}})}}
+          .dump();
+  std::string archive = f.tmp / "evil-oci.tar";
+  write_tar(archive, {{.path = "oci-layout", .data = R"({"imageLayoutVersion":"1.0.0"})"},
+                      {.path = "index.json", .data = index},
+                      {.path = "blobs", .type = AE_IFLNK, .perm = 0777, .link = host_dir}});
+  try {
+    f.store.load(archive);
+    FAIL() << "load followed the blobs symlink";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("blobs is not a directory"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_TRUE(f.store.list().empty());
+}
+
+}  // namespace
+}  // namespace cryo
+
+namespace cryo {
+namespace {
+
+// A multi-platform OCI index: only the linux/amd64 manifest is loaded (the arm64 one names blobs
+// the archive does not even contain).
+TEST(ImageStore, LoadPicksLinuxAmd64FromAnImageIndex) {
+  StoreFixture f;
+  std::string layer = fs::read_file(f.rootfs);
+  std::string layer_digest = storage::sha256_hex(layer);
+  std::string config =
+      nlohmann::json{
+          {"architecture", "amd64"},
+          {"os", "linux"},
+          {"config", {{"Cmd", nlohmann::json::array({"hello"})}}},
+          {"rootfs",
+           {{"type", "layers"}, {"diff_ids", nlohmann::json::array({"sha256:" + layer_digest})}}}}
+          .dump();
+  std::string config_digest = storage::sha256_hex(config);
+  std::string manifest =
+      nlohmann::json{
+          {"schemaVersion", 2},
+          {"config", {{"digest", "sha256:" + config_digest}, {"size", config.size()}}},
+          {"layers",
+           nlohmann::json::array({{{"digest", "sha256:" + layer_digest}, {"size", layer.size()}}})}}
+          .dump();
+  std::string manifest_digest = storage::sha256_hex(manifest);
+  nlohmann::json platforms =
+      nlohmann::json::array({{{"digest", "sha256:" + std::string(64, 'a')},
+                              {"platform", {{"os", "linux"}, {"architecture", "arm64"}}}},
+                             {{"digest", "sha256:" + manifest_digest},
+                              {"platform", {{"os", "linux"}, {"architecture", "amd64"}}}}});
+  std::string image_index = nlohmann::json{{"schemaVersion", 2}, {"manifests", platforms}}.dump();
+  std::string image_index_digest = storage::sha256_hex(image_index);
+  std::string index =
+      nlohmann::json{
+          {"schemaVersion", 2},
+          {"manifests",
+           nlohmann::json::array(
+               {{{"mediaType", "application/vnd.oci.image.index.v1+json"},
+                 {"digest", "sha256:" + image_index_digest},
+                 {"annotations", {{"org.opencontainers.image.ref.name", "quay.io/x/multi:1"}}}}})}}
+          .dump();
+  std::string archive = f.tmp / "multi.tar";
+  write_tar(archive, {{.path = "oci-layout", .data = R"({"imageLayoutVersion":"1.0.0"})"},
+                      {.path = "index.json", .data = index},
+                      {.path = "blobs/sha256/" + image_index_digest, .data = image_index},
+                      {.path = "blobs/sha256/" + manifest_digest, .data = manifest},
+                      {.path = "blobs/sha256/" + config_digest, .data = config},
+                      {.path = "blobs/sha256/" + layer_digest, .data = layer}});
+  std::vector<engine::ImageRecord> loaded = f.store.load(archive);
+  ASSERT_EQ(loaded.size(), 1u);
+  EXPECT_EQ(loaded[0].id, config_digest);
+  EXPECT_EQ(loaded[0].names, std::vector<std::string>{"quay.io/x/multi:1"});
+  EXPECT_EQ(loaded[0].config.cmd, std::vector<std::string>{"hello"});
+  EXPECT_EQ(f.store.resolve("multi:1").id, config_digest);
 }
 
 }  // namespace

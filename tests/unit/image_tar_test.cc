@@ -185,6 +185,21 @@ TEST(ImageTar, OciWhiteoutsBecomeOverlayWhiteoutsAndBack) {
   EXPECT_TRUE(path_exists(plain.dest + "/etc/.wh.removed.conf"));
 }
 
+TEST(ImageTar, OverlayXattrsFromArchivesAreDropped) {
+  ExtractFixture f;
+  write_tar(f.tar, {{.path = "d",
+                     .type = AE_IFDIR,
+                     .perm = 0755,
+                     .xattrs = {{"trusted.overlay.redirect", "/etc"}, {"user.kept", "1"}}}});
+  ExtractOptions options;
+  options.oci_whiteouts = true;
+  extract_tar(f.tar, f.dest, options);
+  char value[16];
+  EXPECT_LT(::getxattr((f.dest + "/d").c_str(), "trusted.overlay.redirect", value, sizeof value),
+            0);
+  EXPECT_EQ(::getxattr((f.dest + "/d").c_str(), "user.kept", value, sizeof value), 1);
+}
+
 TEST(ImageTar, CreateThenExtractRoundTripsATree) {
   ExtractFixture f;
   write_tar(f.tar, {{.path = "a/b/c", .perm = 0600, .data = "hello", .uid = 3, .gid = 4},

@@ -2,6 +2,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstdio>
+#include <ctime>
 
 #include "common/error.h"
 #include "common/strings.h"
@@ -266,6 +267,17 @@ std::string human_duration_since(int64_t then_seconds, int64_t now_seconds) {
     text = std::to_string(hours / 24 / 365) + " years";
   }
   return text + " ago";
+}
+
+std::string rfc3339_time(int64_t seconds, long nanos) {
+  time_t t = static_cast<time_t>(seconds);
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  char buf[64];
+  int n = std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
+                        tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+  if (nanos != 0) std::snprintf(buf + n, sizeof buf - static_cast<size_t>(n), ".%09ld", nanos);
+  return std::string(buf) + "Z";
 }
 
 std::string human_size(uint64_t bytes) {

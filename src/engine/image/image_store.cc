@@ -25,18 +25,8 @@ constexpr const char* kManifestMediaType = "application/vnd.oci.image.manifest.v
 constexpr const char* kConfigMediaType = "application/vnd.oci.image.config.v1+json";
 constexpr const char* kLayerMediaType = "application/vnd.oci.image.layer.v1.tar";
 
-std::string rfc3339(int64_t seconds, long nanos) {
-  time_t t = static_cast<time_t>(seconds);
-  struct tm tm;
-  gmtime_r(&t, &tm);
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%09ldZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, nanos);
-  return buf;
-}
-
 // Seconds of an RFC 3339 time ("2024-05-01T10:00:00.5+02:00"); 0 when it does not parse.
-int64_t parse_rfc3339(const std::string& text) {
+int64_t parse_rfc3339_time(const std::string& text) {
   struct tm tm = {};
   int consumed = 0;
   if (std::sscanf(text.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
@@ -58,6 +48,22 @@ int64_t parse_rfc3339(const std::string& text) {
 
 bool is_hex(const std::string& s) {
   return !s.empty() && s.find_first_not_of("0123456789abcdef") == std::string::npos;
+}
+
+// A name without a registry ("busybox", "org/app:1"), valid as a reference.
+bool is_short_name(const std::string& ref) {
+  try {
+    return normalize_image_name(ref, "example.invalid") != normalize_image_name(ref);
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+// Whether a stored full name ends with the repository path and tag of a normalized short name.
+bool short_name_matches(const std::string& full_name, const std::string& normalized_short) {
+  std::string wanted = normalized_short.substr(normalized_short.find('/') + 1);
+  std::string rest = full_name.substr(full_name.find('/') + 1);
+  return rest == wanted || (rest.size() > wanted.size() && rest.ends_with("/" + wanted));
 }
 
 // "sha256:abc" -> "abc" when it is hex; otherwise unchanged.
@@ -104,10 +110,19 @@ std::string archive_member(const std::string& root, const std::string& name) {
   if (name.empty() || name[0] == '/') throw Error("archive names invalid member \"" + name + "\"");
   for (const std::string& c : split(name, '/'))
     if (c == "..") throw Error("archive names invalid member \"" + name + "\"");
-  std::string path = root + "/" + name;
-  struct stat st;
-  if (::lstat(path.c_str(), &st) < 0) throw_errno("archive member " + name);
-  if (!S_ISREG(st.st_mode)) throw Error("archive member " + name + " is not a regular file");
+  // No component may be a symlink: the archive could point "blobs" at any host directory.
+  std::string path = root;
+  std::vector<std::string> comps = split(name, '/');
+  for (size_t i = 0; i < comps.size(); ++i) {
+    if (comps[i].empty() || comps[i] == ".") continue;
+    path += "/" + comps[i];
+    struct stat st;
+    if (::lstat(path.c_str(), &st) < 0) throw_errno("archive member " + name);
+    bool last = i + 1 == comps.size();
+    if (last ? !S_ISREG(st.st_mode) : !S_ISDIR(st.st_mode))
+      throw Error("archive member " + name + ": " + comps[i] +
+                  (last ? " is not a regular file" : " is not a directory"));
+  }
   return path;
 }
 
@@ -156,7 +171,8 @@ struct PendingImage {
 class ImageStore::Lock {
  public:
   Lock(const StorePaths& paths, bool exclusive) {
-    fs::mkdir_p(paths.root, 0700);
+    if (!fs::exists(paths.root))
+      fs::mkdir_p(paths.root, 0700);  // keep the mode of an existing root
     std::string path = paths.root + "/storage.lock";
     fd_ = fs::open_or_throw(path, O_RDWR | O_CREAT, 0600);
     while (::flock(fd_.get(), exclusive ? LOCK_EX : LOCK_SH) < 0) {
@@ -227,18 +243,12 @@ std::optional<ImageRecord> ImageStore::find_locked(const std::string& ref) const
     for (const ImageRecord& image : images)
       if (std::find(image.names.begin(), image.names.end(), *normalized) != image.names.end())
         return image;
-    // A short name also matches the same repository in any registry ("busybox" finds
-    // "docker.io/library/busybox:latest"), as Podman's short-name lookup of local images does.
-    bool short_name = ref.find('/') == std::string::npos ||
-                      normalize_image_name(ref, "example.invalid") != *normalized;
-    if (short_name) {
-      std::string path_and_tag = normalized->substr(normalized->find('/') + 1);
+    // A short name also matches the same repository in any registry or namespace ("busybox"
+    // finds "docker.io/library/busybox:latest", "motd:v1" finds "quay.io/cryo/motd:v1").
+    if (is_short_name(ref))
       for (const ImageRecord& image : images)
-        for (const std::string& name : image.names) {
-          std::string rest = name.substr(name.find('/') + 1);
-          if (rest == path_and_tag || rest == "library/" + path_and_tag) return image;
-        }
-    }
+        for (const std::string& name : image.names)
+          if (short_name_matches(name, *normalized)) return image;
   }
   if (is_hex(bare)) {
     std::vector<const ImageRecord*> matches;
@@ -262,6 +272,14 @@ ImageRecord ImageStore::resolve(const std::string& ref) const {
   std::optional<ImageRecord> found = find(ref);
   if (!found) throw ExitCodeError(ref + ": image not known", 125);
   return *found;
+}
+
+void ImageStore::with_image(const std::string& ref,
+                            const std::function<void(const ImageRecord&)>& fn) const {
+  Lock lock(paths_, false);
+  std::optional<ImageRecord> found = find_locked(ref);
+  if (!found) throw ExitCodeError(ref + ": image not known", 125);
+  fn(*found);
 }
 
 std::vector<std::string> ImageStore::layer_dirs(const ImageRecord& image) const {
@@ -297,7 +315,7 @@ ImageRecord ImageStore::add_image_locked(const std::string& config_bytes,
   record.id = storage::sha256_hex(config_bytes);
   record.layer_digests = diff_ids_of(config);
   record.created = config.contains("created") && config["created"].is_string()
-                       ? parse_rfc3339(config["created"].get<std::string>())
+                       ? parse_rfc3339_time(config["created"].get<std::string>())
                        : 0;
   record.size = size;
   record.config = image_config_from_oci(config);
@@ -326,34 +344,70 @@ ImageRecord ImageStore::add_image_locked(const std::string& config_bytes,
 
 ImageRecord ImageStore::import_rootfs(const std::string& tarball, const ImportOptions& options) {
   return with_context("import " + tarball, [&] {
-    std::string name;
-    if (!options.reference.empty()) name = normalize_image_name(options.reference);
-    storage::LayerStore layers(paths_);
-    storage::PreparedLayer layer = layers.prepare(tarball, std::nullopt);
-
-    timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    std::string created = rfc3339(now.tv_sec, now.tv_nsec);
-    nlohmann::json config = {
-        {"created", created},
-        {"architecture", "amd64"},
-        {"os", "linux"},
-        {"config", nlohmann::json::object()},
-        {"rootfs", {{"type", "layers"}, {"diff_ids", {layer.diff_id()}}}},
-        {"history", {{{"created", created}, {"created_by", "cryo import " + tarball}}}}};
-    if (!options.message.empty()) config["history"][0]["comment"] = options.message;
-    for (const std::string& change : options.changes) apply_image_change(config, change);
-    std::string bytes = config.dump();
-
-    Lock lock(paths_, true);
-    uint64_t size = layer.size();
-    layers.commit(layer);
-    return add_image_locked(
-        bytes, name.empty() ? std::vector<std::string>{} : std::vector<std::string>{name}, size);
+    return add_layer_image("", tarball, options, "cryo import " + tarball);
   });
 }
 
+ImageRecord ImageStore::commit_layer(const std::string& base_ref, const std::string& layer_tar,
+                                     const ImportOptions& options) {
+  return with_context("commit " + layer_tar,
+                      [&] { return add_layer_image(base_ref, layer_tar, options, "cryo commit"); });
+}
+
+ImageRecord ImageStore::add_layer_image(const std::string& base_ref, const std::string& tarball,
+                                        const ImportOptions& options,
+                                        const std::string& created_by) {
+  std::string name;
+  if (!options.reference.empty()) name = normalize_image_name(options.reference);
+  nlohmann::json config = {{"architecture", "amd64"},
+                           {"os", "linux"},
+                           {"config", nlohmann::json::object()},
+                           {"rootfs", {{"type", "layers"}, {"diff_ids", nlohmann::json::array()}}},
+                           {"history", nlohmann::json::array()}};
+  std::optional<ImageRecord> base;
+  if (!base_ref.empty()) {
+    base = resolve(base_ref);
+    config = nlohmann::json::parse(config_bytes(*base));
+    if (!config.contains("history") || !config["history"].is_array())
+      config["history"] = nlohmann::json::array();
+  }
+  storage::LayerStore layers(paths_);
+  storage::PreparedLayer layer = layers.prepare(tarball, std::nullopt);
+
+  timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  std::string created = rfc3339_time(now.tv_sec, now.tv_nsec);
+  config["created"] = created;
+  config["rootfs"]["diff_ids"].push_back(layer.diff_id());
+  nlohmann::json history = {{"created", created}, {"created_by", created_by}};
+  if (!options.message.empty()) history["comment"] = options.message;
+  config["history"].push_back(history);
+  for (const std::string& change : options.changes) apply_image_change(config, change);
+  std::string bytes = config.dump();
+
+  Lock lock(paths_, true);
+  uint64_t size = layer.size();
+  if (base) {
+    // The base was resolved without the lock: an rmi may have removed its layers since.
+    for (const std::string& digest : base->layer_digests)
+      if (!layers.exists(digest))
+        throw Error("base image " + base_ref + " was removed while committing");
+    size += base->size;
+  }
+  layers.commit(layer);
+  return add_image_locked(
+      bytes, name.empty() ? std::vector<std::string>{} : std::vector<std::string>{name}, size);
+}
+
 std::vector<ImageRecord> ImageStore::load(const std::string& archive_path) {
+  try {
+    return load_archive(archive_path);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error("load " + archive_path + ": malformed image archive: " + e.what());
+  }
+}
+
+std::vector<ImageRecord> ImageStore::load_archive(const std::string& archive_path) {
   return with_context("load " + archive_path, [&] {
     TempDir temp(paths_.root + "/tmp");
     storage::ExtractOptions plain;
@@ -377,7 +431,7 @@ std::vector<ImageRecord> ImageStore::load(const std::string& archive_path) {
       std::vector<nlohmann::json> descriptors(index.at("manifests").begin(),
                                               index.at("manifests").end());
       for (size_t d = 0; d < descriptors.size(); ++d) {
-        const nlohmann::json& desc = descriptors[d];
+        const nlohmann::json desc = descriptors[d];  // a copy: the loop appends to the vector
         std::string media = desc.value("mediaType", std::string(kManifestMediaType));
         nlohmann::json doc =
             nlohmann::json::parse(fs::read_file(verified_blob(root, desc.at("digest"))));
@@ -461,7 +515,10 @@ void ImageStore::save(const std::string& ref, const std::string& out_path,
   with_context("save " + ref + " to " + out_path, [&] {
     storage::LayerStore layers(paths_);
     std::string config = config_bytes(image);
-    std::string temp_out = out_path + ".tmp-" + random_hex(4);
+    // A regular file is replaced atomically; anything else (/dev/null, a fifo) is written to.
+    struct stat st;
+    bool direct = ::stat(out_path.c_str(), &st) == 0 && !S_ISREG(st.st_mode);
+    std::string temp_out = direct ? out_path : out_path + ".tmp-" + random_hex(4);
     try {
       storage::TarBuilder tar(temp_out);
       if (format == ArchiveFormat::kDockerArchive) {
@@ -504,10 +561,10 @@ void ImageStore::save(const std::string& ref, const std::string& out_path,
           tar.add_file("blobs/sha256/" + storage::digest_hex(layer), layers.tar_path(layer));
       }
       tar.close();
-      if (::rename(temp_out.c_str(), out_path.c_str()) < 0)
+      if (!direct && ::rename(temp_out.c_str(), out_path.c_str()) < 0)
         throw_errno("rename " + temp_out + " to " + out_path);
     } catch (...) {
-      ::unlink(temp_out.c_str());
+      if (!direct) ::unlink(temp_out.c_str());
       throw;
     }
   });
@@ -555,27 +612,60 @@ void ImageStore::delete_image_locked(const ImageRecord& record) {
   for (const ImageRecord& other : list_locked())
     still_used.insert(other.layer_digests.begin(), other.layer_digests.end());
   storage::LayerStore layers(paths_);
-  for (const std::string& layer : record.layer_digests)
-    if (!still_used.count(layer)) layers.remove(layer);
+  // Under the lock every complete layer belongs to an image (commit and record happen under the
+  // same lock), so unreferenced ones, e.g. left by a crash between the two, are garbage too.
+  // ".tmp-" directories are not: another command may be unpacking into one right now.
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(paths_.layers_dir(), ec))
+    names.push_back(entry.path().filename().string());
+  for (const std::string& name : names) {
+    if (storage::is_sha256_hex(name) && !still_used.count("sha256:" + name))
+      layers.remove("sha256:" + name);
+    else if (starts_with(name, ".rm-"))
+      fs::remove_all(paths_.layers_dir() + "/" + name);
+  }
 }
 
+namespace {
+// The name of `image` that `ref` designates, if `ref` is a name rather than an ID.
+std::optional<std::string> name_matching(const ImageRecord& image, const std::string& ref) {
+  std::string normalized;
+  try {
+    normalized = normalize_image_name(ref);
+  } catch (const Error&) {
+    return std::nullopt;
+  }
+  for (const std::string& n : image.names)
+    if (n == normalized) return n;
+  if (is_short_name(ref))
+    for (const std::string& n : image.names)
+      if (short_name_matches(n, normalized)) return n;
+  return std::nullopt;
+}
+}  // namespace
+
 RemoveResult ImageStore::remove(const std::string& ref, bool force) {
+  if (force && container_remover_) {
+    // Containers go first, without our lock: removing them may need the image store again, and
+    // a second flock on another descriptor of this process would wait for us forever.
+    std::vector<std::string> users;
+    {
+      Lock lock(paths_, false);
+      std::optional<ImageRecord> found = find_locked(ref);
+      bool untag_only = found && found->names.size() > 1 && name_matching(*found, ref);
+      if (found && !untag_only) users = containers_using(found->id);
+    }
+    for (const std::string& container : users) container_remover_(container);
+  }
+
   Lock lock(paths_, true);
   std::optional<ImageRecord> found = find_locked(ref);
   if (!found) throw ExitCodeError(ref + ": image not known", 1);
   ImageRecord image = *found;
   RemoveResult result;
 
-  std::optional<std::string> name;
-  try {
-    std::string normalized = normalize_image_name(ref);
-    for (const std::string& n : image.names)
-      if (n == normalized ||
-          n.substr(n.find('/') + 1) == normalized.substr(normalized.find('/') + 1) ||
-          n.substr(n.find('/') + 1) == "library/" + normalized.substr(normalized.find('/') + 1))
-        name = n;
-  } catch (const Error&) {
-  }
+  std::optional<std::string> name = name_matching(image, ref);
   if (name && image.names.size() > 1) {
     std::erase(image.names, *name);
     write_record(image);
@@ -591,15 +681,28 @@ RemoveResult ImageStore::remove(const std::string& ref, bool force) {
   if (!users.empty()) {
     if (!force)
       throw ExitCodeError("image used by " + users.front() + ": image is in use by a container", 2);
-    if (!container_remover_)
-      throw ExitCodeError(
-          "not supported yet: rmi --force of an image in use by container " + users.front(), 2);
-    for (const std::string& container : users) container_remover_(container);
+    throw ExitCodeError(
+        container_remover_
+            ? "image used by " + users.front() +
+                  ": a container using the image appeared during removal"
+            : "not supported yet: rmi --force of an image in use by container " + users.front(),
+        2);
   }
   delete_image_locked(image);
   result.untagged = image.names;
   result.deleted = image.id;
   return result;
+}
+
+std::vector<std::string> ImageStore::prune(bool all) {
+  Lock lock(paths_, true);
+  std::vector<std::string> pruned;
+  for (const ImageRecord& image : list_locked()) {
+    if ((!all && !image.names.empty()) || !containers_using(image.id).empty()) continue;
+    delete_image_locked(image);
+    pruned.push_back(image.id);
+  }
+  return pruned;
 }
 
 nlohmann::json ImageStore::inspect(const ImageRecord& image) const {
@@ -621,7 +724,7 @@ nlohmann::json ImageStore::inspect(const ImageRecord& image) const {
       {"RepoDigests", repo_digests},
       {"Parent", ""},
       {"Comment", comment},
-      {"Created", config.value("created", rfc3339(image.created, 0))},
+      {"Created", config.value("created", rfc3339_time(image.created, 0))},
       {"Config", config.value("config", nlohmann::json::object())},
       {"Version", ""},
       {"Author", config.value("author", "")},

@@ -59,6 +59,8 @@ ImageConfig image_config_from_oci(const nlohmann::json& oci_config);
 // "2 minutes ago" (Docker's units.HumanDuration) and "4.53 MB" (HumanSize, decimal units).
 std::string human_duration_since(int64_t then_seconds, int64_t now_seconds);
 std::string human_size(uint64_t bytes);
+// "2024-05-01T10:00:00Z", with ".nnnnnnnnn" before the Z when nanos is not 0.
+std::string rfc3339_time(int64_t seconds, long nanos = 0);
 
 enum class ArchiveFormat { kDockerArchive, kOciArchive };
 
@@ -80,6 +82,10 @@ class ImageStore {
   // "sha256:". Throws ExitCodeError(125) with Podman's "NAME: image not known" when there is none.
   ImageRecord resolve(const std::string& ref) const;
   std::optional<ImageRecord> find(const std::string& ref) const;
+  // Resolves `ref` and runs fn while holding the store lock shared, so that no `rmi` can remove
+  // the image meanwhile: the runtime writes its container record (naming image_id) inside fn.
+  // fn may call the other const methods (shared locks do not conflict) but not modify images.
+  void with_image(const std::string& ref, const std::function<void(const ImageRecord&)>& fn) const;
   // Unpacked layer directories, lowest first, for overlayfs lowerdir (which wants highest first).
   std::vector<std::string> layer_dirs(const ImageRecord& image) const;
   // Newest first.
@@ -87,6 +93,11 @@ class ImageStore {
 
   // A rootfs tarball (plain, gzip, zstd...) as a one-layer image.
   ImageRecord import_rootfs(const std::string& tarball, const ImportOptions& options);
+  // A new image: the layers of `base_ref` (none when empty) plus the layer tar (e.g. a container's
+  // rootfs diff from storage::create_tar with overlay_whiteouts_to_oci), the base's config with
+  // `options.changes` applied. For `commit`.
+  ImageRecord commit_layer(const std::string& base_ref, const std::string& layer_tar,
+                           const ImportOptions& options);
   // docker-archive or OCI layout tarball; every layer digest is verified, a mismatch loads
   // nothing. Returns the loaded images.
   std::vector<ImageRecord> load(const std::string& archive_path);
@@ -96,6 +107,9 @@ class ImageStore {
   // Podman's rmi for one reference. A name of an image with several names only untags it. Throws
   // ExitCodeError(1) for an unknown image and ExitCodeError(2) when a container uses it.
   RemoveResult remove(const std::string& ref, bool force);
+
+  // Removes images no container uses: only unnamed ones, or all with `all`. Returns their IDs.
+  std::vector<std::string> prune(bool all);
 
   // `podman image inspect` object for one image.
   nlohmann::json inspect(const ImageRecord& image) const;
@@ -119,6 +133,9 @@ class ImageStore {
   // Commits a new image (config bytes + prepared layers already committed) and moves `names`.
   ImageRecord add_image_locked(const std::string& config_bytes,
                                const std::vector<std::string>& names, uint64_t size);
+  std::vector<ImageRecord> load_archive(const std::string& archive_path);
+  ImageRecord add_layer_image(const std::string& base_ref, const std::string& tarball,
+                              const ImportOptions& options, const std::string& created_by);
   void remove_name_from_others_locked(const std::string& name, const std::string& keep_id);
   void delete_image_locked(const ImageRecord& record);
 

@@ -21,7 +21,7 @@ PreparedLayer::PreparedLayer(PreparedLayer&& other) noexcept
 
 PreparedLayer& PreparedLayer::operator=(PreparedLayer&& other) noexcept {
   if (this != &other) {
-    this->~PreparedLayer();
+    discard();
     temp_dir_ = std::exchange(other.temp_dir_, {});
     diff_id_ = std::move(other.diff_id_);
     size_ = other.size_;
@@ -30,12 +30,17 @@ PreparedLayer& PreparedLayer::operator=(PreparedLayer&& other) noexcept {
 }
 
 PreparedLayer::~PreparedLayer() {
+  discard();
+}
+
+void PreparedLayer::discard() noexcept {
   if (temp_dir_.empty()) return;
   try {
     fs::remove_all(temp_dir_);
-  } catch (const Error& e) {
+  } catch (const std::exception& e) {
     LOG_WARN << "leaving temporary layer " << temp_dir_ << ": " << e.what();
   }
+  temp_dir_.clear();
 }
 
 LayerStore::LayerStore(engine::StorePaths paths) : paths_(std::move(paths)) {}

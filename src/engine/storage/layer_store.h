@@ -31,6 +31,7 @@ class PreparedLayer {
   void release() { temp_dir_.clear(); }
 
  private:
+  void discard() noexcept;
   std::string temp_dir_;
   std::string diff_id_;
   uint64_t size_ = 0;

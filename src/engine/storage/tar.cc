@@ -146,6 +146,12 @@ void apply_xattrs(archive_entry* e, int fd, int parent_fd, const std::string& na
   size_t size;
   archive_entry_xattr_reset(e);
   while (archive_entry_xattr_next(e, &key, &value, &size) == ARCHIVE_OK) {
+    // overlayfs's own xattrs (redirect, metacopy, origin...) would steer the kernel's lookups in
+    // the layer stack; only whiteout entries may mark anything for overlayfs.
+    if (starts_with(key, "trusted.overlay.")) {
+      LOG_DEBUG << "dropping xattr " << key << " of " << entry;
+      continue;
+    }
     int rc = fd >= 0 ? ::fsetxattr(fd, key, value, size, 0)
                      : ::lsetxattr(proc_fd_path(parent_fd, name).c_str(), key, value, size, 0);
     if (rc < 0) throw_errno("setxattr " + std::string(key) + " on " + entry);
