@@ -214,6 +214,19 @@ void RtNetlink::set_link_up(int index) {
   if (err) throw_errno("set link " + std::to_string(index) + " up", err);
 }
 
+void RtNetlink::set_bridge_port_hairpin(int index) {
+  Buffer buf;
+  nlmsghdr* nlh = start_request(buf, RTM_SETLINK, 0);
+  ifinfomsg* ifi = put_ifinfo(nlh);
+  ifi->ifi_family = AF_BRIDGE;
+  ifi->ifi_index = index;
+  nlattr* protinfo = mnl_attr_nest_start(nlh, IFLA_PROTINFO);
+  mnl_attr_put_u8(nlh, IFLA_BRPORT_MODE, 1);
+  mnl_attr_nest_end(nlh, protinfo);
+  int err = transact(nlh);
+  if (err) throw_errno("set hairpin mode on bridge port " + std::to_string(index), err);
+}
+
 bool RtNetlink::add_address(int index, in_addr address, int prefix_length) {
   Buffer buf;
   nlmsghdr* nlh = start_request(buf, RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL);

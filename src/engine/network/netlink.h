@@ -39,6 +39,9 @@ class RtNetlink {
   void create_veth(const std::string& host_name, int master_index, const std::string& peer_name,
                    int peer_netns_fd, const MacAddress& peer_mac);
   void set_link_up(int index);
+  // Lets a bridge port send frames back where they came from: a container reaching its own
+  // published port through the host's address (DNAT back to itself).
+  void set_bridge_port_hairpin(int index);
   // Adds an IPv4 address; returns false when the address was already there.
   bool add_address(int index, in_addr address, int prefix_length);
   void add_default_route(in_addr gateway);
