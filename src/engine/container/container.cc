@@ -92,6 +92,7 @@ nlohmann::json to_json(const ContainerRecord& r) {
       {"state", to_string(r.state)},
       {"pid", r.pid},
       {"monitor_pid", r.monitor_pid},
+      {"monitor_start_time", r.monitor_start_time},
       {"exit_code", r.exit_code},
       {"oom_killed", r.oom_killed},
       {"started", r.started_ns},
@@ -139,6 +140,7 @@ ContainerRecord container_record_from_json(const nlohmann::json& j) {
   r.state = container_state_from_string(j.value("state", "created"));
   r.pid = j.value("pid", 0);
   r.monitor_pid = j.value("monitor_pid", 0);
+  r.monitor_start_time = j.value("monitor_start_time", uint64_t{0});
   r.exit_code = j.value("exit_code", 0);
   r.oom_killed = j.value("oom_killed", false);
   r.started_ns = j.value("started", int64_t{0});
@@ -164,6 +166,18 @@ int64_t now_ns() {
   struct timespec ts;
   ::clock_gettime(CLOCK_REALTIME, &ts);
   return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+uint64_t process_start_time(pid_t pid) {
+  auto stat = fs::read_file_if_exists("/proc/" + std::to_string(pid) + "/stat");
+  if (!stat) return 0;
+  // The command name may contain spaces and parentheses: fields start after the last ')'.
+  size_t close = stat->rfind(')');
+  if (close == std::string::npos) return 0;
+  auto fields = split(std::string_view(*stat).substr(close + 2), ' ');
+  // fields[0] is field 3 (state); the start time is field 22.
+  if (fields.size() < 20) return 0;
+  return std::stoull(fields[19]);
 }
 
 std::string format_rfc3339_ns(int64_t ns) {
@@ -226,7 +240,8 @@ FileLock ContainerStore::lock(const std::string& id) const {
   return FileLock::exclusive(paths_.locks_dir() + "/ctr-" + id + ".lock");
 }
 
-ContainerRecord ContainerStore::create(ContainerRecord record) {
+ContainerRecord ContainerStore::create(ContainerRecord record,
+                                       const std::function<void(ContainerRecord&)>& complete) {
   fs::mkdir_p(paths_.containers_dir(), 0700);
   fs::mkdir_p(paths_.locks_dir(), 0700);
   FileLock names_lock = FileLock::exclusive(paths_.locks_dir() + "/names.lock");
@@ -258,6 +273,7 @@ ContainerRecord ContainerStore::create(ContainerRecord record) {
   try {
     fs::mkdir_p(paths_.container_dir(record.id), 0700);
     fs::mkdir_p(paths_.run_container_dir(record.id), 0700);
+    if (complete) complete(record);
     save(record);
   } catch (...) {
     remove(record.id);

@@ -65,15 +65,10 @@ std::vector<std::string> parse_entrypoint(const std::string& text) {
   return {text};
 }
 
-bool process_alive(pid_t pid) {
-  return pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM);
-}
-
-// Guards against a recycled PID: the monitor's command line names the container.
-bool is_monitor_of(pid_t pid, const std::string& id) {
-  auto cmdline = fs::read_file_if_exists("/proc/" + std::to_string(pid) + "/cmdline");
-  return cmdline && cmdline->find(kMonitorCommand) != std::string::npos &&
-         cmdline->find(id) != std::string::npos;
+// Whether the record's monitor still runs (and its PID was not recycled by another process).
+bool monitor_alive(const ContainerRecord& record) {
+  return record.monitor_pid > 0 && record.monitor_start_time != 0 &&
+         process_start_time(record.monitor_pid) == record.monitor_start_time;
 }
 
 std::string resolv_conf_for(const std::string& mode) {
@@ -223,17 +218,17 @@ ContainerRecord ContainerManager::create(const CreateRequest& req) {
     if (auto expanded = expand_env_entry(e)) set_env(c.env, *expanded);
   if (!has_env(c.env, "HOME")) c.env.push_back("HOME=" + user.home);
 
-  record = store_.create(std::move(record));
-  try {
+  // Everything that depends on the ID, written before the record itself.
+  auto complete = [&](ContainerRecord& rec) {
     if (!req.hostname.empty())
-      record.config.hostname = req.hostname;
+      rec.config.hostname = req.hostname;
     else
-      record.config.hostname = record.id.substr(0, 12);
-    set_env(record.config.env, "HOSTNAME=" + record.config.hostname);
-    for (const auto& m : record.config.mounts)
+      rec.config.hostname = rec.id.substr(0, 12);
+    set_env(rec.config.env, "HOSTNAME=" + rec.config.hostname);
+    for (const auto& m : rec.config.mounts)
       if (!m.volume_name.empty()) fs::mkdir_p(m.source);
 
-    std::string dir = paths_.container_dir(record.id);
+    std::string dir = paths_.container_dir(rec.id);
     for (const char* sub : {"/upper", "/work", "/merged", "/userdata"}) fs::mkdir_p(dir + sub);
     SpecInputs in;
     in.lower_dirs = layers;
@@ -241,20 +236,18 @@ ContainerRecord ContainerManager::create(const CreateRequest& req) {
     in.work_dir = dir + "/work";
     in.rootfs_dir = dir + "/merged";
     in.user = user;
-    in.new_netns_without_path = c.network_mode != "host";  // the path comes at start
+    // The network manager creates the netns file at start, always at the same path.
+    if (rec.config.network_mode != "host")
+      in.netns_path = NetworkManager(paths_).netns_path(rec.id);
     in.hosts_file = dir + "/userdata/hosts";
     in.resolv_file = dir + "/userdata/resolv.conf";
     in.hostname_file = dir + "/userdata/hostname";
-    fs::write_file(in.hostname_file, record.config.hostname + "\n");
+    fs::write_file(in.hostname_file, rec.config.hostname + "\n");
     fs::write_file(in.hosts_file, "");
-    fs::write_file(in.resolv_file, resolv_conf_for(c.network_mode));
-    store_.save(record);
-    fs::write_file_atomic(store_.spec_path(record.id), make_oci_spec(record, in).dump(2) + "\n",
-                          0600);
-  } catch (...) {
-    store_.remove(record.id);
-    throw;
-  }
+    fs::write_file(in.resolv_file, resolv_conf_for(rec.config.network_mode));
+    fs::write_file_atomic(store_.spec_path(rec.id), make_oci_spec(rec, in).dump(2) + "\n", 0600);
+  };
+  record = store_.create(std::move(record), complete);
   return record;
 }
 
@@ -266,10 +259,9 @@ MonitorStart ContainerManager::start(const std::string& id, bool attach,
     record = reconcile(store_.load(id));
     if (record.state == ContainerState::kRunning || record.state == ContainerState::kPaused)
       throw ExitCodeError("container " + record.name + " is already running", 125);
-    nlohmann::json spec = nlohmann::json::parse(fs::read_file(store_.spec_path(id)));
     std::string dir = paths_.container_dir(id);
 
-    // Network first: its namespace goes into the spec.
+    // Network first: the container joins its namespace.
     if (record.config.network_mode != "host") {
       NetworkRequest request;
       request.mode = record.config.network_mode;
@@ -281,15 +273,15 @@ MonitorStart ContainerManager::start(const std::string& id, bool attach,
       record.network_status = to_json(status);
       store_.save(record);
       try {
-        for (auto& ns : spec.at("linux").at("namespaces"))
-          if (ns.at("type") == "network") ns["path"] = status.netns_path;
+        if (status.netns_path != NetworkManager(paths_).netns_path(id))
+          throw Error("network namespace of container " + id + " is at " + status.netns_path +
+                      ", not where its spec expects it");
         std::string hosts =
             "127.0.0.1\tlocalhost localhost.localdomain\n"
             "::1\tlocalhost localhost.localdomain\n";
         if (!status.ip.empty())
           hosts += status.ip + "\t" + record.config.hostname + " " + record.name + "\n";
         fs::write_file(dir + "/userdata/hosts", hosts);
-        fs::write_file_atomic(store_.spec_path(id), spec.dump(2) + "\n", 0600);
       } catch (...) {
         release_resources_locked(record);
         throw;
@@ -315,7 +307,7 @@ bool ContainerManager::wait_for_monitor(const ContainerRecord& record, int timeo
     if (errno == ESRCH) return true;
     throw_errno("pidfd_open monitor " + std::to_string(pid));
   }
-  if (!is_monitor_of(pid, record.id)) return true;
+  if (!monitor_alive(record)) return true;
   struct pollfd p = {pidfd.get(), POLLIN, 0};
   for (;;) {
     int n = ::poll(&p, 1, timeout_ms);
@@ -328,17 +320,18 @@ bool ContainerManager::wait_for_monitor(const ContainerRecord& record, int timeo
 ContainerRecord ContainerManager::reconcile(ContainerRecord record) {
   if (record.state != ContainerState::kRunning && record.state != ContainerState::kPaused)
     return record;
-  if (process_alive(record.monitor_pid) && is_monitor_of(record.monitor_pid, record.id))
-    return record;
+  if (monitor_alive(record)) return record;
   // The monitor died without recording the exit (killed, or the machine rebooted).
   auto exit_text = fs::read_file_if_exists(store_.exit_file_path(record.id));
   record.state = ContainerState::kExited;
   record.exit_code = exit_text ? std::atoi(exit_text->c_str()) : 137;
   if (record.finished_ns == 0) record.finished_ns = now_ns();
-  if (process_alive(record.pid)) ::kill(record.pid, SIGKILL);
   record.pid = 0;
   record.monitor_pid = 0;
+  record.monitor_start_time = 0;
   store_.save(record);
+  // Whatever is left in its cgroup is ended there, and its network goes.
+  release_resources_locked(record);
   return record;
 }
 
@@ -418,13 +411,31 @@ void ContainerManager::remove(const std::string& id, bool force, std::optional<u
   remove_stopped(id);
 }
 
-void ContainerManager::release_resources_locked(ContainerRecord& record) {
+void ContainerManager::release_resources_locked(ContainerRecord& record, bool save) {
   ContainerCgroup::existing(record.id).remove();
   if (!record.network_status.is_null()) {
     NetworkManager(paths_).teardown(record.id, network_status_from_json(record.network_status));
     record.network_status = nullptr;
-    store_.save(record);
+    if (save) store_.save(record);
   }
+}
+
+void ContainerManager::record_exit(const std::string& id, int exit_code, int64_t finished_ns) {
+  FileLock lock = store_.lock(id);
+  ContainerRecord record = store_.load(id);
+  try {
+    release_resources_locked(record, false);
+  } catch (const std::exception& e) {
+    LOG_ERROR << "cleanup of container " << id << ": " << e.what();
+  }
+  record.state = ContainerState::kExited;
+  record.exit_code = exit_code;
+  record.finished_ns = finished_ns;
+  record.pid = 0;
+  record.monitor_pid = 0;
+  record.monitor_start_time = 0;
+  store_.save(record);
+  fs::write_file(store_.exit_file_path(id), std::to_string(exit_code));
 }
 
 void ContainerManager::release_resources(const std::string& id) {
@@ -438,8 +449,7 @@ void ContainerManager::remove_stopped(const std::string& id) {
   FileLock lock = store_.lock(id);
   auto record = store_.try_load(id);
   if (!record) return;
-  if (record->state == ContainerState::kRunning && process_alive(record->monitor_pid) &&
-      is_monitor_of(record->monitor_pid, id))
+  if (record->state == ContainerState::kRunning && monitor_alive(*record))
     throw ExitCodeError("container " + record->name + " is running", 125);
   release_resources_locked(*record);
   if (record->config.network_mode != "host") NetworkManager(paths_).release(id);
