@@ -89,12 +89,12 @@ struct RemoteSyscalls::Impl {
         uint64_t rip = thread.get_regs().rip;
         if (rip >= code.value() && rip < code_end.value()) return status;
       }
-      if (event == 0 && (sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGFPE ||
-                         sig == SIGTRAP)) {
+      if (event == 0 &&
+          (sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGFPE || sig == SIGTRAP)) {
         user_regs_struct regs = thread.get_regs();
         std::ostringstream msg;
-        msg << who() << ": injected code got signal " << sig << " at rip 0x" << std::hex
-            << regs.rip << " (rax 0x" << regs.rax << ")";
+        msg << who() << ": injected code got signal " << sig << " at rip 0x" << std::hex << regs.rip
+            << " (rax 0x" << regs.rax << ")";
         throw Error(msg.str());
       }
       if (event == PTRACE_EVENT_CLONE) {
