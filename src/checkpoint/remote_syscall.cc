@@ -232,7 +232,8 @@ RemoteSyscalls::~RemoteSyscalls() {
   try {
     finish();
   } catch (const Error& e) {
-    LOG_WARN << "leaving remote syscall session: " << e.what();
+    // A thread that is gone (killed after a failure) needs nothing put back.
+    if (e.sys_errno() != ESRCH) LOG_WARN << "leaving remote syscall session: " << e.what();
   }
   delete impl_;
 }
