@@ -233,7 +233,9 @@ RemoteSyscalls::~RemoteSyscalls() {
     finish();
   } catch (const Error& e) {
     // A thread that is gone (killed after a failure) needs nothing put back.
-    if (e.sys_errno() != ESRCH) LOG_WARN << "leaving remote syscall session: " << e.what();
+    if (e.sys_errno() != ESRCH) {
+      LOG_WARN << "leaving remote syscall session: " << e.what();
+    }
   }
   delete impl_;
 }
