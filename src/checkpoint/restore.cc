@@ -294,7 +294,8 @@ struct RestoredThread {
 }  // namespace
 
 RestoreResult restore(const std::string& image_dir, const RestoreOptions& options) {
-  if (options.new_pid_namespace) throw Error("not supported yet: restore into a new PID namespace");
+  if (options.new_pid_namespace || (options.root_clone_flags & CLONE_NEWPID))
+    throw Error("not supported yet: restore into a new PID namespace (the images keep host PIDs)");
   uint64_t t0 = now_us();
   RestoreContext ctx;
   ctx.dir = image_dir;
