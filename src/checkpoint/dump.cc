@@ -51,6 +51,7 @@ uint64_t remote_tid_address(RemoteSyscalls& remote) {
 json dump_process(FrozenProcess& process, const std::string& image_dir,
                   MemoryDumpCounters& counters, std::map<uint64_t, json>& dumped_shmem) {
   pid_t pid = process.info.pid;
+  uint64_t t_start = now_us();
   json core;
   core["pid"] = pid;
   core["comm"] = process.info.comm;
@@ -66,7 +67,8 @@ json dump_process(FrozenProcess& process, const std::string& image_dir,
         brk = static_cast<uint64_t>(remote.syscall(SYS_brk, 0));
         core["process_attrs"] = dump_process_attrs(pid, remote);
       }
-      thread_attrs = dump_thread_attrs(thread.tid(), remote);
+      // The leader's own attributes are part of the process attributes.
+      if (thread.tid() != pid) thread_attrs = dump_thread_attrs(thread.tid(), remote);
     }
     json t = dump_thread(thread, tid_address);
     t["attrs"] = thread_attrs;
@@ -76,10 +78,13 @@ json dump_process(FrozenProcess& process, const std::string& image_dir,
   core["shared_pending_signals"] =
       siginfos_to_json(process.threads.at(0).peek_pending_signals(true));
   write_json_image(image_dir, "core-" + std::to_string(pid) + ".img", core);
+  uint64_t t_threads = now_us();
 
   json mm = dump_memory(pid, image_dir, counters, dumped_shmem);
   mm["brk"] = brk;
   write_json_image(image_dir, "mm-" + std::to_string(pid) + ".img", mm);
+  LOG_DEBUG << "pid " << pid << ": threads and attributes " << (t_threads - t_start)
+            << " us, memory " << (now_us() - t_threads) << " us";
   return core;
 }
 
@@ -125,7 +130,9 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
       dump_process(process, image_dir, counters, dumped_shmem);
       UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, info.pid, 0)));
       if (!pidfd) throw_errno("pidfd_open");
+      uint64_t t_files = now_us();
       files.dump_process(info.pid, pidfd.get());
+      LOG_DEBUG << "pid " << info.pid << ": files " << (now_us() - t_files) << " us";
     });
   }
   files.finish();

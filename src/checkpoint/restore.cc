@@ -12,6 +12,7 @@
 #include <sys/rseq.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -116,8 +117,12 @@ void unregister_rseq() {
 }
 
 // In a restoring process (a fork of the coordinator); never returns.
-[[noreturn]] void restore_process(RestoreContext& ctx, pid_t pid) {
+[[noreturn]] void restore_process(RestoreContext& ctx, pid_t pid, pid_t parent) {
   std::vector<pid_t> created;
+  // Until its own attributes are restored (the late batch sets the dumped pdeath signal), a
+  // restoring process dies with its parent: a failure anywhere leaves no stray process.
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (parent != 0 && ::getppid() != parent) ::_exit(1);  // 0: parent outside our PID namespace
   try {
     ProcessImages& images = ctx.processes.at(pid);
     const json& entry = images.entry;
@@ -137,7 +142,7 @@ void unregister_rseq() {
       if (r == 0) {
         const json& child_entry = ctx.processes.at(child).entry;
         if (child_entry.at("zombie").get<bool>()) become_zombie(child_entry.at("exit_code"));
-        restore_process(ctx, child);
+        restore_process(ctx, child, pid);
       }
       created.push_back(r);
     }
@@ -192,12 +197,15 @@ void unregister_rseq() {
     sigfillset(&all);
     ::sigprocmask(SIG_BLOCK, &all, nullptr);
     unregister_rseq();
-    const json& main_thread_attrs = images.core.at("threads").at(0).at("attrs");
     RestorerPlan plan = prepare_restorer(images.core, images.mm, fds, [&](SyscallBatch& batch) {
-      append_thread_restore(main_thread_attrs, batch);
-      append_late_process_restore(attrs, batch);
+      append_late_process_restore(attrs, batch);  // includes the leader's own attributes
     });
-    send_report(report_fd, {{"pid", pid}, {"plan", plan_to_json(plan)}});
+    // The plan can be large (a description per entry): the coordinator reads it from our memory,
+    // which stays as it is until it runs the batch.
+    std::string plan_text = plan_to_json(plan).dump();
+    send_report(report_fd, {{"pid", pid},
+                            {"plan_address", reinterpret_cast<uint64_t>(plan_text.data())},
+                            {"plan_size", plan_text.size()}});
     // The coordinator takes over from here by ptrace.
     for (;;) ::pause();
   } catch (const std::exception& e) {
@@ -286,7 +294,8 @@ struct RestoredThread {
 }  // namespace
 
 RestoreResult restore(const std::string& image_dir, const RestoreOptions& options) {
-  if (options.new_pid_namespace) throw Error("not supported yet: restore into a new PID namespace");
+  if (options.new_pid_namespace || (options.root_clone_flags & CLONE_NEWPID))
+    throw Error("not supported yet: restore into a new PID namespace (the images keep host PIDs)");
   uint64_t t0 = now_us();
   RestoreContext ctx;
   ctx.dir = image_dir;
@@ -303,6 +312,7 @@ RestoreResult restore(const std::string& image_dir, const RestoreOptions& option
 
   RestoreResult result;
   uint64_t fork_start = now_us();
+  pid_t coordinator = ::getpid();
   pid_t root = clone_with_pid(ctx.root, options.root_clone_flags);
   if (root == 0) {
     if (options.in_root_before_restore) {
@@ -313,7 +323,7 @@ RestoreResult restore(const std::string& image_dir, const RestoreOptions& option
         ::_exit(1);
       }
     }
-    restore_process(ctx, ctx.root);
+    restore_process(ctx, ctx.root, (options.root_clone_flags & CLONE_NEWPID) ? 0 : coordinator);
   }
   ctx.report_write.reset();
   result.root_pid = root;
@@ -330,7 +340,12 @@ RestoreResult restore(const std::string& image_dir, const RestoreOptions& option
       pid_t pid = report.at("pid");
       if (report.contains("error")) throw Error(report.at("error").get<std::string>());
       ours.insert(pid);
-      plans[pid] = plan_from_json(report.at("plan"));
+      std::string text(report.at("plan_size").get<size_t>(), '\0');
+      iovec local{text.data(), text.size()};
+      iovec remote{reinterpret_cast<void*>(report.at("plan_address").get<uint64_t>()), text.size()};
+      if (::process_vm_readv(pid, &local, 1, &remote, 1, 0) != static_cast<ssize_t>(text.size()))
+        throw_errno("reading the restorer plan of pid " + std::to_string(pid));
+      plans[pid] = plan_from_json(json::parse(text));
     }
     result.stats.forking_time = now_us() - fork_start;
 
