@@ -555,6 +555,13 @@ std::unique_ptr<FilePool> FilePool::open(const std::string& image_dir,
                 std::to_string(it->second.first);
     context += " (" + d.value("link", std::string("?")) + ")";
     with_context(context, [&] {
+      if (auto inherited = options.inherit_fds.find(d.value("link", std::string()));
+          inherited != options.inherit_fds.end()) {
+        int fd = ::fcntl(inherited->second, F_DUPFD_CLOEXEC, 0);
+        if (fd < 0) throw_errno("inherited fd " + std::to_string(inherited->second));
+        impl.descriptions[id] = UniqueFd(fd);
+        return;
+      }
       std::string kind_name = d.at("kind").get<std::string>();
       const FileKind* kind = kind_for(kind_name);
       if (kind == nullptr) throw Error("unknown file kind " + kind_name + " in " + kFilesImage);

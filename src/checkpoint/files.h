@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -58,6 +59,12 @@ struct FileRestoreOptions {
   std::string root_dir;
   // Take the dumped file locks again (--file-locks); a checkpoint holding locks needs it.
   bool file_locks = false;
+  // Descriptions the tree shared with the outside world, given back by the caller instead of
+  // being recreated (like CRIU's --inherit-fd): key = the dumped fd link ("pipe:[12345]",
+  // "/var/log/app.log"), value = an fd of the restoring cryo whose description every fd of that
+  // description gets (e.g. the new stdio pipes of a container's monitor). Queued pipe bytes of
+  // an inherited description are not refilled: the outside end owns them.
+  std::map<std::string, int> inherit_fds;
 };
 
 // Every open file description of the dumped tree, created once by the coordinator before the root

@@ -610,6 +610,40 @@ TEST_F(FilesTest, DirectIoAndEventFdMessage) {
   }
 }
 
+TEST_F(FilesTest, InheritedDescriptionIsTheCallersOwn) {
+  // The tree's stdout is a pipe whose reader is outside the tree (a monitor).
+  int outside[2];
+  ASSERT_EQ(::pipe(outside), 0);
+  TreeProcess tree([&](int ready) {
+    place(::dup(outside[1]), 1);
+    place(ready, 30);
+    keep_only({1, 30});
+    write_string(30, "r");
+    ::close(30);
+  });
+  struct stat st;
+  ASSERT_EQ(::fstat(outside[1], &st), 0);
+  dump({&tree});
+  pid_t dumped = tree.pid();
+  tree.kill();
+  ::close(outside[0]);
+  ::close(outside[1]);
+
+  int monitor[2];
+  ASSERT_EQ(::pipe(monitor), 0);
+  FileRestoreOptions options;
+  options.inherit_fds["pipe:[" + std::to_string(st.st_ino) + "]"] = monitor[1];
+  std::unique_ptr<FilePool> pool = FilePool::open(images_, options);
+  ::close(monitor[1]);
+  RestoredProcess restored(*pool, dumped, [&](Checks& c) {
+    c.expect(::write(1, "to the monitor", 14) == 14, "write to stdout");
+  });
+  EXPECT_EQ(restored.failures(), "");
+  pool.reset();
+  EXPECT_EQ(read_all(monitor[0]), "to the monitor");
+  ::close(monitor[0]);
+}
+
 TEST_F(FilesTest, SharedFdTableIsRecordedAndRefusedAtRestore) {
   // A process and a CLONE_FILES child: one fd table.
   pid_t sharer = -1;
