@@ -15,15 +15,19 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <exception>
 #include <map>
 #include <memory>
 #include <set>
 
 #include "checkpoint/checkpoint.h"
+#include "checkpoint/files.h"
 #include "checkpoint/image/image_file.h"
 #include "checkpoint/inventory.h"
 #include "checkpoint/memory.h"
+#include "checkpoint/process_attrs.h"
 #include "checkpoint/ptrace.h"
 #include "checkpoint/remote_syscall.h"
 #include "checkpoint/restorer.h"
@@ -61,6 +65,7 @@ struct RestoreContext {
   std::map<std::string, UniqueFd> files;  // mapped files by path
   std::map<uint64_t, UniqueFd> shmem;     // shared anonymous memory by dumped inode
   std::map<std::string, UniqueFd> exes;
+  std::unique_ptr<FilePool> pool;
   UniqueFd report_read;   // coordinator's end
   UniqueFd report_write;  // restoring processes' end
 };
@@ -110,15 +115,6 @@ void unregister_rseq() {
     if (::syscall(SYS_rseq, area, len, kRseqFlagUnregister, kRseqSig) == 0) return;
 }
 
-void close_all_but(const std::set<int>& keep) {
-  int from = 0;
-  for (int fd : keep) {
-    if (fd > from) ::syscall(SYS_close_range, from, fd - 1, 0);
-    from = fd + 1;
-  }
-  ::syscall(SYS_close_range, from, ~0u, 0);
-}
-
 // In a restoring process (a fork of the coordinator); never returns.
 [[noreturn]] void restore_process(RestoreContext& ctx, pid_t pid) {
   std::vector<pid_t> created;
@@ -148,34 +144,60 @@ void close_all_but(const std::set<int>& keep) {
     if (entry.at("zombie").get<bool>()) become_zombie(entry.at("exit_code"));
 
     ::prctl(PR_SET_NAME, entry.at("comm").get<std::string>().c_str());
-    RestorerFds fds;
-    std::set<int> keep{0, 1, 2, ctx.report_write.get()};
-    fds.pages = images.pages->fd();
-    keep.insert(fds.pages);
+    // The fds the restorer needs, kept (and moved out of the way) by the file pool.
+    std::vector<int> keep{ctx.report_write.get(), images.pages->fd(),
+                          ctx.exes.at(images.mm.at("exe")).get()};
+    std::vector<std::pair<std::string, size_t>> file_slots;
+    std::vector<std::pair<uint64_t, size_t>> shmem_slots;
     for (const json& v : images.mm.at("vmas")) {
       std::string path = v.at("path");
       VmaKind kind = vma_kind_from_name(v.at("kind"));
       if (kind == VmaKind::kFilePrivate || kind == VmaKind::kFileShared) {
-        fds.files[path] = ctx.files.at(path).get();
-        keep.insert(fds.files[path]);
+        file_slots.push_back({path, keep.size()});
+        keep.push_back(ctx.files.at(path).get());
       } else if (kind == VmaKind::kSharedAnon) {
         uint64_t inode = v.at("inode");
-        fds.shmem[inode] = ctx.shmem.at(inode).get();
-        keep.insert(fds.shmem[inode]);
+        shmem_slots.push_back({inode, keep.size()});
+        keep.push_back(ctx.shmem.at(inode).get());
       }
     }
-    fds.exe = ctx.exes.at(images.mm.at("exe")).get();
-    keep.insert(fds.exe);
-    close_all_but(keep);
+    std::sort(keep.begin() + 3, keep.end());
+    // Duplicates (a file mapped several times) would be moved twice: keep each number once.
+    std::vector<int> unique_keep;
     for (int fd : keep)
-      if (fd > 2) fds.close_at_end.push_back(fd);
+      if (std::find(unique_keep.begin(), unique_keep.end(), fd) == unique_keep.end())
+        unique_keep.push_back(fd);
+    std::vector<int> moved = unique_keep;
+    ctx.pool->install(pid, &moved);
+    auto new_number = [&](int old_fd) {
+      auto it = std::find(unique_keep.begin(), unique_keep.end(), old_fd);
+      return moved[static_cast<size_t>(it - unique_keep.begin())];
+    };
+    int report_fd = new_number(ctx.report_write.get());
+    RestorerFds fds;
+    fds.pages = new_number(images.pages->fd());
+    fds.exe = new_number(ctx.exes.at(images.mm.at("exe")).get());
+    for (const json& v : images.mm.at("vmas")) {
+      VmaKind kind = vma_kind_from_name(v.at("kind"));
+      if (kind == VmaKind::kFilePrivate || kind == VmaKind::kFileShared)
+        fds.files[v.at("path")] = new_number(ctx.files.at(v.at("path")).get());
+      else if (kind == VmaKind::kSharedAnon)
+        fds.shmem[v.at("inode")] = new_number(ctx.shmem.at(v.at("inode")).get());
+    }
+    fds.close_at_end = moved;
+    const json& attrs = images.core.at("process_attrs");
+    restore_process_attrs_early(attrs);
 
     sigset_t all;
     sigfillset(&all);
     ::sigprocmask(SIG_BLOCK, &all, nullptr);
     unregister_rseq();
-    RestorerPlan plan = prepare_restorer(images.core, images.mm, fds, nullptr);
-    send_report(ctx.report_write.get(), {{"pid", pid}, {"plan", plan_to_json(plan)}});
+    const json& main_thread_attrs = images.core.at("threads").at(0).at("attrs");
+    RestorerPlan plan = prepare_restorer(images.core, images.mm, fds, [&](SyscallBatch& batch) {
+      append_thread_restore(main_thread_attrs, batch);
+      append_late_process_restore(attrs, batch);
+    });
+    send_report(report_fd, {{"pid", pid}, {"plan", plan_to_json(plan)}});
     // The coordinator takes over from here by ptrace.
     for (;;) ::pause();
   } catch (const std::exception& e) {
@@ -226,14 +248,18 @@ void load_images(RestoreContext& ctx) {
     if (!memfd) throw_errno("memfd_create");
     if (::ftruncate(memfd.get(), static_cast<off_t>(object.at("size").get<uint64_t>())) < 0)
       throw_errno("ftruncate of a shared memory object");
+    std::vector<uint8_t> buffer(1 << 20);
     for (const PageRun& run : runs_from_json(object.at("runs"))) {
-      loff_t in = static_cast<loff_t>(RawImageReader::payload_offset() + run.offset);
-      loff_t out = static_cast<loff_t>(run.vaddr);
-      size_t left = run.pages * kPageSize;
-      while (left > 0) {
-        ssize_t n = ::copy_file_range(content.fd(), &in, memfd.get(), &out, left, 0);
-        if (n <= 0) throw_errno("copying shared memory contents from " + content.path());
-        left -= static_cast<size_t>(n);
+      uint64_t size = object.at("size");
+      uint64_t done = 0,
+               total = std::min<uint64_t>(run.pages * kPageSize, size - std::min(size, run.vaddr));
+      while (done < total) {
+        size_t n = static_cast<size_t>(std::min<uint64_t>(buffer.size(), total - done));
+        content.read_at(run.offset + done, buffer.data(), n);
+        if (::pwrite(memfd.get(), buffer.data(), n, static_cast<off_t>(run.vaddr + done)) !=
+            static_cast<ssize_t>(n))
+          throw_errno("filling a shared memory object from " + content.path());
+        done += n;
       }
     }
     ctx.shmem[inode] = std::move(memfd);
@@ -266,6 +292,7 @@ RestoreResult restore(const std::string& image_dir, const RestoreOptions& option
   ctx.dir = image_dir;
   ctx.options = options;
   load_images(ctx);
+  ctx.pool = FilePool::open(image_dir, FileRestoreOptions{options.shell_job, -1});
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) throw_errno("socketpair");
   ctx.report_read = UniqueFd(sv[0]);
@@ -313,6 +340,15 @@ RestoreResult restore(const std::string& image_dir, const RestoreOptions& option
             remote.run_prepared(RemoteAddr(plan.area), plan.area_size, RemoteAddr(plan.block),
                                 plan.block_size, RemoteAddr(plan.stack_top));
         std::vector<PtraceAttachment> created;
+        // On failure the process is of no use any more: end it before the sessions above unwind
+        // (they would otherwise let its threads run into the restorer's trap).
+        struct KillOnFailure {
+          pid_t pid;
+          int exceptions = std::uncaught_exceptions();
+          ~KillOnFailure() {
+            if (std::uncaught_exceptions() > exceptions) ::kill(pid, SIGKILL);
+          }
+        } kill_on_failure{pid};
         for (pid_t tid : remote.new_threads())
           created.push_back(PtraceAttachment::adopt_stopped(tid));
         check_restorer_results(plan, block);
@@ -340,6 +376,19 @@ RestoreResult restore(const std::string& image_dir, const RestoreOptions& option
                                          rseq.at("signature"));
               if (r < 0)
                 throw SysError("thread " + std::to_string(tid) + ": rseq", static_cast<int>(-r));
+            }
+            SyscallBatch thread_batch;
+            append_thread_restore(image.at("attrs"), thread_batch);
+            append_thread_signals(pid, image, thread_batch);
+            if (thread_batch.count()) {
+              std::vector<uint8_t> out = in_thread.run_batch(thread_batch);
+              for (size_t i = 0; i < thread_batch.count(); ++i) {
+                int64_t r = SyscallBatch::result_of(out, i);
+                if (r < 0 && r >= -4095)
+                  throw SysError(
+                      "thread " + std::to_string(tid) + ": " + thread_batch.description(i),
+                      static_cast<int>(-r));
+              }
             }
             in_thread.finish(true);
           }

@@ -78,6 +78,19 @@ std::string hex(uint64_t v) {
 
 }  // namespace
 
+void append_thread_signals(pid_t pid, const json& thread, SyscallBatch& batch) {
+  pid_t tid = thread.at("tid");
+  for (const siginfo_t& info : siginfos_from_json(thread.at("pending_signals"))) {
+    if (info.si_signo == SIGKILL || info.si_signo == SIGSTOP) continue;
+    BatchArg info_ref = batch.data(&info, sizeof info);
+    size_t i =
+        batch.add(SYS_rt_tgsigqueueinfo, {static_cast<uint64_t>(pid), static_cast<uint64_t>(tid),
+                                          static_cast<uint64_t>(info.si_signo), info_ref});
+    batch.describe(
+        i, "rt_tgsigqueueinfo " + std::to_string(info.si_signo) + " to " + std::to_string(tid));
+  }
+}
+
 json plan_to_json(const RestorerPlan& p) {
   json checks = json::array();
   for (auto& [i, r] : p.expected_results) checks.push_back({i, r});
@@ -344,7 +357,10 @@ RestorerPlan prepare_restorer(const json& core, const json& mm, const RestorerFd
   }
 
   // 10. Pending signals, queued again while every signal is blocked.
-  for (const json& thread : threads) {
+  // Only a thread may queue signals with user codes (SI_USER, SI_TKILL...) to itself: the other
+  // threads queue theirs in their own batch (append_thread_signals, run by the coordinator).
+  {
+    const json& thread = threads.at(0);
     pid_t tid = thread.at("tid");
     for (const siginfo_t& info : siginfos_from_json(thread.at("pending_signals"))) {
       if (info.si_signo == SIGKILL || info.si_signo == SIGSTOP) continue;

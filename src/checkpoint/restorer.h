@@ -49,6 +49,10 @@ RestorerPlan plan_from_json(const json& j);
 RestorerPlan prepare_restorer(const json& core, const json& mm, const RestorerFds& fds,
                               const std::function<void(SyscallBatch&)>& append_late);
 
+// Queues a thread's dumped pending signals again; run by the thread itself (the kernel lets only
+// a thread queue signals with user codes to itself).
+void append_thread_signals(pid_t pid, const json& thread, SyscallBatch& batch);
+
 // Checks the batch results read back from the restored process; throws on the first failure.
 void check_restorer_results(const RestorerPlan& plan, const std::vector<uint8_t>& block);
 
