@@ -10,6 +10,7 @@
 // A change of euid/egid/fsuid/fsgid resets dumpable and the pdeath signal, so both are restored
 // after the credentials; seccomp comes last since a filter may forbid what the batch still does.
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/personality.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -317,6 +318,7 @@ json dump_process_attrs(pid_t pid, RemoteSyscalls& main_thread) {
 }
 
 json dump_thread_attrs(pid_t tid, RemoteSyscalls& thread) {
+  if (std::atoi(attrs::read_status(tid, tid)["Tgid"].c_str()) == tid) return json{{"leader", true}};
   // /proc/TID/task/TID names the thread whichever process it belongs to.
   return attrs::dump_thread_attrs_with(
       tid, tid, [&](const SyscallBatch& batch) { return thread.run_batch(batch); });
@@ -345,6 +347,9 @@ void restore_process_attrs_early(const json& attrs) {
     constexpr unsigned long kThpDisableExceptAdvised = 1UL << 1;
     if (::prctl(PR_SET_THP_DISABLE, thp & 1, (thp & 2) ? kThpDisableExceptAdvised : 0, 0, 0) != 0)
       throw_errno("prctl(PR_SET_THP_DISABLE, " + std::to_string(thp) + ")");
+    sigset_t all;
+    sigfillset(&all);
+    if (::sigprocmask(SIG_BLOCK, &all, nullptr) != 0) throw_errno("sigprocmask");
     attrs::restore_sigactions(attrs.at("sigactions"));
   });
 }
@@ -358,6 +363,7 @@ void append_late_process_restore(const json& attrs, SyscallBatch& batch) {
 
 void append_thread_restore(const json& thread_attrs, SyscallBatch& batch) {
   with_context("thread attributes", [&] {
+    if (thread_attrs.value("leader", false)) return;  // part of the process's attributes
     std::string comm = thread_attrs.at("comm").get<std::string>();
     attrs::add_step(batch, SYS_prctl,
                     {PR_SET_NAME, batch.data(comm.c_str(), comm.size() + 1), 0, 0, 0},
