@@ -824,3 +824,31 @@ TEST_F(SocketsTest, EstablishedTcpWithBothEndsAndTheListenerInTheTree) {
 
 }  // namespace
 }  // namespace cryo::ckpt
+
+namespace cryo::ckpt {
+namespace {
+
+// A datagram socket connected to a named socket of the tree that is restored after it (a higher
+// fd): the connection is made once every socket exists.
+TEST_F(SocketsTest, UnixDatagramConnectedToANamedSocketOfTheTree) {
+  const std::string path = dir_ + "/log.sock";
+  int server = unix_listener(SOCK_DGRAM, path, false, 0);
+  int client = unix_connect(SOCK_DGRAM, path, false);
+  ASSERT_GE(client, 0);
+  TreeProcess tree([&] {
+    place_all({{client, 5}, {server, 6}});
+    return std::set<int>{5, 6};
+  });
+  ::close(server);
+  ::close(client);
+  pid_t dumped = dump_and_kill(tree);
+  auto pool = FilePool::open(images_, {});
+  RestoredProcess restored(*pool, dumped, [&](Checks& c) {
+    c.expect(::send(5, "log line", 8, 0) == 8, "send on the connected socket");
+    c.expect(recv_message(6) == "log line", "the named socket receives it");
+  });
+  EXPECT_EQ(restored.failures(), "");
+}
+
+}  // namespace
+}  // namespace cryo::ckpt

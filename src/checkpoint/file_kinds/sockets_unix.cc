@@ -19,6 +19,7 @@
 #include <cstddef>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -502,7 +503,14 @@ UniqueFd unix_open(RestoreContext& ctx, const json& description) {
     if (state == "listen") {
       if (::listen(s.get(), description.at("backlog").get<int>()) < 0) throw_errno("listen");
     } else if (state == "connected_to_name") {
-      connect_name(ctx, s.get(), description.at("peer_name"));
+      // The peer may be a socket of the tree opened later: connect once every socket exists.
+      auto held = std::make_shared<UniqueFd>(::fcntl(s.get(), F_DUPFD_CLOEXEC, 0));
+      if (held->get() < 0) throw_errno("dup of the socket");
+      json peer = description.at("peer_name");
+      ctx.add_after_open([&ctx, held, peer, name] {
+        with_context("unix socket " + name_text(name),
+                     [&] { connect_name(ctx, held->get(), peer); });
+      });
     } else if (state == "unconnected") {
       const json& queue = description.at("queue");
       if (queue.contains("messages")) {
