@@ -8,15 +8,18 @@
 #include <map>
 
 #include "checkpoint/checkpoint.h"
+#include "checkpoint/files.h"
 #include "checkpoint/image/image_file.h"
 #include "checkpoint/inventory.h"
 #include "checkpoint/memory.h"
+#include "checkpoint/process_attrs.h"
 #include "checkpoint/remote_syscall.h"
 #include "checkpoint/threads.h"
 #include "checkpoint/tree.h"
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/unique_fd.h"
 
 namespace cryo::ckpt {
 
@@ -55,12 +58,19 @@ json dump_process(FrozenProcess& process, const std::string& image_dir,
   uint64_t brk = 0;
   for (PtraceAttachment& thread : process.threads) {
     uint64_t tid_address = 0;
+    json thread_attrs;
     {
       RemoteSyscalls remote(thread);
       tid_address = remote_tid_address(remote);
-      if (thread.tid() == pid) brk = static_cast<uint64_t>(remote.syscall(SYS_brk, 0));
+      if (thread.tid() == pid) {
+        brk = static_cast<uint64_t>(remote.syscall(SYS_brk, 0));
+        core["process_attrs"] = dump_process_attrs(pid, remote);
+      }
+      thread_attrs = dump_thread_attrs(thread.tid(), remote);
     }
-    threads.push_back(dump_thread(thread, tid_address));
+    json t = dump_thread(thread, tid_address);
+    t["attrs"] = thread_attrs;
+    threads.push_back(t);
   }
   core["threads"] = threads;
   core["shared_pending_signals"] =
@@ -93,6 +103,7 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
     throw Error("the session leader " + std::to_string(root.sid) + " of pid " +
                 std::to_string(pid) + " is outside the tree (a shell job): use --shell-job");
 
+  FileDumper files(image_dir, FileDumpOptions{options.shell_job});
   MemoryDumpCounters counters;
   std::map<uint64_t, json> dumped_shmem;
   json pstree = json::array();
@@ -106,9 +117,14 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
     entry["threads"] = tids;
     pstree.push_back(entry);
     if (info.zombie) continue;
-    with_context("dumping pid " + std::to_string(info.pid),
-                 [&] { dump_process(process, image_dir, counters, dumped_shmem); });
+    with_context("dumping pid " + std::to_string(info.pid), [&] {
+      dump_process(process, image_dir, counters, dumped_shmem);
+      UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, info.pid, 0)));
+      if (!pidfd) throw_errno("pidfd_open");
+      files.dump_process(info.pid, pidfd.get());
+    });
   }
+  files.finish();
   write_json_image(image_dir, "pstree.img", pstree);
   json shmem = json::array();
   for (auto& [inode, object] : dumped_shmem) shmem.push_back(object);

@@ -33,23 +33,32 @@ bool is_event_stop(int status) {
 
 }  // namespace
 
-PtraceAttachment PtraceAttachment::seize_and_interrupt(pid_t tid, unsigned long options) {
+PtraceAttachment PtraceAttachment::seize_and_request_stop(pid_t tid, unsigned long options) {
   do_ptrace(PTRACE_SEIZE, tid, nullptr, reinterpret_cast<void*>(options), "PTRACE_SEIZE");
   PtraceAttachment attachment(tid);
   do_ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr, "PTRACE_INTERRUPT");
+  return attachment;
+}
+
+void PtraceAttachment::wait_interrupted() const {
   for (;;) {
-    int status = attachment.wait_stop();
-    if (is_event_stop(status)) break;
+    int status = wait_stop();
+    if (is_event_stop(status)) return;
     int sig = WSTOPSIG(status);
     if ((status >> 16) == 0 && sig != SIGTRAP) {
       // A signal was being delivered when we attached: let it go on as it would have (the
       // pending interrupt stops the thread right after).
-      do_ptrace(PTRACE_CONT, tid, nullptr, reinterpret_cast<void*>(static_cast<long>(sig)),
+      do_ptrace(PTRACE_CONT, tid_, nullptr, reinterpret_cast<void*>(static_cast<long>(sig)),
                 "PTRACE_CONT");
       continue;
     }
-    do_ptrace(PTRACE_CONT, tid, nullptr, nullptr, "PTRACE_CONT");
+    do_ptrace(PTRACE_CONT, tid_, nullptr, nullptr, "PTRACE_CONT");
   }
+}
+
+PtraceAttachment PtraceAttachment::seize_and_interrupt(pid_t tid, unsigned long options) {
+  PtraceAttachment attachment = seize_and_request_stop(tid, options);
+  attachment.wait_interrupted();
   return attachment;
 }
 

@@ -15,6 +15,10 @@ namespace cryo::ckpt {
 class PtraceAttachment {
  public:
   static PtraceAttachment seize_and_interrupt(pid_t tid, unsigned long options = 0);
+  // Seizes and asks for the stop without waiting for it (a thread in a frozen v1 freezer cgroup
+  // reaches the stop only once thawed); wait_interrupted() waits for it.
+  static PtraceAttachment seize_and_request_stop(pid_t tid, unsigned long options = 0);
+  void wait_interrupted() const;
   // Adopts a thread that is already traced by us and stopped (e.g. a restored thread).
   static PtraceAttachment adopt_stopped(pid_t tid);
   PtraceAttachment(PtraceAttachment&& other) noexcept;

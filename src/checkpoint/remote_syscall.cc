@@ -109,6 +109,22 @@ struct RemoteSyscalls::Impl {
     }
   }
 
+  void run_code(RemoteAddr code, RemoteAddr block, RemoteAddr stack) {
+    user_regs_struct regs = saved;
+    regs.rip = code.value();
+    regs.rdi = block.value();
+    regs.rsp = stack.value();
+    regs.orig_rax = static_cast<uint64_t>(-1);
+    regs.rax = 0;
+    thread.set_regs(regs);
+    new_threads.clear();
+    if (::ptrace(PTRACE_CONT, thread.tid(), nullptr, nullptr) != 0)
+      throw_errno(who() + ": PTRACE_CONT into the injected code");
+    wait_trap();
+    // The batch may have moved the vdso: find the syscall instruction again when next needed.
+    syscall_insn = 0;
+  }
+
   void ensure_scratch(size_t size) {
     size = round_up(size, kPageSize);
     if (scratch_size >= size) return;
@@ -261,19 +277,8 @@ std::vector<uint8_t> RemoteSyscalls::run_batch(const SyscallBatch& batch) {
   std::vector<uint8_t> block = batch.layout(block_addr);
   impl_->write(block_addr, block.data(), block.size());
 
-  user_regs_struct regs = impl_->saved;
-  regs.rip = base.value();
-  regs.rdi = block_addr.value();
-  regs.rsp = (base + impl_->scratch_size).value() - 64;
-  regs.orig_rax = static_cast<uint64_t>(-1);
-  regs.rax = 0;
-  impl_->thread.set_regs(regs);
-  impl_->new_threads.clear();
-  if (::ptrace(PTRACE_CONT, impl_->thread.tid(), nullptr, nullptr) != 0)
-    throw_errno(impl_->who() + ": PTRACE_CONT into the injected code");
-  impl_->wait_trap();
-  // The batch may have moved the vdso: find the syscall instruction again when next needed.
-  impl_->syscall_insn = 0;
+  RemoteAddr stack_top = (base + impl_->scratch_size) + 0;
+  impl_->run_code(base, block_addr, RemoteAddr((stack_top.value() - 64) & ~uint64_t{15}));
   impl_->read(block_addr, block.data(), block.size());
   for (size_t i = 0; i < batch.count(); ++i) {
     int64_t result = SyscallBatch::result_of(block, i);
@@ -282,6 +287,17 @@ std::vector<uint8_t> RemoteSyscalls::run_batch(const SyscallBatch& batch) {
     }
   }
   return block;
+}
+
+std::vector<uint8_t> RemoteSyscalls::run_prepared(RemoteAddr code, size_t area_size,
+                                                  RemoteAddr block, size_t block_size,
+                                                  RemoteAddr stack_top) {
+  impl_->scratch_base = code;
+  impl_->scratch_size = area_size;
+  impl_->run_code(code, block, stack_top);
+  std::vector<uint8_t> out(block_size);
+  impl_->read(block, out.data(), out.size());
+  return out;
 }
 
 }  // namespace cryo::ckpt

@@ -32,6 +32,11 @@ class RemoteSyscalls {
   // Runs all syscalls of the batch inside the target in one stop. Returns the serialized block as
   // it is after the run: read results with SyscallBatch::result_of, outputs at offset_of(ref).
   std::vector<uint8_t> run_batch(const SyscallBatch& batch);
+  // Runs a blob and batch the target placed in its own memory (the restorer) and returns the
+  // block after the run. The area [code, code + area_size) becomes this session's scratch area:
+  // it is unmapped by finish().
+  std::vector<uint8_t> run_prepared(RemoteAddr code, size_t area_size, RemoteAddr block,
+                                    size_t block_size, RemoteAddr stack_top);
   // Places the scratch area (blob + batch) at exactly `addr` when it is first mapped (restore:
   // an address free in both the current and the dumped layout). Call before any use.
   void place_scratch_at(RemoteAddr addr);

@@ -1,7 +1,417 @@
+// cryo::ckpt::restore(): the coordinator. Verifies the images, creates the memory objects and
+// opens the files the processes map, forks the tree with its PIDs (each restoring process is a
+// fork of the coordinator running restore_process()), runs each process's restorer batch by
+// ptrace, sets every thread's registers and lets the tree go.
+#include <fcntl.h>
+#include <linux/sched.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/rseq.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <exception>
+#include <map>
+#include <memory>
+#include <set>
+
 #include "checkpoint/checkpoint.h"
+#include "checkpoint/files.h"
+#include "checkpoint/image/image_file.h"
+#include "checkpoint/inventory.h"
+#include "checkpoint/memory.h"
+#include "checkpoint/process_attrs.h"
+#include "checkpoint/ptrace.h"
+#include "checkpoint/remote_syscall.h"
+#include "checkpoint/restorer.h"
+#include "checkpoint/threads.h"
 #include "common/error.h"
+#include "common/fs.h"
+#include "common/log.h"
+#include "common/unique_fd.h"
+
 namespace cryo::ckpt {
-RestoreResult restore(const std::string&, const RestoreOptions&) {
-  throw Error("not supported yet: restore");
+
+namespace {
+
+uint64_t now_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
 }
+
+constexpr int kReportTimeoutMs = 60000;
+constexpr size_t kMaxReport = 1 << 20;
+
+struct ProcessImages {
+  json entry;  // from pstree.img
+  json core;
+  json mm;
+  std::unique_ptr<RawImageReader> pages;
+};
+
+struct RestoreContext {
+  std::string dir;
+  RestoreOptions options;
+  pid_t root = -1;
+  std::map<pid_t, ProcessImages> processes;
+  std::map<std::string, UniqueFd> files;  // mapped files by path
+  std::map<uint64_t, UniqueFd> shmem;     // shared anonymous memory by dumped inode
+  std::map<std::string, UniqueFd> exes;
+  std::unique_ptr<FilePool> pool;
+  UniqueFd report_read;   // coordinator's end
+  UniqueFd report_write;  // restoring processes' end
+};
+
+pid_t clone_with_pid(pid_t pid, uint64_t flags) {
+  clone_args args{};
+  args.flags = flags;
+  args.exit_signal = SIGCHLD;
+  args.set_tid = reinterpret_cast<uint64_t>(&pid);
+  args.set_tid_size = 1;
+  long r = ::syscall(SYS_clone3, &args, sizeof args);
+  if (r < 0) {
+    if (errno == EEXIST) throw Error("pid " + std::to_string(pid) + " is in use", EEXIST);
+    throw_errno("clone3 with pid " + std::to_string(pid));
+  }
+  return static_cast<pid_t>(r);
+}
+
+void send_report(int fd, const json& report) {
+  std::string text = report.dump();
+  if (::send(fd, text.data(), text.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(text.size()))
+    ::_exit(3);
+}
+
+// The image's exit status of a zombie, reproduced by the new process.
+[[noreturn]] void become_zombie(int status) {
+  if (WIFSIGNALED(status)) {
+    int sig = WTERMSIG(status);
+    ::signal(sig, SIG_DFL);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, sig);
+    ::sigprocmask(SIG_UNBLOCK, &set, nullptr);
+    ::kill(::getpid(), sig);
+  }
+  ::_exit(WEXITSTATUS(status));
+}
+
+void unregister_rseq() {
+  // glibc registered rseq for the coordinator's thread and fork kept it; its area is about to
+  // be unmapped, where the kernel would fault writing to it.
+  constexpr int kRseqFlagUnregister = 1;
+  constexpr uint32_t kRseqSig = 0x53053053;
+  if (__rseq_size == 0) return;
+  char* area = static_cast<char*>(__builtin_thread_pointer()) + __rseq_offset;
+  for (uint32_t len : {32u, __rseq_size})
+    if (::syscall(SYS_rseq, area, len, kRseqFlagUnregister, kRseqSig) == 0) return;
+}
+
+// In a restoring process (a fork of the coordinator); never returns.
+[[noreturn]] void restore_process(RestoreContext& ctx, pid_t pid) {
+  std::vector<pid_t> created;
+  try {
+    ProcessImages& images = ctx.processes.at(pid);
+    const json& entry = images.entry;
+    pid_t sid = entry.at("sid");
+    pid_t pgid = entry.at("pgid");
+    bool keep_session = ctx.options.shell_job && pid == ctx.root;
+    // Sessions first, then groups (a group lives inside a session).
+    if (!keep_session && sid == pid && ::setsid() < 0) throw_errno("setsid");
+    if (pgid == pid) {
+      if (::getpgid(0) != pid && ::setpgid(0, 0) < 0) throw_errno("setpgid");
+    } else if (::getpgid(0) != pgid && ::setpgid(0, pgid) < 0) {
+      throw_errno("setpgid to group " + std::to_string(pgid));
+    }
+    for (const json& child_pid : entry.at("children")) {
+      pid_t child = child_pid;
+      pid_t r = clone_with_pid(child, 0);
+      if (r == 0) {
+        const json& child_entry = ctx.processes.at(child).entry;
+        if (child_entry.at("zombie").get<bool>()) become_zombie(child_entry.at("exit_code"));
+        restore_process(ctx, child);
+      }
+      created.push_back(r);
+    }
+    if (entry.at("zombie").get<bool>()) become_zombie(entry.at("exit_code"));
+
+    ::prctl(PR_SET_NAME, entry.at("comm").get<std::string>().c_str());
+    // The fds the restorer needs, kept (and moved out of the way) by the file pool.
+    std::vector<int> keep{ctx.report_write.get(), images.pages->fd(),
+                          ctx.exes.at(images.mm.at("exe")).get()};
+    std::vector<std::pair<std::string, size_t>> file_slots;
+    std::vector<std::pair<uint64_t, size_t>> shmem_slots;
+    for (const json& v : images.mm.at("vmas")) {
+      std::string path = v.at("path");
+      VmaKind kind = vma_kind_from_name(v.at("kind"));
+      if (kind == VmaKind::kFilePrivate || kind == VmaKind::kFileShared) {
+        file_slots.push_back({path, keep.size()});
+        keep.push_back(ctx.files.at(path).get());
+      } else if (kind == VmaKind::kSharedAnon) {
+        uint64_t inode = v.at("inode");
+        shmem_slots.push_back({inode, keep.size()});
+        keep.push_back(ctx.shmem.at(inode).get());
+      }
+    }
+    std::sort(keep.begin() + 3, keep.end());
+    // Duplicates (a file mapped several times) would be moved twice: keep each number once.
+    std::vector<int> unique_keep;
+    for (int fd : keep)
+      if (std::find(unique_keep.begin(), unique_keep.end(), fd) == unique_keep.end())
+        unique_keep.push_back(fd);
+    std::vector<int> moved = unique_keep;
+    ctx.pool->install(pid, &moved);
+    auto new_number = [&](int old_fd) {
+      auto it = std::find(unique_keep.begin(), unique_keep.end(), old_fd);
+      return moved[static_cast<size_t>(it - unique_keep.begin())];
+    };
+    int report_fd = new_number(ctx.report_write.get());
+    RestorerFds fds;
+    fds.pages = new_number(images.pages->fd());
+    fds.exe = new_number(ctx.exes.at(images.mm.at("exe")).get());
+    for (const json& v : images.mm.at("vmas")) {
+      VmaKind kind = vma_kind_from_name(v.at("kind"));
+      if (kind == VmaKind::kFilePrivate || kind == VmaKind::kFileShared)
+        fds.files[v.at("path")] = new_number(ctx.files.at(v.at("path")).get());
+      else if (kind == VmaKind::kSharedAnon)
+        fds.shmem[v.at("inode")] = new_number(ctx.shmem.at(v.at("inode")).get());
+    }
+    fds.close_at_end = moved;
+    const json& attrs = images.core.at("process_attrs");
+    restore_process_attrs_early(attrs);
+
+    sigset_t all;
+    sigfillset(&all);
+    ::sigprocmask(SIG_BLOCK, &all, nullptr);
+    unregister_rseq();
+    const json& main_thread_attrs = images.core.at("threads").at(0).at("attrs");
+    RestorerPlan plan = prepare_restorer(images.core, images.mm, fds, [&](SyscallBatch& batch) {
+      append_thread_restore(main_thread_attrs, batch);
+      append_late_process_restore(attrs, batch);
+    });
+    send_report(report_fd, {{"pid", pid}, {"plan", plan_to_json(plan)}});
+    // The coordinator takes over from here by ptrace.
+    for (;;) ::pause();
+  } catch (const std::exception& e) {
+    for (pid_t child : created) ::kill(child, SIGKILL);
+    send_report(ctx.report_write.get(),
+                {{"pid", pid},
+                 {"error", std::string("restoring pid ") + std::to_string(pid) + ": " + e.what()}});
+    ::_exit(1);
+  }
+}
+
+void load_images(RestoreContext& ctx) {
+  json inventory = read_and_check_inventory(ctx.dir);
+  ctx.root = inventory.at("root_pid");
+  json pstree = read_json_image(ctx.dir, "pstree.img");
+  for (const json& entry : pstree) {
+    pid_t pid = entry.at("pid");
+    ProcessImages& p = ctx.processes[pid];
+    p.entry = entry;
+    if (entry.at("zombie").get<bool>()) continue;
+    std::string id = std::to_string(pid);
+    p.core = read_json_image(ctx.dir, "core-" + id + ".img");
+    p.mm = read_json_image(ctx.dir, "mm-" + id + ".img");
+    p.pages = std::make_unique<RawImageReader>(ctx.dir, p.mm.at("pages_image").get<std::string>());
+    p.pages->verify_checksum();
+    for (const json& v : p.mm.at("vmas")) {
+      VmaKind kind = vma_kind_from_name(v.at("kind"));
+      if (kind != VmaKind::kFilePrivate && kind != VmaKind::kFileShared) continue;
+      std::string path = v.at("path");
+      bool writable = kind == VmaKind::kFileShared && (v.at("prot").get<int>() & PROT_WRITE);
+      auto it = ctx.files.find(path);
+      if (it != ctx.files.end() && !writable) continue;
+      if (path.size() > 10 && path.substr(path.size() - 10) == " (deleted)")
+        throw Error("pid " + id + " maps the deleted file " + path + ": not supported yet");
+      ctx.files[path] = fs::open_or_throw(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+    }
+    std::string exe = p.mm.at("exe");
+    if (!ctx.exes.count(exe)) ctx.exes[exe] = fs::open_or_throw(exe, O_RDONLY | O_CLOEXEC);
+  }
+  if (!ctx.processes.count(ctx.root)) throw Error("pstree.img does not contain the root");
+
+  json shmem = read_json_image(ctx.dir, "shmem.img");
+  for (const json& object : shmem) {
+    uint64_t inode = object.at("inode");
+    RawImageReader content(ctx.dir, object.at("image").get<std::string>());
+    content.verify_checksum();
+    UniqueFd memfd(static_cast<int>(::syscall(SYS_memfd_create, "cryo-shmem", MFD_CLOEXEC)));
+    if (!memfd) throw_errno("memfd_create");
+    if (::ftruncate(memfd.get(), static_cast<off_t>(object.at("size").get<uint64_t>())) < 0)
+      throw_errno("ftruncate of a shared memory object");
+    std::vector<uint8_t> buffer(1 << 20);
+    for (const PageRun& run : runs_from_json(object.at("runs"))) {
+      uint64_t size = object.at("size");
+      uint64_t done = 0,
+               total = std::min<uint64_t>(run.pages * kPageSize, size - std::min(size, run.vaddr));
+      while (done < total) {
+        size_t n = static_cast<size_t>(std::min<uint64_t>(buffer.size(), total - done));
+        content.read_at(run.offset + done, buffer.data(), n);
+        if (::pwrite(memfd.get(), buffer.data(), n, static_cast<off_t>(run.vaddr + done)) !=
+            static_cast<ssize_t>(n))
+          throw_errno("filling a shared memory object from " + content.path());
+        done += n;
+      }
+    }
+    ctx.shmem[inode] = std::move(memfd);
+  }
+}
+
+json receive_report(int fd) {
+  pollfd p{fd, POLLIN, 0};
+  int r = ::poll(&p, 1, kReportTimeoutMs);
+  if (r == 0) throw Error("timed out waiting for the restoring processes");
+  if (r < 0) throw_errno("poll");
+  std::string buffer(kMaxReport, '\0');
+  ssize_t n = ::recv(fd, buffer.data(), buffer.size(), 0);
+  if (n < 0) throw_errno("recv");
+  if (n == 0) throw Error("the restoring processes exited without reporting");
+  return json::parse(buffer.substr(0, static_cast<size_t>(n)));
+}
+
+struct RestoredThread {
+  PtraceAttachment attachment;
+  const json* image;
+};
+
+}  // namespace
+
+RestoreResult restore(const std::string& image_dir, const RestoreOptions& options) {
+  if (options.new_pid_namespace) throw Error("not supported yet: restore into a new PID namespace");
+  uint64_t t0 = now_us();
+  RestoreContext ctx;
+  ctx.dir = image_dir;
+  ctx.options = options;
+  load_images(ctx);
+  ctx.pool = FilePool::open(image_dir, FileRestoreOptions{options.shell_job, -1});
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) throw_errno("socketpair");
+  ctx.report_read = UniqueFd(sv[0]);
+  ctx.report_write = UniqueFd(sv[1]);
+
+  RestoreResult result;
+  uint64_t fork_start = now_us();
+  pid_t root = clone_with_pid(ctx.root, options.root_clone_flags);
+  if (root == 0) {
+    if (options.in_root_before_restore) {
+      try {
+        options.in_root_before_restore();
+      } catch (const std::exception& e) {
+        send_report(ctx.report_write.get(), {{"pid", ctx.root}, {"error", e.what()}});
+        ::_exit(1);
+      }
+    }
+    restore_process(ctx, ctx.root);
+  }
+  ctx.report_write.reset();
+  result.root_pid = root;
+
+  std::set<pid_t> ours{root};
+  std::vector<RestoredThread> threads;
+  try {
+    std::map<pid_t, RestorerPlan> plans;
+    size_t expected = 0;
+    for (auto& [pid, p] : ctx.processes)
+      if (!p.entry.at("zombie").get<bool>()) ++expected;
+    while (plans.size() < expected) {
+      json report = receive_report(ctx.report_read.get());
+      pid_t pid = report.at("pid");
+      if (report.contains("error")) throw Error(report.at("error").get<std::string>());
+      ours.insert(pid);
+      plans[pid] = plan_from_json(report.at("plan"));
+    }
+    result.stats.forking_time = now_us() - fork_start;
+
+    for (auto& [pid, plan] : plans) {
+      with_context("restoring pid " + std::to_string(pid), [&] {
+        const json& core = ctx.processes.at(pid).core;
+        PtraceAttachment main = PtraceAttachment::seize_and_interrupt(pid, PTRACE_O_TRACECLONE);
+        RemoteSyscalls remote(main);
+        std::vector<uint8_t> block =
+            remote.run_prepared(RemoteAddr(plan.area), plan.area_size, RemoteAddr(plan.block),
+                                plan.block_size, RemoteAddr(plan.stack_top));
+        std::vector<PtraceAttachment> created;
+        // On failure the process is of no use any more: end it before the sessions above unwind
+        // (they would otherwise let its threads run into the restorer's trap).
+        struct KillOnFailure {
+          pid_t pid;
+          int exceptions = std::uncaught_exceptions();
+          ~KillOnFailure() {
+            if (std::uncaught_exceptions() > exceptions) ::kill(pid, SIGKILL);
+          }
+        } kill_on_failure{pid};
+        for (pid_t tid : remote.new_threads())
+          created.push_back(PtraceAttachment::adopt_stopped(tid));
+        check_restorer_results(plan, block);
+        result.stats.pages_restored += plan.pages_restored;
+        const json& images = core.at("threads");
+        for (size_t t = 1; t < images.size(); ++t) {
+          const json& image = images[t];
+          pid_t tid = image.at("tid");
+          auto it =
+              std::find_if(created.begin(), created.end(), [&](auto& a) { return a.tid() == tid; });
+          if (it == created.end())
+            throw Error("thread " + std::to_string(tid) + " was not created");
+          {
+            RemoteSyscalls in_thread(*it);
+            const json& robust = image.at("robust_list");
+            if (robust.at("head").get<uint64_t>()) {
+              long r = in_thread.syscall(SYS_set_robust_list, robust.at("head"), robust.at("len"));
+              if (r < 0)
+                throw SysError("thread " + std::to_string(tid) + ": set_robust_list",
+                               static_cast<int>(-r));
+            }
+            const json& rseq = image.at("rseq");
+            if (rseq.at("pointer").get<uint64_t>()) {
+              long r = in_thread.syscall(SYS_rseq, rseq.at("pointer"), rseq.at("size"), 0,
+                                         rseq.at("signature"));
+              if (r < 0)
+                throw SysError("thread " + std::to_string(tid) + ": rseq", static_cast<int>(-r));
+            }
+            SyscallBatch thread_batch;
+            append_thread_restore(image.at("attrs"), thread_batch);
+            append_thread_signals(pid, image, thread_batch);
+            if (thread_batch.count()) {
+              std::vector<uint8_t> out = in_thread.run_batch(thread_batch);
+              for (size_t i = 0; i < thread_batch.count(); ++i) {
+                int64_t r = SyscallBatch::result_of(out, i);
+                if (r < 0 && r >= -4095)
+                  throw SysError(
+                      "thread " + std::to_string(tid) + ": " + thread_batch.description(i),
+                      static_cast<int>(-r));
+              }
+            }
+            in_thread.finish(true);
+          }
+          restore_thread_registers(*it, image);
+          threads.push_back({std::move(*it), &image});
+        }
+        remote.finish(true);  // unmaps the restorer area through the restored vdso
+        restore_thread_registers(main, images.at(0));
+        threads.push_back({std::move(main), &images.at(0)});
+      });
+    }
+    // All processes are ready: let every thread go.
+    for (RestoredThread& t : threads) t.attachment.detach();
+  } catch (Error& e) {
+    for (RestoredThread& t : threads) t.attachment.release();
+    for (pid_t pid : ours) ::kill(pid, SIGKILL);
+    while (::waitpid(root, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    throw;
+  }
+  if (!options.pidfile.empty()) fs::write_file_atomic(options.pidfile, std::to_string(root) + "\n");
+  result.stats.restore_time = now_us() - t0;
+  return result;
+}
+
 }  // namespace cryo::ckpt

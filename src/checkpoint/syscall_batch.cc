@@ -37,6 +37,14 @@ BatchArg SyscallBatch::reserve(size_t size) {
   return BatchArg(offset, true);
 }
 
+void SyscallBatch::set_pointer(BatchArg field, size_t offset_in_field, BatchArg target) {
+  if (!field.is_data_ref || !target.is_data_ref)
+    throw std::invalid_argument("set_pointer needs data references");
+  if (field.raw + offset_in_field + sizeof(uint64_t) > data_.size())
+    throw std::invalid_argument("set_pointer: field outside the data area");
+  pointer_fixups_.push_back(PointerFixup{field.raw + offset_in_field, target});
+}
+
 size_t SyscallBatch::offset_of(BatchArg ref) const {
   return align16(entries_bytes(entries_.size())) + ref.raw;
 }
@@ -62,6 +70,10 @@ std::vector<uint8_t> SyscallBatch::layout(RemoteAddr base) const {
   out[entries_.size()].nr = kBatchEnd;
   size_t data_start = align16(entries_bytes(entries_.size()));
   if (!data_.empty()) std::memcpy(block.data() + data_start, data_.data(), data_.size());
+  for (const PointerFixup& fixup : pointer_fixups_) {
+    uint64_t address = address_of(fixup.target, base).value();
+    std::memcpy(block.data() + data_start + fixup.data_offset, &address, sizeof address);
+  }
   return block;
 }
 

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "checkpoint/remote_addr.h"
@@ -51,6 +52,12 @@ class SyscallBatch {
   BatchArg data(const void* bytes, size_t size);
   // Reserves zeroed space in the data area, e.g. for a syscall to write its output into.
   BatchArg reserve(size_t size);
+  // Places, at `field` (a data reference, plus `offset_in_field` bytes), the 8-byte remote address
+  // of `target` once the block is laid out: for structures that point into the data area
+  // themselves (struct sock_fprog, struct iovec...).
+  void set_pointer(BatchArg field, size_t offset_in_field, BatchArg target);
+  // Replaces the default description ("syscall N") of entry `index`, used in error messages.
+  void describe(size_t index, std::string text) { descriptions_[index] = std::move(text); }
   // Remote address of a data reference once the block is placed at `base`.
   RemoteAddr address_of(BatchArg ref, RemoteAddr base) const;
   // Offset of a data reference inside the serialized block (to read outputs back).
@@ -74,6 +81,11 @@ class SyscallBatch {
   std::vector<Entry> entries_;
   std::vector<std::string> descriptions_;
   std::vector<uint8_t> data_;
+  struct PointerFixup {
+    size_t data_offset;  // where the pointer goes, in the data area
+    BatchArg target;
+  };
+  std::vector<PointerFixup> pointer_fixups_;
 };
 
 }  // namespace cryo::ckpt

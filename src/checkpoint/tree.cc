@@ -151,7 +151,10 @@ FrozenTree FrozenTree::freeze(pid_t root, const std::string& freezer_cgroup) {
       for (pid_t tid : list_threads(pid)) {
         if (attached.count(tid)) continue;
         try {
-          process->threads.push_back(PtraceAttachment::seize_and_interrupt(tid));
+          if (cgroup)
+            process->threads.push_back(PtraceAttachment::seize_and_request_stop(tid));
+          else
+            process->threads.push_back(PtraceAttachment::seize_and_interrupt(tid));
         } catch (const Error& e) {
           if (e.sys_errno() == ESRCH) continue;  // the thread exited meanwhile
           throw;
@@ -165,7 +168,13 @@ FrozenTree FrozenTree::freeze(pid_t root, const std::string& freezer_cgroup) {
         if (!known_processes.count(child)) queue.push_back(child);
     }
   }
-  // The leader first in each process (list_threads order is kept by the first pass).
+  if (cgroup) {
+    // Everything is seized with a stop requested; thawing lets each thread reach that stop (a
+    // v1-frozen task gets there only once thawed) before it can run any user code.
+    cgroup.reset();
+    for (auto& process : tree.processes_)
+      for (auto& thread : process.threads) thread.wait_interrupted();
+  }
   return tree;
 }
 

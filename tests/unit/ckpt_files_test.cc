@@ -99,8 +99,11 @@ class TreeProcess {
     ::close(ready[1]);
     char c = 0;
     ssize_t n = ::read(ready[0], &c, 1);
-    ::close(ready[0]);
     EXPECT_EQ(n, 1) << "tree process died during setup";
+    // The ready fd itself must be gone from the tree before it is dumped: wait for its close.
+    while (::read(ready[0], &c, 1) > 0) {
+    }
+    ::close(ready[0]);
     pidfd_ = static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0));
     EXPECT_GE(pidfd_, 0);
   }

@@ -57,6 +57,8 @@ std::string peek_pipe(int read_fd, int pipe_size) {
 
 // Fills the object entry: size and queued bytes (raw image pipe-ID.img).
 void dump_pipe_object(DumpContext& ctx, const DumpedFd& fd, uint64_t id, json& entry) {
+  // Packet mode keeps write boundaries that a byte copy of the queue would lose.
+  if (fd.flags & O_DIRECT) throw Error("not supported yet: packet-mode pipe (O_DIRECT)");
   int size = ::fcntl(fd.stolen, F_GETPIPE_SZ);
   if (size < 0) throw_errno("fcntl F_GETPIPE_SZ");
   entry["size"] = size;
@@ -68,16 +70,18 @@ void dump_pipe_object(DumpContext& ctx, const DumpedFd& fd, uint64_t id, json& e
     read_fd = reopened.get();
   }
   std::string data = peek_pipe(read_fd, size);
+  entry["bytes"] = data.size();
+  if (data.empty()) return;  // most pipes: no image file at all
   std::string image = "pipe-" + std::to_string(id) + ".img";
   RawImageWriter writer(ctx.image_dir(), image);
   writer.append(data.data(), data.size());
   writer.finish();
   entry["image"] = image;
-  entry["bytes"] = data.size();
 }
 
 // Writes the dumped bytes back into the pipe through `write_fd` (non-blocking).
 void refill_pipe(RestoreContext& ctx, const json& entry, int write_fd) {
+  if (entry.at("bytes").get<uint64_t>() == 0) return;
   RawImageReader reader(ctx.image_dir(), entry.at("image").get<std::string>());
   reader.verify_checksum();
   if (reader.payload_size() != entry.at("bytes").get<uint64_t>())

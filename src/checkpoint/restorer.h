@@ -1,0 +1,59 @@
+// The restorer: in each restoring process (a fork of the coordinator), the syscall batch that
+// turns its address space into the dumped one, placed together with the blob in an area free in
+// both layouts. The coordinator then runs it by ptrace (registers set to the blob's entry) and
+// finishes the threads.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "checkpoint/syscall_batch.h"
+
+namespace cryo::ckpt {
+
+using json = nlohmann::json;
+
+// fds the batch uses, open in the restoring process.
+struct RestorerFds {
+  int pages = -1;                    // pages-PID.img
+  std::map<std::string, int> files;  // mapped files by path (opened for the needed access)
+  std::map<uint64_t, int> shmem;     // shared anonymous memory objects by dumped inode
+  int exe = -1;                      // the dumped executable, for PR_SET_MM_MAP
+  std::vector<int> close_at_end;     // closed by the batch's last entries
+};
+
+// Where the prepared restorer lives; sent to the coordinator.
+struct RestorerPlan {
+  uint64_t area = 0;
+  uint64_t area_size = 0;
+  uint64_t block = 0;
+  uint64_t block_size = 0;
+  uint64_t stack_top = 0;
+  // (index, expected result) of entries whose full success must be checked (preadv lengths).
+  std::vector<std::pair<uint64_t, int64_t>> expected_results;
+  std::vector<std::string> descriptions;  // one per entry, for error messages
+  uint64_t pages_restored = 0;
+};
+json plan_to_json(const RestorerPlan& plan);
+RestorerPlan plan_from_json(const json& j);
+
+// Builds the batch for `core` and `mm`, lets `append_late` add the late process attributes
+// (credentials, timers, seccomp last), and maps the area with blob and batch into this process.
+// Call with all signals blocked.
+RestorerPlan prepare_restorer(const json& core, const json& mm, const RestorerFds& fds,
+                              const std::function<void(SyscallBatch&)>& append_late);
+
+// Queues a thread's dumped pending signals again; run by the thread itself (the kernel lets only
+// a thread queue signals with user codes to itself).
+void append_thread_signals(pid_t pid, const json& thread, SyscallBatch& batch);
+
+// Checks the batch results read back from the restored process; throws on the first failure.
+void check_restorer_results(const RestorerPlan& plan, const std::vector<uint8_t>& block);
+
+}  // namespace cryo::ckpt

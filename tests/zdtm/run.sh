@@ -1,0 +1,105 @@
+#!/bin/bash
+# Runs one zdtm program under checkpoint/restore:
+#   run.sh [--mode dump|leave-running|two-rounds] PROGRAM
+# The program is started in its own session with its results going to a file; once it reports
+# READY it is dumped (and killed, or left running with -R), restored with its PID, sent SIGTERM,
+# and must report PASS. Environment: CRYO = the cryo binary.
+set -u
+mode=dump
+while [ $# -gt 1 ]; do
+  case "$1" in
+    --mode) mode="$2"; shift 2 ;;
+    *) break ;;
+  esac
+done
+program="$1"
+name=$(basename "$program")
+CRYO="${CRYO:-cryo}"
+work=$(mktemp -d "/tmp/zdtm-$name.XXXXXX")
+out="$work/out"
+pids=()
+
+cleanup() {
+  for p in "${pids[@]}"; do
+    kill -KILL "$p" 2>/dev/null
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+fail() {
+  echo "FAIL ($name, $mode): $*"
+  [ -f "$out" ] && sed 's/^/  out: /' "$out"
+  exit 1
+}
+
+# Waits (without a time limit of its own: ctest's TIMEOUT bounds the test) for a line in $out.
+wait_for_line() {
+  local line="$1" pid="$2"
+  until grep -q "^$line" "$out" 2>/dev/null; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      return 1
+    fi
+    sleep 0.02
+  done
+}
+
+# Waits until the process (restored by cryo -d, so not our child) has exited.
+wait_gone() {
+  while kill -0 "$1" 2>/dev/null && [ "$(awk '{print $3}' /proc/"$1"/stat 2>/dev/null)" != Z ]; do
+    sleep 0.02
+  done
+}
+
+setsid "$program" "$out" </dev/null >"$work/stdout" 2>&1 &
+pid=$!
+pids+=("$pid")
+wait_for_line READY "$pid" || fail "the program exited before it was ready"
+
+rounds=1
+[ "$mode" = two-rounds ] && rounds=2
+for round in $(seq 1 $rounds); do
+  images="$work/images-$round"
+  # Every process of the test's session (and group): their PIDs must be free before the restore.
+  members=$( (ps -o pid= -s "$pid"; ps -o pid= -g "$pid") | sort -u)
+  if [ "$mode" = leave-running ]; then
+    "$CRYO" cr dump -t "$pid" -D "$images" -R || fail "dump (leave running) failed"
+    kill -0 "$pid" 2>/dev/null || fail "the original died after dump -R"
+    # The original goes on and must still pass; then the images are restored.
+    kill -TERM "$pid"
+    { wait "$pid"; } 2>/dev/null
+    grep -q '^PASS' "$out" || fail "the original did not pass after dump -R"
+    : >"$out"
+    for member in $members; do
+      while [ -e /proc/"$member" ]; do sleep 0.02; done
+    done
+  else
+    "$CRYO" cr dump -t "$pid" -D "$images" || fail "dump failed (round $round)"
+    if [ "$round" = 1 ]; then
+      { wait "$pid"; } 2>/dev/null  # reap the dumped (killed) original: its PID must be free
+    else
+      wait_gone "$pid"
+      # A restored process is reaped by init; wait until the PID is free.
+      while [ -e /proc/"$pid" ]; do sleep 0.02; done
+    fi
+    # The killed processes are reaped by their parents (init for orphans), not by us.
+    for member in $members; do
+      while [ -e /proc/"$member" ]; do sleep 0.02; done
+    done
+  fi
+  "$CRYO" cr restore -D "$images" -d --pidfile "$work/pidfile" || fail "restore failed (round $round)"
+  restored=$(cat "$work/pidfile")
+  [ "$restored" = "$pid" ] || fail "restored pid $restored differs from $pid"
+  kill -0 "$pid" 2>/dev/null || fail "the restored process is gone"
+done
+
+kill -TERM "$pid"
+# The restored process is not our child: wait for its result line.
+until grep -qE '^(PASS|FAIL)' "$out" 2>/dev/null; do
+  kill -0 "$pid" 2>/dev/null && [ "$(awk '{print $3}' /proc/"$pid"/stat 2>/dev/null)" != Z ] || break
+  sleep 0.02
+done
+sleep 0.05
+grep -q '^PASS' "$out" || fail "no PASS after restore"
+echo "PASS ($name, $mode)"
+exit 0
