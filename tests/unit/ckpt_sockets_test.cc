@@ -621,6 +621,11 @@ TEST_F(SocketsTest, UnixListenersAndBoundDatagramSocketKeepTheirNames) {
   EXPECT_EQ(st.st_mode & 07777, 0600u);
   RestoredProcess restored(*pool, dumped, [&](Checks& c) {
     c.expect(get_int(20, SOL_SOCKET, SO_ACCEPTCONN) == 1, "fd 20 listens");
+    sockaddr_un bound{};
+    socklen_t bound_len = sizeof bound;
+    c.expect(::getsockname(20, reinterpret_cast<sockaddr*>(&bound), &bound_len) == 0 &&
+                 std::string(bound.sun_path) == path,
+             "fd 20 keeps its exact name: " + std::string(bound.sun_path));
     c.expect(get_int(21, SOL_SOCKET, SO_TYPE) == SOCK_SEQPACKET, "fd 21 seqpacket");
     c.expect(recv_message(22) == "first" && recv_message(22) == "second", "queued datagrams");
     for (int fd : {20, 21}) {
