@@ -357,6 +357,10 @@ void FileDumper::keep_tcp_repair_for_kill() {
   impl_->ctx.drop_resume_actions();
 }
 
+void FileDumper::release_tcp_repair() {
+  impl_->ctx.run_resume_actions();
+}
+
 void FileDumper::dump_process(pid_t pid, int pidfd) {
   std::string proc = "/proc/" + std::to_string(pid);
   json table = json::object();

@@ -40,9 +40,12 @@ class FileDumper {
   // Sockets: established TCP connections stay in repair mode from their dump on (they send
   // nothing). Call this after finish() and before killing the dumped tree: repair mode then stays
   // on, so that the kill closes them without FIN or RST and the peer waits for the restored copy.
-  // Without it (--leave-running, or a failed dump that resumes the tree), destroying the dumper
-  // turns repair mode off again.
+  // Without it, destroying the dumper turns repair mode off again (a failed dump: destroy the
+  // dumper before resuming the tree).
   void keep_tcp_repair_for_kill();
+  // --leave-running: turns TCP repair mode off again; call before resuming the tree (a process
+  // writing to a socket still in repair mode gets an error).
+  void release_tcp_repair();
 
  private:
   struct Impl;

@@ -621,6 +621,11 @@ TEST_F(SocketsTest, UnixListenersAndBoundDatagramSocketKeepTheirNames) {
   EXPECT_EQ(st.st_mode & 07777, 0600u);
   RestoredProcess restored(*pool, dumped, [&](Checks& c) {
     c.expect(get_int(20, SOL_SOCKET, SO_ACCEPTCONN) == 1, "fd 20 listens");
+    sockaddr_un bound{};
+    socklen_t bound_len = sizeof bound;
+    c.expect(::getsockname(20, reinterpret_cast<sockaddr*>(&bound), &bound_len) == 0 &&
+                 std::string(bound.sun_path) == path,
+             "fd 20 keeps its exact name: " + std::string(bound.sun_path));
     c.expect(get_int(21, SOL_SOCKET, SO_TYPE) == SOCK_SEQPACKET, "fd 21 seqpacket");
     c.expect(recv_message(22) == "first" && recv_message(22) == "second", "queued datagrams");
     for (int fd : {20, 21}) {
@@ -818,6 +823,34 @@ TEST_F(SocketsTest, EstablishedTcpWithBothEndsAndTheListenerInTheTree) {
     c.expect(local_port(21) == port && local_port(19) == port, "ports");
     int second = tcp_connect(AF_INET, port);
     c.expect(second >= 0 && ::accept(19, nullptr, nullptr) >= 0, "the listener accepts");
+  });
+  EXPECT_EQ(restored.failures(), "");
+}
+
+}  // namespace
+}  // namespace cryo::ckpt
+
+namespace cryo::ckpt {
+namespace {
+
+// A datagram socket connected to a named socket of the tree that is restored after it (a higher
+// fd): the connection is made once every socket exists.
+TEST_F(SocketsTest, UnixDatagramConnectedToANamedSocketOfTheTree) {
+  const std::string path = dir_ + "/log.sock";
+  int server = unix_listener(SOCK_DGRAM, path, false, 0);
+  int client = unix_connect(SOCK_DGRAM, path, false);
+  ASSERT_GE(client, 0);
+  TreeProcess tree([&] {
+    place_all({{client, 5}, {server, 6}});
+    return std::set<int>{5, 6};
+  });
+  ::close(server);
+  ::close(client);
+  pid_t dumped = dump_and_kill(tree);
+  auto pool = FilePool::open(images_, {});
+  RestoredProcess restored(*pool, dumped, [&](Checks& c) {
+    c.expect(::send(5, "log line", 8, 0) == 8, "send on the connected socket");
+    c.expect(recv_message(6) == "log line", "the named socket receives it");
   });
   EXPECT_EQ(restored.failures(), "");
 }

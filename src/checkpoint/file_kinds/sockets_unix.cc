@@ -10,6 +10,7 @@
 #include <linux/sock_diag.h>
 #include <linux/sockios.h>
 #include <linux/unix_diag.h>
+#include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -18,8 +19,11 @@
 
 #include <cstddef>
 #include <cstring>
+#include <functional>
 #include <map>
+#include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "checkpoint/file_kinds/file_kind.h"
@@ -83,61 +87,80 @@ json peer_name(int fd) {
   return name_json(addr, len);
 }
 
-// A socket address for `name` as the restored tree sees it. Paths are reached through their
-// directory opened under the restore root (`dir` keeps it open while the address is used).
-socklen_t restore_address(RestoreContext& ctx, const json& name, UniqueFd* dir, sockaddr_un* addr,
-                          std::string* base = nullptr) {
+// The socket address of a dumped name, byte for byte: a socket keeps the exact string it was
+// bound with (getsockname reports it), so paths are never rewritten.
+socklen_t name_address(const json& name, sockaddr_un* addr) {
   *addr = {};
   addr->sun_family = AF_UNIX;
   std::string sun;
   if (name.contains("abstract")) {
     sun = std::string(1, '\0') + sockets::from_hex(name.at("abstract").get<std::string>());
   } else {
-    auto path = name.at("path").get<std::string>();
-    if (path.empty() || path[0] != '/')
-      throw Error("not supported yet: unix socket bound to the relative path " + path);
-    auto slash = path.rfind('/');
-    std::string parent = slash == 0 ? "/" : path.substr(0, slash);
-    std::string leaf = path.substr(slash + 1);
-    *dir = ctx.open_path(parent, O_PATH | O_DIRECTORY);
-    sun = "/proc/self/fd/" + std::to_string(dir->get()) + "/" + leaf;
-    if (base != nullptr) *base = leaf;
+    sun = name.at("path").get<std::string>();
+    if (sun.empty() || sun[0] != '/')
+      throw Error("not supported yet: unix socket bound to the relative path " + sun);
   }
   if (sun.size() > sizeof addr->sun_path) throw Error("unix socket address too long: " + sun);
   std::memcpy(addr->sun_path, sun.data(), sun.size());
   return static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + sun.size());
 }
 
+// Runs `fn` where paths resolve as the restored tree sees them: under the restore root when one
+// is set (in a thread of its own with a private root: unshare(CLONE_FS) + chroot), else here.
+void in_restore_root(RestoreContext& ctx, const std::function<void()>& fn) {
+  const std::string& root = ctx.options().root_dir;
+  if (root.empty() || root == "/") {
+    fn();
+    return;
+  }
+  std::string failure;
+  int failure_errno = 0;
+  std::thread worker([&] {
+    try {
+      if (::unshare(CLONE_FS) < 0) throw_errno("unshare(CLONE_FS)");
+      if (::chroot(root.c_str()) < 0) throw_errno("chroot " + root);
+      if (::chdir("/") < 0) throw_errno("chdir /");
+      fn();
+    } catch (const Error& e) {
+      failure = e.what();
+      failure_errno = e.sys_errno();
+    }
+  });
+  worker.join();
+  if (!failure.empty()) throw Error(failure, failure_errno);
+}
+
 // Binds `fd` to its dumped name; a stale socket file left at the path by the dumped socket is
 // removed first, and the file gets the dumped mode and owner.
 void bind_name(RestoreContext& ctx, int fd, const json& name, const json& file) {
-  UniqueFd dir;
   sockaddr_un addr;
-  std::string leaf;
-  socklen_t len = restore_address(ctx, name, &dir, &addr, &leaf);
-  if (static_cast<bool>(dir)) {
-    struct stat st;
-    if (::fstatat(dir.get(), leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISSOCK(st.st_mode) &&
-        ::unlinkat(dir.get(), leaf.c_str(), 0) < 0)
-      throw_errno("removing the stale socket file " + name_text(name));
-  }
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), len) < 0)
-    throw_errno("bind " + name_text(name));
-  if (static_cast<bool>(dir) && !file.is_null()) {
-    if (::fchmodat(dir.get(), leaf.c_str(), file.at("mode").get<mode_t>() & 07777, 0) < 0)
-      throw_errno("chmod " + name_text(name));
-    if (::fchownat(dir.get(), leaf.c_str(), file.at("uid").get<uid_t>(),
-                   file.at("gid").get<gid_t>(), AT_SYMLINK_NOFOLLOW) < 0)
-      throw_errno("chown " + name_text(name));
-  }
+  socklen_t len = name_address(name, &addr);
+  in_restore_root(ctx, [&] {
+    if (name.contains("path")) {
+      auto path = name.at("path").get<std::string>();
+      struct stat st;
+      if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode) && ::unlink(path.c_str()) < 0)
+        throw_errno("removing the stale socket file " + path);
+    }
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), len) < 0)
+      throw_errno("bind " + name_text(name));
+    if (name.contains("path") && !file.is_null()) {
+      auto path = name.at("path").get<std::string>();
+      if (::chmod(path.c_str(), file.at("mode").get<mode_t>() & 07777) < 0)
+        throw_errno("chmod " + path);
+      if (::lchown(path.c_str(), file.at("uid").get<uid_t>(), file.at("gid").get<gid_t>()) < 0)
+        throw_errno("chown " + path);
+    }
+  });
 }
 
 void connect_name(RestoreContext& ctx, int fd, const json& name) {
-  UniqueFd dir;
   sockaddr_un addr;
-  socklen_t len = restore_address(ctx, name, &dir, &addr);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), len) < 0)
-    throw_errno("connect to " + name_text(name));
+  socklen_t len = name_address(name, &addr);
+  in_restore_root(ctx, [&] {
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), len) < 0)
+      throw_errno("connect to " + name_text(name));
+  });
 }
 
 // --- sock_diag --------------------------------------------------------------------------------
@@ -502,16 +525,22 @@ UniqueFd unix_open(RestoreContext& ctx, const json& description) {
     if (state == "listen") {
       if (::listen(s.get(), description.at("backlog").get<int>()) < 0) throw_errno("listen");
     } else if (state == "connected_to_name") {
-      connect_name(ctx, s.get(), description.at("peer_name"));
+      // The peer may be a socket of the tree opened later: connect once every socket exists.
+      auto held = std::make_shared<UniqueFd>(::fcntl(s.get(), F_DUPFD_CLOEXEC, 0));
+      if (held->get() < 0) throw_errno("dup of the socket");
+      json peer = description.at("peer_name");
+      ctx.add_after_open([&ctx, held, peer, name] {
+        with_context("unix socket " + name_text(name),
+                     [&] { connect_name(ctx, held->get(), peer); });
+      });
     } else if (state == "unconnected") {
       const json& queue = description.at("queue");
       if (queue.contains("messages")) {
         UniqueFd sender = sockets::new_socket({AF_UNIX, SOCK_DGRAM, 0});
-        UniqueFd dir;
         sockaddr_un to;
-        socklen_t len = restore_address(ctx, name, &dir, &to);
+        socklen_t len = name_address(name, &to);
         make_room(sender.get(), queue);
-        send_queue(ctx, sender.get(), SOCK_DGRAM, queue, &to, len);
+        in_restore_root(ctx, [&] { send_queue(ctx, sender.get(), SOCK_DGRAM, queue, &to, len); });
       }
     } else {
       throw Error("unknown unix socket state in files.img: " + state);
