@@ -15,6 +15,7 @@ struct DumpOptions {
   bool shell_job = false;
   bool tcp_established = false;
   bool file_locks = false;
+  bool ext_unix_sk = false;  // unix sockets whose peer is outside the tree are allowed
   std::string freezer_cgroup;  // cgroup directory (v1 freezer or cgroup2) holding exactly the tree
 };
 

@@ -112,6 +112,7 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
   file_options.shell_job = options.shell_job;
   file_options.tcp_established = options.tcp_established;
   file_options.file_locks = options.file_locks;
+  file_options.ext_unix_sk = options.ext_unix_sk;
   FileDumper files(image_dir, file_options);
   MemoryDumpCounters counters;
   std::map<uint64_t, json> dumped_shmem;
@@ -146,10 +147,16 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
   stats.memwrite_time = counters.write_us;
   stats.pages_scanned = counters.pages_scanned;
   stats.pages_written = counters.pages_written;
-  if (options.leave_running)
+  // Established TCP connections stay in repair mode while the tree dies, so that they close
+  // without FIN or RST and the peer waits for the restored copy; a tree that runs on gets them
+  // back as they were.
+  if (options.leave_running) {
+    files.release_tcp_repair();
     tree.resume();
-  else
+  } else {
+    files.keep_tcp_repair_for_kill();
     tree.kill();
+  }
   stats.frozen_time = now_us() - frozen_at;
   return stats;
 }

@@ -58,6 +58,8 @@ void register_cr_commands(CLI::App& app, GlobalOptions& global) {
   dump->add_flag("--tcp-established", dump_args->options.tcp_established,
                  "Checkpoint established TCP connections");
   dump->add_flag("--file-locks", dump_args->options.file_locks, "Checkpoint file locks");
+  dump->add_flag("--ext-unix-sk", dump_args->options.ext_unix_sk,
+                 "Allow unix sockets connected to peers outside the tree");
   dump->add_option("--freeze-cgroup", dump_args->options.freezer_cgroup,
                    "Freeze the tree with this cgroup (v1 freezer or cgroup2 directory)");
   dump->add_flag("-v,--verbose", dump_args->verbose, "Verbose output");

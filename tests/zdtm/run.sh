@@ -15,6 +15,10 @@ done
 program="$1"
 name=$(basename "$program")
 CRYO="${CRYO:-cryo}"
+# Per-test options for dump and restore (e.g. --file-locks): static/NAME.opts beside the source.
+opts=()
+opts_file="$(dirname "$0")/static/$name.opts"
+[ -f "$opts_file" ] && read -r -a opts <"$opts_file"
 work=$(mktemp -d "/tmp/zdtm-$name.XXXXXX")
 out="$work/out"
 pids=()
@@ -92,7 +96,7 @@ for round in $(seq 1 $rounds); do
   # Every process of the test's session (and group): their PIDs must be free before the restore.
   members=$( (ps -o pid= -s "$pid"; ps -o pid= -g "$pid") | sort -u)
   if [ "$mode" = leave-running ]; then
-    "$CRYO" cr dump -t "$pid" -D "$images" -R || fail "dump (leave running) failed"
+    "$CRYO" cr dump "${opts[@]}" -t "$pid" -D "$images" -R || fail "dump (leave running) failed"
     kill -0 "$pid" 2>/dev/null || fail "the original died after dump -R"
     # The original goes on and must still pass; then the images are restored.
     kill -TERM "$pid"
@@ -103,7 +107,7 @@ for round in $(seq 1 $rounds); do
       while [ -e /proc/"$member" ]; do sleep 0.02; done
     done
   else
-    "$CRYO" cr dump -t "$pid" -D "$images" || fail "dump failed (round $round)"
+    "$CRYO" cr dump "${opts[@]}" -t "$pid" -D "$images" || fail "dump failed (round $round)"
     if [ "$round" = 1 ]; then
       { wait "$pid"; } 2>/dev/null  # reap the dumped (killed) original: its PID must be free
     else
@@ -116,7 +120,7 @@ for round in $(seq 1 $rounds); do
       while [ -e /proc/"$member" ]; do sleep 0.02; done
     done
   fi
-  "$CRYO" cr restore -D "$images" -d --pidfile "$work/pidfile" || fail "restore failed (round $round)"
+  "$CRYO" cr restore "${opts[@]}" -D "$images" -d --pidfile "$work/pidfile" || fail "restore failed (round $round)"
   restored=$(cat "$work/pidfile")
   [ "$restored" = "$pid" ] || fail "restored pid $restored differs from $pid"
   kill -0 "$pid" 2>/dev/null || fail "the restored process is gone"

@@ -18,6 +18,7 @@
 #include "engine/image/image_store.h"
 #include "engine/network/network.h"
 #include "engine/runtime/cgroup.h"
+#include "engine/volume/volume_store.h"
 
 namespace cryo::engine {
 
@@ -225,8 +226,10 @@ ContainerRecord ContainerManager::create(const CreateRequest& req) {
     else
       rec.config.hostname = rec.id.substr(0, 12);
     set_env(rec.config.env, "HOSTNAME=" + rec.config.hostname);
+    // Named volumes are created through the volume store so that `volume ls/rm` know them.
+    VolumeStore volumes(paths_);
     for (const auto& m : rec.config.mounts)
-      if (!m.volume_name.empty()) fs::mkdir_p(m.source);
+      if (!m.volume_name.empty()) volumes.ensure(m.volume_name);
 
     std::string dir = paths_.container_dir(rec.id);
     for (const char* sub : {"/upper", "/work", "/merged", "/userdata"}) fs::mkdir_p(dir + sub);
