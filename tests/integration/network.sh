@@ -78,7 +78,7 @@ if [[ -n $CRYO ]] && "$CRYO" run --help >/dev/null 2>&1 && [[ -f $SRC/scripts/im
     fail "importing busybox"
   mkdir -p "$tmp/www"
   echo "served by web" >"$tmp/www/index.html"
-  id=$(c run -d --name web -p 127.0.0.1::80 -v "$tmp/www:/www:ro" -- busybox httpd -f -p 80 -h /www)
+  id=$(c run -d --name web -p 127.0.0.1::80 -v "$tmp/www:/www:ro" busybox httpd -f -p 80 -h /www)
   [[ $id =~ ^[0-9a-f]{64}$ ]] || fail "run -d -p printed '$id'"
   mapping=$(c port web)
   port=${mapping##*:}
@@ -97,7 +97,7 @@ if [[ -n $CRYO ]] && "$CRYO" run --help >/dev/null 2>&1 && [[ -f $SRC/scripts/im
   [[ $(fetch "http://127.0.0.1:$port/index.html") == "served by web" ]] || fail "curl 127.0.0.1:$port"
   [[ $(fetch "http://$ip:80/index.html") == "served by web" ]] || fail "curl $ip:80"
   ok_count=$(ls "$tmp/run/netns" | wc -l)
-  c run -d --name web-clash -p "127.0.0.1:$port:80" -- busybox true >/dev/null 2>"$tmp/clash.err"
+  c run -d --name web-clash -p "127.0.0.1:$port:80" busybox true >/dev/null 2>"$tmp/clash.err"
   rc=$?
   [[ $rc == 125 ]] || fail "publishing a taken port exited $rc"
   grep -q "address already in use" "$tmp/clash.err" || fail "port clash message: $(cat "$tmp/clash.err")"
