@@ -23,7 +23,8 @@ namespace {
 volatile sig_atomic_t got_term = 0;
 
 uint8_t* populated(size_t size) {
-  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
+                 -1, 0);
   if (p == MAP_FAILED) {
     perror("mmap");
     exit(2);
@@ -100,7 +101,8 @@ int main(int argc, char** argv) {
     for (size_t off = 0; off < size; off += 4 << 20) {
       iovec local{dst + off, std::min<size_t>(4 << 20, size - off)};
       iovec remote{src + off, local.iov_len};
-      if (process_vm_readv(child, &local, 1, &remote, 1, 0) != static_cast<ssize_t>(local.iov_len)) {
+      if (process_vm_readv(child, &local, 1, &remote, 1, 0) !=
+          static_cast<ssize_t>(local.iov_len)) {
         perror("process_vm_readv");
         return 2;
       }
@@ -122,7 +124,9 @@ int main(int argc, char** argv) {
     printf("ceiling populate (MAP_POPULATE) %6.2f GB/s\n", size / seconds_since(t0) / 1e9);
     t0 = std::chrono::steady_clock::now();
     for (size_t off = 0; off < size; off += 4 << 20)
-      if (pread(fd, fresh + off, std::min<size_t>(4 << 20, size - off), static_cast<off_t>(off)) < 0) return 2;
+      if (pread(fd, fresh + off, std::min<size_t>(4 << 20, size - off), static_cast<off_t>(off)) <
+          0)
+        return 2;
     printf("ceiling pread into populated memory %6.2f GB/s\n", size / seconds_since(t0) / 1e9);
     close(fd);
     unlink(path.c_str());

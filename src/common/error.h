@@ -1,5 +1,6 @@
 // Errors carry their context from the failing syscall up to the one message the user sees:
-//   "checkpoint of container web: dumping pid 42: fd 7 (/tmp/x): pidfd_getfd: Operation not permitted"
+//   "checkpoint of container web: dumping pid 42: fd 7 (/tmp/x): pidfd_getfd: Operation not
+//   permitted"
 // Each layer that knows something about *what* was being done adds it with Error::add_context or
 // with_context(); the innermost layer names the syscall and errno text.
 #pragma once
@@ -22,9 +23,7 @@ class Error : public std::runtime_error {
   int sys_errno() const noexcept { return errno_; }
 
   // Prepends an outer layer of context: "outer: inner".
-  void add_context(std::string_view outer) {
-    message_ = std::string(outer) + ": " + message_;
-  }
+  void add_context(std::string_view outer) { message_ = std::string(outer) + ": " + message_; }
 
  private:
   std::string message_;

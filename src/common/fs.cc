@@ -78,8 +78,8 @@ void write_file(const std::string& path, std::string_view data, mode_t mode) {
 }
 
 void write_file_atomic(const std::string& path, std::string_view data, mode_t mode) {
-  std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." +
-                    std::to_string(std::random_device{}());
+  std::string tmp =
+      path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(std::random_device{}());
   try {
     UniqueFd fd = open_or_throw(tmp, O_WRONLY | O_CREAT | O_EXCL, mode);
     write_all(fd.get(), data.data(), data.size(), tmp);

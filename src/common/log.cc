@@ -11,24 +11,37 @@ namespace {
 std::atomic<Level> g_level{Level::kWarn};
 const char* name_of(Level level) {
   switch (level) {
-    case Level::kDebug: return "debug";
-    case Level::kInfo: return "info";
-    case Level::kWarn: return "warning";
-    case Level::kError: return "error";
+    case Level::kDebug:
+      return "debug";
+    case Level::kInfo:
+      return "info";
+    case Level::kWarn:
+      return "warning";
+    case Level::kError:
+      return "error";
   }
   return "?";
 }
 }  // namespace
 
-void set_level(Level level) { g_level = level; }
-Level level() { return g_level; }
+void set_level(Level level) {
+  g_level = level;
+}
+Level level() {
+  return g_level;
+}
 
 bool parse_level(const std::string& name, Level* out) {
-  if (name == "debug" || name == "trace") *out = Level::kDebug;
-  else if (name == "info") *out = Level::kInfo;
-  else if (name == "warn" || name == "warning") *out = Level::kWarn;
-  else if (name == "error" || name == "fatal" || name == "panic") *out = Level::kError;
-  else return false;
+  if (name == "debug" || name == "trace")
+    *out = Level::kDebug;
+  else if (name == "info")
+    *out = Level::kInfo;
+  else if (name == "warn" || name == "warning")
+    *out = Level::kWarn;
+  else if (name == "error" || name == "fatal" || name == "panic")
+    *out = Level::kError;
+  else
+    return false;
   return true;
 }
 

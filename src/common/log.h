@@ -30,9 +30,9 @@ class Line {
 
 }  // namespace cryo::log
 
-#define CRYO_LOG(lvl)                                            \
-  if (::cryo::log::Level::lvl < ::cryo::log::level()) {          \
-  } else                                                         \
+#define CRYO_LOG(lvl)                                   \
+  if (::cryo::log::Level::lvl < ::cryo::log::level()) { \
+  } else                                                \
     ::cryo::log::Line(::cryo::log::Level::lvl)
 #define LOG_DEBUG CRYO_LOG(kDebug)
 #define LOG_INFO CRYO_LOG(kInfo)

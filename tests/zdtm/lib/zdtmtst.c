@@ -18,7 +18,7 @@ static void on_sigterm(int sig) {
   got_sigterm = 1;
 }
 
-static void append_line(const char *text) {
+static void append_line(const char* text) {
   int fd = open(out_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) _exit(2);
   size_t len = strlen(text);
@@ -26,7 +26,7 @@ static void append_line(const char *text) {
   close(fd);
 }
 
-void test_init(int argc, char **argv) {
+void test_init(int argc, char** argv) {
   if (argc < 2) {
     fprintf(stderr, "usage: %s OUTPUT-FILE\n", argv[0]);
     exit(2);
@@ -42,7 +42,7 @@ void test_init(int argc, char **argv) {
   sigaction(SIGTERM, &sa, NULL);
 }
 
-void test_msg(const char *fmt, ...) {
+void test_msg(const char* fmt, ...) {
   char line[1024];
   va_list ap;
   va_start(ap, fmt);
@@ -52,7 +52,9 @@ void test_msg(const char *fmt, ...) {
   append_line(line);
 }
 
-void test_ready(void) { append_line("READY\n"); }
+void test_ready(void) {
+  append_line("READY\n");
+}
 
 void test_wait_for_sigterm(void) {
   sigset_t mask;
@@ -66,7 +68,7 @@ void test_pass(void) {
   exit(0);
 }
 
-void test_fail(const char *fmt, ...) {
+void test_fail(const char* fmt, ...) {
   char line[1024] = "FAIL: ";
   va_list ap;
   va_start(ap, fmt);
@@ -77,9 +79,9 @@ void test_fail(const char *fmt, ...) {
   exit(1);
 }
 
-void test_fill_random(void *buf, size_t size, uint64_t seed) {
+void test_fill_random(void* buf, size_t size, uint64_t seed) {
   uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
-  unsigned char *p = buf;
+  unsigned char* p = buf;
   size_t i = 0;
   for (; i + 8 <= size; i += 8) {
     x ^= x << 13;
@@ -90,9 +92,9 @@ void test_fill_random(void *buf, size_t size, uint64_t seed) {
   for (; i < size; i++) p[i] = (unsigned char)i;
 }
 
-size_t test_check_random(const void *buf, size_t size, uint64_t seed) {
+size_t test_check_random(const void* buf, size_t size, uint64_t seed) {
   uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
-  const unsigned char *p = buf;
+  const unsigned char* p = buf;
   size_t i = 0;
   for (; i + 8 <= size; i += 8) {
     x ^= x << 13;

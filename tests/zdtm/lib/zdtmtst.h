@@ -10,16 +10,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
-void test_init(int argc, char **argv);
-void test_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void test_init(int argc, char** argv);
+void test_msg(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 void test_ready(void);
 /* Blocks until SIGTERM arrives (other signals keep their own handling). */
 void test_wait_for_sigterm(void);
 void test_pass(void) __attribute__((noreturn));
-void test_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+void test_fail(const char* fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 /* Deterministic pseudo-random bytes (xorshift) for filling and checking memory. */
-void test_fill_random(void *buf, size_t size, uint64_t seed);
+void test_fill_random(void* buf, size_t size, uint64_t seed);
 /* Offset of the first byte that differs from test_fill_random(seed), or (size_t)-1. */
-size_t test_check_random(const void *buf, size_t size, uint64_t seed);
+size_t test_check_random(const void* buf, size_t size, uint64_t seed);
 
 #endif

@@ -1,8 +1,8 @@
 /* The simplest process: counts in memory while it waits, and checks after restore that its
  * counter, its stack and a private anonymous region kept their values and that time moved on. */
 #define _GNU_SOURCE
-#include <stdlib.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <sys/mman.h>
 #include <time.h>
 
@@ -10,10 +10,11 @@
 
 static volatile unsigned long counter;
 
-int main(int argc, char **argv) {
+int main(int argc, char** argv) {
   test_init(argc, argv);
   size_t size = 4 << 20;
-  unsigned char *region = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  unsigned char* region =
+      mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (region == MAP_FAILED) test_fail("mmap");
   test_fill_random(region, size, 42);
   unsigned char on_stack[8192];

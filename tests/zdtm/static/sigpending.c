@@ -13,9 +13,9 @@
 
 static atomic_int thread_ready;
 static atomic_int thread_go;
-static const char *thread_failure;
+static const char* thread_failure;
 
-static void *thread_main(void *arg) {
+static void* thread_main(void* arg) {
   (void)arg;
   sigset_t mask;
   sigemptyset(&mask);
@@ -26,7 +26,8 @@ static void *thread_main(void *arg) {
   while (!atomic_load(&thread_go)) usleep(1000);
   siginfo_t info;
   struct timespec zero = {0, 0};
-  if (sigtimedwait(&mask, &info, &zero) != SIGUSR2) thread_failure = "thread's SIGUSR2 lost";
+  if (sigtimedwait(&mask, &info, &zero) != SIGUSR2)
+    thread_failure = "thread's SIGUSR2 lost";
   else if (sigtimedwait(&mask, &info, &zero) != SIGRTMIN + 3 || info.si_value.sival_int != 303)
     thread_failure = "thread's real-time signal lost";
   else if (sigtimedwait(&mask, &info, &zero) != -1)
@@ -34,7 +35,7 @@ static void *thread_main(void *arg) {
   return NULL;
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char** argv) {
   test_init(argc, argv);
   sigset_t mask;
   sigemptyset(&mask);

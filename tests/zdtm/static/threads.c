@@ -27,7 +27,7 @@ static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
 static int released;
 static int waiter_woke;
 
-static void *spinner(void *arg) {
+static void* spinner(void* arg) {
   int index = (int)(intptr_t)arg;
   tids[index] = (pid_t)syscall(SYS_gettid);
   tls_value = 0x1000 + (uint64_t)index;
@@ -56,22 +56,25 @@ static void *spinner(void *arg) {
       : [pat] "r"(pattern), [stop] "m"(stop)
       : "r12", "xmm6", "xmm7", "memory");
   if (r12_out != pattern || xmm_lo != pattern || ymm_hi != pattern)
-    snprintf(failures[index], sizeof failures[index], "thread %d: registers r12 %lx xmm %lx ymm-high %lx", index,
-             (unsigned long)r12_out, (unsigned long)xmm_lo, (unsigned long)ymm_hi);
+    snprintf(failures[index], sizeof failures[index],
+             "thread %d: registers r12 %lx xmm %lx ymm-high %lx", index, (unsigned long)r12_out,
+             (unsigned long)xmm_lo, (unsigned long)ymm_hi);
   else if (tls_value != 0x1000 + (uint64_t)index)
-    snprintf(failures[index], sizeof failures[index], "thread %d: TLS %lx", index, (unsigned long)tls_value);
+    snprintf(failures[index], sizeof failures[index], "thread %d: TLS %lx", index,
+             (unsigned long)tls_value);
   else if (syscall(SYS_gettid) != tids[index])
     snprintf(failures[index], sizeof failures[index], "thread %d: tid changed", index);
   else {
     sigset_t now;
     pthread_sigmask(SIG_BLOCK, NULL, &now);
-    if (!sigismember(&now, SIGRTMIN + index) || !sigismember(&now, SIGUSR1 + (index % 2) * (SIGUSR2 - SIGUSR1)))
+    if (!sigismember(&now, SIGRTMIN + index) ||
+        !sigismember(&now, SIGUSR1 + (index % 2) * (SIGUSR2 - SIGUSR1)))
       snprintf(failures[index], sizeof failures[index], "thread %d: signal mask lost", index);
   }
   return NULL;
 }
 
-static void *waiter(void *arg) {
+static void* waiter(void* arg) {
   (void)arg;
   pthread_mutex_lock(&lock);
   atomic_fetch_add(&ready_count, 1);
@@ -86,11 +89,11 @@ static int cpu_has_avx2(void) {
   return __builtin_cpu_supports("avx2");
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char** argv) {
   test_init(argc, argv);
   if (!cpu_has_avx2()) test_fail("this test needs AVX2");
   pthread_t threads[NTHREADS], wait_thread;
-  for (int i = 0; i < NTHREADS; i++) pthread_create(&threads[i], NULL, spinner, (void *)(intptr_t)i);
+  for (int i = 0; i < NTHREADS; i++) pthread_create(&threads[i], NULL, spinner, (void*)(intptr_t)i);
   pthread_create(&wait_thread, NULL, waiter, NULL);
   while (atomic_load(&ready_count) < NTHREADS + 1) usleep(1000);
   usleep(10000);

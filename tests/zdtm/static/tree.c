@@ -15,15 +15,15 @@ struct proc {
   char state;
 };
 
-static int read_stat(pid_t pid, struct proc *out) {
+static int read_stat(pid_t pid, struct proc* out) {
   char path[64], buf[512];
   snprintf(path, sizeof path, "/proc/%d/stat", pid);
-  FILE *f = fopen(path, "r");
+  FILE* f = fopen(path, "r");
   if (!f) return -1;
   size_t n = fread(buf, 1, sizeof buf - 1, f);
   fclose(f);
   buf[n] = 0;
-  char *p = strrchr(buf, ')');
+  char* p = strrchr(buf, ')');
   if (!p) return -1;
   out->pid = pid;
   return sscanf(p + 2, "%c %d %d %d", &out->state, &out->ppid, &out->pgid, &out->sid) == 4 ? 0 : -1;
@@ -33,7 +33,7 @@ static void sleep_forever(void) {
   for (;;) pause();
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char** argv) {
   test_init(argc, argv);
   int sync_pipe[2], session_pipe[2];
   if (pipe(sync_pipe) || pipe(session_pipe)) test_fail("pipe");
@@ -55,7 +55,8 @@ int main(int argc, char **argv) {
   if (z == 0) _exit(7);
   pid_t g;
   char s;
-  if (read(sync_pipe[0], &g, sizeof g) != sizeof g || read(session_pipe[0], &s, 1) != 1) test_fail("sync");
+  if (read(sync_pipe[0], &g, sizeof g) != sizeof g || read(session_pipe[0], &s, 1) != 1)
+    test_fail("sync");
   /* The zombie must exist before the dump. */
   struct proc zp;
   while (read_stat(z, &zp) == 0 && zp.state != 'Z') usleep(1000);
@@ -70,8 +71,10 @@ int main(int argc, char **argv) {
     if (read_stat(pids[i], &now)) test_fail("process %d is gone", pids[i]);
     if (now.ppid != before[i].ppid && i != 0)
       test_fail("process %d: parent %d, was %d", pids[i], now.ppid, before[i].ppid);
-    if (now.pgid != before[i].pgid) test_fail("process %d: group %d, was %d", pids[i], now.pgid, before[i].pgid);
-    if (now.sid != before[i].sid) test_fail("process %d: session %d, was %d", pids[i], now.sid, before[i].sid);
+    if (now.pgid != before[i].pgid)
+      test_fail("process %d: group %d, was %d", pids[i], now.pgid, before[i].pgid);
+    if (now.sid != before[i].sid)
+      test_fail("process %d: session %d, was %d", pids[i], now.sid, before[i].sid);
     if ((now.state == 'Z') != (i == 4)) test_fail("process %d: state %c", pids[i], now.state);
   }
   int status;

@@ -10,7 +10,7 @@
 #include "zdtmtst.h"
 
 static unsigned long vdso_start(void) {
-  FILE *f = fopen("/proc/self/maps", "r");
+  FILE* f = fopen("/proc/self/maps", "r");
   char line[512];
   unsigned long start = 0, end;
   while (f && fgets(line, sizeof line, f))
@@ -19,7 +19,7 @@ static unsigned long vdso_start(void) {
   return start;
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char** argv) {
   test_init(argc, argv);
   unsigned long before = vdso_start();
   if (before != getauxval(AT_SYSINFO_EHDR)) test_fail("vdso not at AT_SYSINFO_EHDR");
@@ -33,12 +33,14 @@ int main(int argc, char **argv) {
   for (int i = 0; i < 1000; i++) {
     clock_gettime(CLOCK_MONOTONIC, &mono1);
     clock_gettime(CLOCK_MONOTONIC, &mono2);
-    if (mono2.tv_sec < mono1.tv_sec || (mono2.tv_sec == mono1.tv_sec && mono2.tv_nsec < mono1.tv_nsec))
+    if (mono2.tv_sec < mono1.tv_sec ||
+        (mono2.tv_sec == mono1.tv_sec && mono2.tv_nsec < mono1.tv_nsec))
       test_fail("CLOCK_MONOTONIC went back");
   }
   if (mono1.tv_sec < mono0.tv_sec) test_fail("CLOCK_MONOTONIC before the dump's");
   clock_gettime(CLOCK_REALTIME, &real1);
-  if (real1.tv_sec < real0.tv_sec || real1.tv_sec > real0.tv_sec + 3600) test_fail("CLOCK_REALTIME off");
+  if (real1.tv_sec < real0.tv_sec || real1.tv_sec > real0.tv_sec + 3600)
+    test_fail("CLOCK_REALTIME off");
   struct timeval tv;
   gettimeofday(&tv, NULL);
   if (tv.tv_sec < real0.tv_sec) test_fail("gettimeofday off");
