@@ -32,47 +32,21 @@
 #include "checkpoint/file_locks.h"
 #include "checkpoint/files.h"
 #include "checkpoint/image/image_file.h"
+#include "ckpt_fd_test_util.h"
 #include "common/error.h"
 #include "common/fs.h"
 
 namespace cryo::ckpt {
 namespace {
 
-// Closes every fd but `keep` (and 0, 1, 2).
-void keep_only(const std::set<int>& keep) {
-  for (int fd = 3; fd < 1024; ++fd)
-    if (!keep.count(fd)) ::close(fd);
-}
-
-// Moves `fd` to number `to` (close-on-exec kept).
-void place(int fd, int to) {
-  if (fd < 0) _exit(89);
-  if (fd == to) return;
-  int cloexec = ::fcntl(fd, F_GETFD) & FD_CLOEXEC;
-  if (::dup3(fd, to, cloexec ? O_CLOEXEC : 0) < 0) _exit(90);
-  ::close(fd);
-}
-
-void write_string(int fd, const std::string& s) {
-  size_t done = 0;
-  while (done < s.size()) {
-    ssize_t n = ::write(fd, s.data() + done, s.size() - done);
-    if (n <= 0) return;
-    done += static_cast<size_t>(n);
-  }
-}
-
-std::string read_all(int fd) {
-  std::string out;
-  char buf[4096];
-  for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    out.append(buf, static_cast<size_t>(n));
-  }
-  return out;
-}
+using testutil::Checks;
+using testutil::keep_only;
+using testutil::place;
+using testutil::read_all;
+using testutil::RestoredProcess;
+using testutil::signal_ready;
+using testutil::TreeProcess;
+using testutil::write_string;
 
 std::string fdinfo_of(pid_t pid, int fd) {
   return fs::read_file("/proc/" + std::to_string(pid) + "/fdinfo/" + std::to_string(fd));
@@ -91,131 +65,6 @@ uint64_t monotonic_ns() {
 uint64_t to_ns(const struct timespec& ts) {
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
-
-// A process of the "dumped tree": runs setup(), which must put its fds in place and call
-// ready(); then sleeps until killed. Killed and reaped on destruction.
-class TreeProcess {
- public:
-  explicit TreeProcess(const std::function<void(const std::function<void()>& ready)>& setup) {
-    int ready[2];
-    EXPECT_EQ(::pipe2(ready, O_CLOEXEC), 0);
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::close(ready[0]);
-      if (::dup2(ready[1], 200) < 0) _exit(91);
-      ::close(ready[1]);
-      setup([] {
-        write_string(200, "r");
-        ::close(200);
-      });
-      for (;;) ::pause();
-    }
-    ::close(ready[1]);
-    char c = 0;
-    ssize_t n = ::read(ready[0], &c, 1);
-    ::close(ready[0]);
-    EXPECT_EQ(n, 1) << "tree process died during setup";
-    // The dump must not see the readiness fd, which the child closes after writing to it.
-    std::string ready_fd = "/proc/" + std::to_string(pid_) + "/fd/200";
-    while (n == 1 && ::access(ready_fd.c_str(), F_OK) == 0) ::usleep(100);
-    pidfd_ = static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0));
-    EXPECT_GE(pidfd_, 0);
-  }
-  ~TreeProcess() { kill(); }
-  void kill() {
-    if (pidfd_ >= 0) ::close(pidfd_);
-    pidfd_ = -1;
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-    pid_ = -1;
-  }
-  pid_t pid() const { return pid_; }
-  int pidfd() const { return pidfd_; }
-
- private:
-  pid_t pid_ = -1;
-  int pidfd_ = -1;
-};
-
-// Failed checks inside a restored process; they go back to the test through a pipe.
-struct Checks {
-  std::ostringstream failures;
-  void expect(bool ok, const std::string& what) {
-    if (!ok) failures << what << " (errno " << std::strerror(errno) << ")\n";
-  }
-};
-
-// A restored process: a fork of the test (restoring processes are forks of the coordinator)
-// that installs the fds of `dumped_pid`. With `verify`, runs it and exits; without, it stays
-// alive until destroyed. With `same_pid`, it is created with the dumped pid (clone3 set_tid),
-// as the real restore does.
-class RestoredProcess {
- public:
-  RestoredProcess(FilePool& pool, pid_t dumped_pid, const std::function<void(Checks&)>& verify,
-                  bool same_pid = false) {
-    int report[2];
-    EXPECT_EQ(::pipe2(report, O_CLOEXEC), 0);
-    if (same_pid) {
-      struct clone_args args {};
-      pid_t tid = dumped_pid;
-      args.exit_signal = SIGCHLD;
-      args.set_tid = reinterpret_cast<uint64_t>(&tid);
-      args.set_tid_size = 1;
-      pid_ = static_cast<pid_t>(::syscall(SYS_clone3, &args, sizeof args));
-    } else {
-      pid_ = ::fork();
-    }
-    if (pid_ == 0) {
-      ::close(report[0]);
-      std::vector<int> keep{report[1]};
-      try {
-        pool.install(dumped_pid, &keep);
-      } catch (const Error& e) {
-        write_string(keep[0], std::string("install: ") + e.what());
-        _exit(1);
-      }
-      Checks checks;
-      if (verify) {
-        verify(checks);
-        write_string(keep[0], checks.failures.str());
-        _exit(0);
-      }
-      write_string(keep[0], "installed\n");
-      ::close(keep[0]);
-      for (;;) ::pause();
-    }
-    EXPECT_GT(pid_, 0) << "fork/clone3: " << std::strerror(errno);
-    ::close(report[1]);
-    report_ = report[0];
-    if (!verify) {
-      std::string got = read_all(report_);
-      EXPECT_EQ(got, "installed\n");
-    }
-  }
-  ~RestoredProcess() {
-    if (report_ >= 0) ::close(report_);
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-  }
-  // The failures reported by the process (empty: every check passed).
-  std::string failures() {
-    std::string out = read_all(report_);
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-    if (!WIFEXITED(status)) out += "restored process died with status " + std::to_string(status);
-    return out;
-  }
-  pid_t pid() const { return pid_; }
-
- private:
-  pid_t pid_ = -1;
-  int report_ = -1;
-};
 
 class EventsTest : public ::testing::Test {
  protected:
@@ -249,7 +98,7 @@ class EventsTest : public ::testing::Test {
 
 TEST_F(EventsTest, EventFdCounterAndFlags) {
   const uint64_t big = uint64_t{1} << 40;
-  TreeProcess tree([&](const std::function<void()>& ready) {
+  TreeProcess tree([&](int ready_fd) {
     int sem = ::eventfd(0, EFD_SEMAPHORE | EFD_NONBLOCK);
     uint64_t five = 5;
     if (::write(sem, &five, sizeof five) != sizeof five) _exit(80);
@@ -258,7 +107,7 @@ TEST_F(EventsTest, EventFdCounterAndFlags) {
     if (::write(counter, &big, sizeof big) != sizeof big) _exit(81);
     place(counter, 11);
     keep_only({10, 11, 200});
-    ready();
+    signal_ready(ready_fd);
   });
   dump(tree);
   pid_t dumped = tree.pid();
@@ -286,7 +135,7 @@ TEST_F(EventsTest, EventFdCounterAndFlags) {
 
 TEST_F(EventsTest, ManyEventFdsSharingOneAnonInodeAreDeduplicatedByDescription) {
   // Every eventfd has the same (dev, ino): descriptions are told apart by kcmp alone.
-  TreeProcess tree([&](const std::function<void()>& ready) {
+  TreeProcess tree([&](int ready_fd) {
     std::set<int> keep{200};
     for (int i = 0; i < 50; ++i) {
       place(::eventfd(static_cast<unsigned>(i + 1), 0), 10 + i);
@@ -297,7 +146,7 @@ TEST_F(EventsTest, ManyEventFdsSharingOneAnonInodeAreDeduplicatedByDescription) 
       keep.insert(70 + i);
     }
     keep_only(keep);
-    ready();
+    signal_ready(ready_fd);
   });
   dump(tree);
   pid_t dumped = tree.pid();
@@ -325,7 +174,7 @@ TEST_F(EventsTest, ManyEventFdsSharingOneAnonInodeAreDeduplicatedByDescription) 
 }
 
 TEST_F(EventsTest, EpollRegistrationsKeepEventsDataAndNumbers) {
-  TreeProcess tree([&](const std::function<void()>& ready) {
+  TreeProcess tree([&](int ready_fd) {
     int efd = ::eventfd(1, 0);
     place(efd, 10);
     int p[2];
@@ -346,7 +195,7 @@ TEST_F(EventsTest, EpollRegistrationsKeepEventsDataAndNumbers) {
     ev.data.u64 = 77;
     if (::epoll_ctl(13, EPOLL_CTL_ADD, 12, &ev) < 0) _exit(83);
     keep_only({10, 11, 12, 13, 200});
-    ready();
+    signal_ready(ready_fd);
   });
   dump(tree);
   pid_t dumped = tree.pid();
@@ -391,7 +240,7 @@ TEST_F(EventsTest, EpollSetSharedByTwoProcessesIsRegisteredOnce) {
       ::mmap(nullptr, sizeof(pid_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
   ASSERT_NE(child_pid, MAP_FAILED);
   *child_pid = -1;
-  TreeProcess tree([&](const std::function<void()>& ready) {
+  TreeProcess tree([&](int ready_fd) {
     place(::eventfd(3, 0), 10);
     place(::epoll_create1(0), 13);
     struct epoll_event ev {};
@@ -405,7 +254,7 @@ TEST_F(EventsTest, EpollSetSharedByTwoProcessesIsRegisteredOnce) {
       for (;;) ::pause();
     }
     *child_pid = child;
-    ready();
+    signal_ready(ready_fd);
   });
   ASSERT_GT(*child_pid, 0);
   pid_t child = *child_pid;
@@ -440,7 +289,7 @@ TEST_F(EventsTest, EpollSetSharedByTwoProcessesIsRegisteredOnce) {
 }
 
 TEST_F(EventsTest, EpollRegistrationWhoseNumberWasReusedIsAddedThroughTheOtherFd) {
-  TreeProcess tree([&](const std::function<void()>& ready) {
+  TreeProcess tree([&](int ready_fd) {
     place(::eventfd(2, 0), 10);
     place(::epoll_create1(0), 13);
     struct epoll_event ev {};
@@ -454,7 +303,7 @@ TEST_F(EventsTest, EpollRegistrationWhoseNumberWasReusedIsAddedThroughTheOtherFd
     place(p[1], 10);
     ::close(p[0]);
     keep_only({10, 13, 15, 200});
-    ready();
+    signal_ready(ready_fd);
   });
   dump(tree);
   pid_t dumped = tree.pid();
@@ -485,7 +334,7 @@ TEST_F(EventsTest, EpollRegistrationOfAFileTheProcessNoLongerHoldsFailsTheDump) 
       ::mmap(nullptr, sizeof(pid_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
   ASSERT_NE(child_pid, MAP_FAILED);
   *child_pid = -1;
-  TreeProcess tree([&](const std::function<void()>& ready) {
+  TreeProcess tree([&](int ready_fd) {
     place(::eventfd(0, 0), 10);
     place(::epoll_create1(0), 13);
     struct epoll_event ev {};
@@ -499,7 +348,7 @@ TEST_F(EventsTest, EpollRegistrationOfAFileTheProcessNoLongerHoldsFailsTheDump) 
     }
     *child_pid = child;
     ::close(10);
-    ready();
+    signal_ready(ready_fd);
   });
   pid_t child = *child_pid;
   ::munmap(child_pid, sizeof(pid_t));
@@ -513,14 +362,14 @@ TEST_F(EventsTest, EpollRegistrationOfAFileTheProcessNoLongerHoldsFailsTheDump) 
 }
 
 TEST_F(EventsTest, SignalFdMaskAndFlags) {
-  TreeProcess tree([&](const std::function<void()>& ready) {
+  TreeProcess tree([&](int ready_fd) {
     sigset_t mask;
     sigemptyset(&mask);
     sigaddset(&mask, SIGUSR1);
     sigaddset(&mask, SIGRTMIN + 2);
     place(::signalfd(-1, &mask, SFD_NONBLOCK), 10);
     keep_only({10, 200});
-    ready();
+    signal_ready(ready_fd);
   });
   std::string dumped_mask;
   {
@@ -557,7 +406,7 @@ TEST_F(EventsTest, TimerFdRemainingTimeIntervalTicksAndAbsoluteExpiry) {
   struct timespec realtime_now;
   ::clock_gettime(CLOCK_REALTIME, &realtime_now);
   const uint64_t abs_expiry = (static_cast<uint64_t>(realtime_now.tv_sec) + 200) * second;
-  TreeProcess tree([&](const std::function<void()>& ready) {
+  TreeProcess tree([&](int ready_fd) {
     int relative = ::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK);
     struct itimerspec spec {};
     spec.it_value.tv_sec = 100;
@@ -583,7 +432,7 @@ TEST_F(EventsTest, TimerFdRemainingTimeIntervalTicksAndAbsoluteExpiry) {
     if (::timerfd_settime(absolute, TFD_TIMER_ABSTIME, &at, nullptr) < 0) _exit(82);
     place(absolute, 12);
     keep_only({10, 11, 12, 200});
-    ready();
+    signal_ready(ready_fd);
   });
   dump(tree);
   pid_t dumped = tree.pid();
@@ -627,7 +476,7 @@ TEST_F(EventsTest, InotifyWatchesKeepTheirWdsAndReportEvents) {
   fs::mkdir_p(watched);
   fs::mkdir_p(removed);
   fs::mkdir_p(other);
-  TreeProcess tree([&](const std::function<void()>& ready) {
+  TreeProcess tree([&](int ready_fd) {
     int in = ::inotify_init1(IN_NONBLOCK);
     if (::inotify_add_watch(in, watched.c_str(), IN_CREATE) != 1) _exit(80);
     if (::inotify_add_watch(in, removed.c_str(), IN_CREATE) != 2) _exit(81);
@@ -639,7 +488,7 @@ TEST_F(EventsTest, InotifyWatchesKeepTheirWdsAndReportEvents) {
     }
     place(in, 10);
     keep_only({10, 200});
-    ready();
+    signal_ready(ready_fd);
   });
   dump(tree);
   pid_t dumped = tree.pid();
@@ -691,12 +540,12 @@ TEST_F(EventsTest, InotifyWatchOnOverlayfsIsFoundWithoutFileHandles) {
     GTEST_SKIP() << "overlayfs mount: " << std::strerror(errno);
   mount.target = merged;
   const std::string watched = merged + "/dir";
-  TreeProcess tree([&](const std::function<void()>& ready) {
+  TreeProcess tree([&](int ready_fd) {
     int in = ::inotify_init1(0);
     if (::inotify_add_watch(in, watched.c_str(), IN_CREATE) != 1) _exit(80);
     place(in, 10);
     keep_only({10, 200});
-    ready();
+    signal_ready(ready_fd);
   });
   dump(tree);
   pid_t dumped = tree.pid();
@@ -716,10 +565,10 @@ TEST_F(EventsTest, InotifyWatchOnOverlayfsIsFoundWithoutFileHandles) {
 }
 
 TEST_F(EventsTest, PidFdOfATreeProcessIsReopenedOnTheRestoredPid) {
-  TreeProcess tree([&](const std::function<void()>& ready) {
+  TreeProcess tree([&](int ready_fd) {
     place(static_cast<int>(::syscall(SYS_pidfd_open, ::getpid(), O_NONBLOCK)), 10);
     keep_only({10, 200});
-    ready();
+    signal_ready(ready_fd);
   });
   dump(tree);
   pid_t dumped = tree.pid();
@@ -743,10 +592,10 @@ TEST_F(EventsTest, PidFdOfATreeProcessIsReopenedOnTheRestoredPid) {
 
 TEST_F(EventsTest, PidFdOutsideTheTreeFailsAtRestore) {
   pid_t outside = ::getpid();
-  TreeProcess tree([&](const std::function<void()>& ready) {
+  TreeProcess tree([&](int ready_fd) {
     place(static_cast<int>(::syscall(SYS_pidfd_open, outside, 0)), 10);
     keep_only({10, 200});
-    ready();
+    signal_ready(ready_fd);
   });
   dump(tree);
   tree.kill();
@@ -762,10 +611,10 @@ TEST_F(EventsTest, PidFdOutsideTheTreeFailsAtRestore) {
 }
 
 TEST_F(EventsTest, UnsupportedKindNamesProcessFdAndKind) {
-  TreeProcess tree([&](const std::function<void()>& ready) {
+  TreeProcess tree([&](int ready_fd) {
     place(static_cast<int>(::syscall(SYS_userfaultfd, O_CLOEXEC)), 9);
     keep_only({9, 200});
-    ready();
+    signal_ready(ready_fd);
   });
   EXPECT_EQ(dump_error(tree), "pid " + std::to_string(tree.pid()) +
                                   ": fd 9 (anon_inode:[userfaultfd]): unsupported file kind "
@@ -778,11 +627,11 @@ TEST_F(EventsTest, UnsupportedKindNamesProcessFdAndKind) {
   }
   if (ring_fd < 0) GTEST_SKIP() << "io_uring_setup: " << std::strerror(errno);
   ::close(ring_fd);
-  TreeProcess ring([&](const std::function<void()>& ready) {
+  TreeProcess ring([&](int ready_fd) {
     alignas(8) char params[120] = {};
     place(static_cast<int>(::syscall(SYS_io_uring_setup, 4, params)), 9);
     keep_only({9, 200});
-    ready();
+    signal_ready(ready_fd);
   });
   EXPECT_EQ(dump_error(ring), "pid " + std::to_string(ring.pid()) +
                                   ": fd 9 (anon_inode:[io_uring]): unsupported file kind "
@@ -792,7 +641,7 @@ TEST_F(EventsTest, UnsupportedKindNamesProcessFdAndKind) {
 TEST_F(EventsTest, FileLocksAreRefusedWithoutTheOptionAndHeldAfterRestore) {
   const std::string posix = dir_ + "/posix", flocked = dir_ + "/flock", ofd = dir_ + "/ofd";
   for (const std::string& f : {posix, flocked, ofd}) fs::write_file(f, std::string(200, 'l'));
-  TreeProcess tree([&](const std::function<void()>& ready) {
+  TreeProcess tree([&](int ready_fd) {
     place(::open(posix.c_str(), O_RDWR), 10);
     struct flock range {};
     range.l_type = F_WRLCK;
@@ -811,7 +660,7 @@ TEST_F(EventsTest, FileLocksAreRefusedWithoutTheOptionAndHeldAfterRestore) {
     shared.l_len = 0;
     if (::fcntl(12, F_OFD_SETLK, &shared) < 0) _exit(82);
     keep_only({10, 11, 12, 14, 200});
-    ready();
+    signal_ready(ready_fd);
   });
   EXPECT_EQ(dump_error(tree), "pid " + std::to_string(tree.pid()) + ": fd 10 (" + posix +
                                   "): pid " + std::to_string(tree.pid()) +

@@ -27,171 +27,25 @@
 #include <vector>
 
 #include "checkpoint/image/image_file.h"
+#include "ckpt_fd_test_util.h"
 #include "common/error.h"
 #include "common/fs.h"
 
 namespace cryo::ckpt {
 namespace {
 
+using testutil::Checks;
+using testutil::keep_only;
+using testutil::place;
+using testutil::read_all;
+using testutil::RestoredProcess;
+using testutil::signal_ready;
+using testutil::TreeProcess;
+using testutil::write_string;
+
 int sys_kcmp(pid_t a, pid_t b, int type, unsigned long x, unsigned long y) {
   return static_cast<int>(::syscall(SYS_kcmp, a, b, type, x, y));
 }
-
-// Closes every fd but `keep`, then puts /dev/null on 0, 1 and 2 when they are not kept.
-void keep_only(const std::set<int>& keep) {
-  for (int fd = 0; fd < 1024; ++fd)
-    if (!keep.count(fd)) ::close(fd);
-  for (int fd = 0; fd < 3; ++fd) {
-    if (keep.count(fd)) continue;
-    int n = ::open("/dev/null", O_RDWR);
-    if (n != fd) {
-      ::dup2(n, fd);
-      ::close(n);
-    }
-  }
-}
-
-// Moves `fd` to number `to` keeping the description and its close-on-exec flag.
-void place(int fd, int to) {
-  if (fd == to) return;
-  int cloexec = ::fcntl(fd, F_GETFD) & FD_CLOEXEC;
-  if (::dup3(fd, to, cloexec ? O_CLOEXEC : 0) < 0) _exit(90);
-  ::close(fd);
-}
-
-void write_string(int fd, const std::string& s) {
-  size_t done = 0;
-  while (done < s.size()) {
-    ssize_t n = ::write(fd, s.data() + done, s.size() - done);
-    if (n <= 0) return;
-    done += static_cast<size_t>(n);
-  }
-}
-
-std::string read_all(int fd) {
-  std::string out;
-  char buf[4096];
-  for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    out.append(buf, static_cast<size_t>(n));
-  }
-  return out;
-}
-
-// A process of the "dumped tree": runs setup(ready_fd), which must write one byte to ready_fd
-// when its fds are in place; then sleeps until killed. Killed and reaped on destruction.
-class TreeProcess {
- public:
-  explicit TreeProcess(const std::function<void(int ready_fd)>& setup) {
-    int ready[2];
-    EXPECT_EQ(::pipe2(ready, O_CLOEXEC), 0);
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::close(ready[0]);
-      // Out of the way of the numbers the setups use.
-      if (::dup2(ready[1], 100) < 0) _exit(91);
-      ::close(ready[1]);
-      setup(100);
-      for (;;) ::pause();
-    }
-    ::close(ready[1]);
-    char c = 0;
-    ssize_t n = ::read(ready[0], &c, 1);
-    EXPECT_EQ(n, 1) << "tree process died during setup";
-    // The ready fd itself must be gone from the tree before it is dumped: wait for its close.
-    while (::read(ready[0], &c, 1) > 0) {
-    }
-    ::close(ready[0]);
-    pidfd_ = static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0));
-    EXPECT_GE(pidfd_, 0);
-  }
-  ~TreeProcess() { kill(); }
-  void kill() {
-    if (pidfd_ >= 0) ::close(pidfd_);
-    pidfd_ = -1;
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-    pid_ = -1;
-  }
-  pid_t pid() const { return pid_; }
-  int pidfd() const { return pidfd_; }
-
- private:
-  pid_t pid_ = -1;
-  int pidfd_ = -1;
-};
-
-// Collects failed checks inside a restored process; they go back to the test through a pipe.
-struct Checks {
-  std::ostringstream failures;
-  void expect(bool ok, const std::string& what) {
-    if (!ok) failures << what << " (errno " << std::strerror(errno) << ")\n";
-  }
-};
-
-// A restored process: a fork of the test (as restoring processes are forks of the coordinator)
-// that installs the fds of `dumped_pid` from the pool. With `verify`, runs it and exits; the
-// test gets its failures. Without, it stays (for checks from outside) until killed.
-class RestoredProcess {
- public:
-  RestoredProcess(FilePool& pool, pid_t dumped_pid, const std::function<void(Checks&)>& verify) {
-    int report[2];
-    EXPECT_EQ(::pipe2(report, O_CLOEXEC), 0);
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::close(report[0]);
-      std::vector<int> keep{report[1]};
-      try {
-        pool.install(dumped_pid, &keep);
-      } catch (const Error& e) {
-        write_string(keep[0], std::string("install: ") + e.what());
-        _exit(1);
-      }
-      Checks checks;
-      if (keep[0] <= pool.max_fd()) checks.expect(false, "kept fd not moved above max_fd");
-      if (verify) {
-        verify(checks);
-        write_string(keep[0], checks.failures.str());
-        _exit(0);
-      }
-      write_string(keep[0], "installed\n" + checks.failures.str());
-      ::close(keep[0]);
-      for (;;) ::pause();
-    }
-    ::close(report[1]);
-    report_ = report[0];
-    if (!verify) {
-      char buf[11] = {};
-      EXPECT_EQ(::read(report_, buf, 10), 10);
-      EXPECT_STREQ(buf, "installed\n");
-    }
-  }
-  ~RestoredProcess() {
-    if (report_ >= 0) ::close(report_);
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-  }
-  // The failures reported by the process (empty: all checks passed).
-  std::string failures() {
-    std::string out = read_all(report_);
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-    if (!WIFEXITED(status)) out += "restored process died with status " + std::to_string(status);
-    return out;
-  }
-  pid_t pid() const { return pid_; }
-
- private:
-  pid_t pid_ = -1;
-  int report_ = -1;
-};
 
 std::set<int> open_fds_of_self() {
   std::set<int> fds;
@@ -487,8 +341,7 @@ TEST_F(FilesTest, UnsupportedKindsFailNamingPidFdAndKind) {
   } catch (const Error& e) {
     std::string expected = "pid " + std::to_string(tree.pid()) + ": fd 10 (socket:[";
     EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("unsupported file kind"), std::string::npos)
-        << e.what();
+    EXPECT_NE(std::string(e.what()).find("unsupported file kind"), std::string::npos) << e.what();
   }
 }
 

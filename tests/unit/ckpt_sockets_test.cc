@@ -29,11 +29,17 @@
 
 #include "checkpoint/files.h"
 #include "checkpoint/image/image_file.h"
+#include "ckpt_fd_test_util.h"
 #include "common/error.h"
 #include "common/fs.h"
 
 namespace cryo::ckpt {
 namespace {
+
+using testutil::Checks;
+using testutil::read_all;
+using testutil::RestoredProcess;
+using testutil::TreeProcess;
 
 // Moves fds to their numbers (from -> to), safe when some targets are sources of others.
 void place_all(const std::vector<std::pair<int, int>>& moves) {
@@ -79,18 +85,6 @@ std::string read_exactly(int fd, size_t size) {
   return out;
 }
 
-std::string read_all(int fd) {
-  std::string out;
-  char buf[4096];
-  for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    out.append(buf, static_cast<size_t>(n));
-  }
-  return out;
-}
-
 // Byte `i` of a test stream: not periodic over short distances, so a lost, doubled or reordered
 // chunk shows.
 char pattern_byte(uint64_t i, uint64_t seed) {
@@ -104,110 +98,6 @@ std::string pattern(uint64_t from, size_t size, uint64_t seed) {
   for (size_t i = 0; i < size; ++i) out[i] = pattern_byte(from + i, seed);
   return out;
 }
-
-// A process of the "dumped tree": runs setup(), which returns the fds it holds; every other fd
-// is closed (0, 1 and 2 become /dev/null) before it reports ready and sleeps until killed.
-class TreeProcess {
- public:
-  explicit TreeProcess(const std::function<std::set<int>()>& setup) {
-    int ready[2];
-    EXPECT_EQ(::pipe2(ready, O_CLOEXEC), 0);
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::close(ready[0]);
-      if (::dup2(ready[1], 200) < 0) _exit(91);
-      ::close(ready[1]);
-      std::set<int> keep = setup();
-      keep.insert(200);
-      for (int fd = 0; fd < 1024; ++fd)
-        if (!keep.count(fd)) ::close(fd);
-      for (int fd = 0; fd < 3; ++fd)
-        if (!keep.count(fd) && ::open("/dev/null", O_RDWR) != fd) _exit(93);
-      // Ready = one byte, then end of file once the reporting fd is gone too.
-      if (::write(200, "r", 1) != 1) _exit(92);
-      ::close(200);
-      for (;;) ::pause();
-    }
-    ::close(ready[1]);
-    char c = 0;
-    EXPECT_EQ(::read(ready[0], &c, 1), 1) << "tree process died during setup";
-    EXPECT_EQ(::read(ready[0], &c, 1), 0);
-    ::close(ready[0]);
-    pidfd_ = static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0));
-    EXPECT_GE(pidfd_, 0);
-  }
-  ~TreeProcess() { kill(); }
-  void kill() {
-    if (pidfd_ >= 0) ::close(pidfd_);
-    pidfd_ = -1;
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-    pid_ = -1;
-  }
-  pid_t pid() const { return pid_; }
-  int pidfd() const { return pidfd_; }
-
- private:
-  pid_t pid_ = -1;
-  int pidfd_ = -1;
-};
-
-struct Checks {
-  std::ostringstream failures;
-  void expect(bool ok, const std::string& what) {
-    if (!ok) failures << what << " (errno " << std::strerror(errno) << ")\n";
-  }
-};
-
-// A restored process: a fork of the test (the coordinator) that installs the fds of
-// `dumped_pid` from the pool and runs `verify`; its failures come back through a pipe.
-class RestoredProcess {
- public:
-  RestoredProcess(FilePool& pool, pid_t dumped_pid, const std::function<void(Checks&)>& verify) {
-    int report[2];
-    EXPECT_EQ(::pipe2(report, O_CLOEXEC), 0);
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::close(report[0]);
-      std::vector<int> keep{report[1]};
-      try {
-        pool.install(dumped_pid, &keep);
-      } catch (const Error& e) {
-        std::string msg = std::string("install: ") + e.what();
-        if (::write(keep[0], msg.data(), msg.size()) < 0) _exit(2);
-        _exit(1);
-      }
-      Checks checks;
-      verify(checks);
-      std::string out = checks.failures.str();
-      if (::write(keep[0], out.data(), out.size()) < 0) _exit(2);
-      _exit(0);
-    }
-    ::close(report[1]);
-    report_ = report[0];
-  }
-  ~RestoredProcess() {
-    if (report_ >= 0) ::close(report_);
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-  }
-  std::string failures() {
-    std::string out = read_all(report_);
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-    if (!WIFEXITED(status)) out += "restored process died with status " + std::to_string(status);
-    return out;
-  }
-
- private:
-  pid_t pid_ = -1;
-  int report_ = -1;
-};
 
 uint16_t local_port(int fd) {
   sockaddr_storage ss{};

@@ -511,22 +511,41 @@ void exec_container_process(const nlohmann::json& process, const ProcessStdio& s
   report_failure_and_exit(error_fd, 125, "exec " + args[0] + ": " + std::strerror(err));
 }
 
+namespace {
+
+// The pipe a starting process reports its exec failure through (read_exec_failure) and, with a
+// terminal, the socket pair its console master comes back through (receive_fd).
+struct StartChannels {
+  UniqueFd error_read, error_write;
+  UniqueFd console_parent, console_child;
+};
+
+StartChannels open_start_channels(bool terminal) {
+  StartChannels channels;
+  int error_pipe[2];
+  if (::pipe2(error_pipe, O_CLOEXEC) < 0) throw_errno("pipe2");
+  channels.error_read.reset(error_pipe[0]);
+  channels.error_write.reset(error_pipe[1]);
+  if (terminal) {
+    int console[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, console) < 0)
+      throw_errno("socketpair");
+    channels.console_parent.reset(console[0]);
+    channels.console_child.reset(console[1]);
+  }
+  return channels;
+}
+
+}  // namespace
+
 SpawnedProcess spawn_container_init(const nlohmann::json& spec, const ContainerCgroup& cgroup,
                                     const ProcessStdio& stdio) {
   const nlohmann::json& process = spec.at("process");
   bool terminal = process.value("terminal", false);
-  int sync_pipe[2], error_pipe[2], console[2] = {-1, -1};
+  int sync_pipe[2];
   if (::pipe2(sync_pipe, O_CLOEXEC) < 0) throw_errno("pipe2");
   UniqueFd sync_read(sync_pipe[0]), sync_write(sync_pipe[1]);
-  if (::pipe2(error_pipe, O_CLOEXEC) < 0) throw_errno("pipe2");
-  UniqueFd error_read(error_pipe[0]), error_write(error_pipe[1]);
-  UniqueFd console_parent, console_child;
-  if (terminal) {
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, console) < 0)
-      throw_errno("socketpair");
-    console_parent.reset(console[0]);
-    console_child.reset(console[1]);
-  }
+  auto [error_read, error_write, console_parent, console_child] = open_start_channels(terminal);
 
   int pidfd = -1;
   struct clone_args args = {};
@@ -594,16 +613,7 @@ SpawnedProcess spawn_exec_process(pid_t init_pid, const std::vector<std::string>
   bool terminal = process.value("terminal", false);
   UniqueFd init_pidfd(static_cast<int>(::syscall(SYS_pidfd_open, init_pid, 0)));
   if (!init_pidfd) throw_errno("pidfd_open container init " + std::to_string(init_pid));
-  int error_pipe[2], console[2];
-  if (::pipe2(error_pipe, O_CLOEXEC) < 0) throw_errno("pipe2");
-  UniqueFd error_read(error_pipe[0]), error_write(error_pipe[1]);
-  UniqueFd console_parent, console_child;
-  if (terminal) {
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, console) < 0)
-      throw_errno("socketpair");
-    console_parent.reset(console[0]);
-    console_child.reset(console[1]);
-  }
+  auto [error_read, error_write, console_parent, console_child] = open_start_channels(terminal);
 
   int pidfd = -1;
   struct clone_args args = {};

@@ -107,6 +107,26 @@ UniqueFd open_dir_beneath(int root_fd, const std::vector<std::string>& comps, si
   return cur;
 }
 
+// The names in the directory open at `dir_fd`, but . and .. (`what` names it in errors). Reads
+// through a description of its own, so the offset of `dir_fd` is left alone.
+std::vector<std::string> directory_entries(int dir_fd, const std::string& what) {
+  int fd = ::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) throw_errno("open directory " + what);
+  DIR* dir = ::fdopendir(fd);
+  if (!dir) {
+    int err = errno;
+    ::close(fd);
+    throw_errno("fdopendir " + what, err);
+  }
+  std::unique_ptr<DIR, int (*)(DIR*)> owned(dir, ::closedir);
+  std::vector<std::string> names;
+  while (dirent* d = ::readdir(dir)) {
+    std::string name = d->d_name;
+    if (name != "." && name != "..") names.push_back(name);
+  }
+  return names;
+}
+
 void remove_tree_at(int dir_fd, const std::string& name) {
   struct stat st;
   if (::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) {
@@ -114,20 +134,10 @@ void remove_tree_at(int dir_fd, const std::string& name) {
     throw_errno("stat " + name);
   }
   if (S_ISDIR(st.st_mode)) {
-    int fd = ::openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) throw_errno("open directory " + name);
-    DIR* dir = ::fdopendir(fd);
-    if (!dir) {
-      ::close(fd);
-      throw_errno("fdopendir " + name);
-    }
-    std::unique_ptr<DIR, int (*)(DIR*)> owned(dir, ::closedir);
-    std::vector<std::string> children;
-    while (dirent* d = ::readdir(dir)) {
-      std::string child = d->d_name;
-      if (child != "." && child != "..") children.push_back(child);
-    }
-    for (const std::string& child : children) remove_tree_at(::dirfd(dir), child);
+    UniqueFd dir(::openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!dir) throw_errno("open directory " + name);
+    for (const std::string& child : directory_entries(dir.get(), name))
+      remove_tree_at(dir.get(), child);
     if (::unlinkat(dir_fd, name.c_str(), AT_REMOVEDIR) < 0) throw_errno("rmdir " + name);
   } else if (::unlinkat(dir_fd, name.c_str(), 0) < 0) {
     throw_errno("unlink " + name);
@@ -414,19 +424,7 @@ class TarWriter {
 
  private:
   std::vector<std::string> sorted_children(int dir_fd, const std::string& prefix) {
-    int fd = ::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) throw_errno("open directory " + (prefix.empty() ? "." : prefix));
-    DIR* dir = ::fdopendir(fd);
-    if (!dir) {
-      ::close(fd);
-      throw_errno("fdopendir " + prefix);
-    }
-    std::unique_ptr<DIR, int (*)(DIR*)> owned(dir, ::closedir);
-    std::vector<std::string> names;
-    while (dirent* d = ::readdir(dir)) {
-      std::string n = d->d_name;
-      if (n != "." && n != "..") names.push_back(n);
-    }
+    std::vector<std::string> names = directory_entries(dir_fd, prefix.empty() ? "." : prefix);
     std::sort(names.begin(), names.end());
     return names;
   }
