@@ -13,7 +13,14 @@ command -v curl >/dev/null || { echo "SKIP: needs curl"; exit 0; }
 tmp=$(mktemp -d /tmp/cryo-ckpt-test.XXXXXX)
 
 cryo() { "$cryo_bin" --root "$tmp/root" --runroot "$tmp/run" "$@"; }
-monitor_pids() { pgrep -f -- "__monitor --root $tmp/root " || true; }
+# Monitors work in their container's runtime directory under $tmp/run.
+monitor_pids() {
+  local p
+  for p in /proc/[0-9]*; do
+    [[ $(readlink "$p/cwd" 2>/dev/null) == "$tmp/run/"* ]] && echo "${p#/proc/}"
+  done
+  return 0
+}
 cleanup() {
   cryo rm -f -t 0 -a >/dev/null 2>&1 || true
   for pid in $(monitor_pids); do kill -9 "$pid" 2>/dev/null || true; done

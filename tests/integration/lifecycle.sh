@@ -11,7 +11,14 @@ cryo_bin=${CRYO:-$src/build/src/cli/cryo}
 tmp=$(mktemp -d /tmp/cryo-lifecycle-test.XXXXXX)
 
 cryo() { "$cryo_bin" --root "$tmp/root" --runroot "$tmp/run" "$@"; }
-monitor_pids() { pgrep -f -- "__monitor --root $tmp/root " || true; }
+# Monitors work in their container's runtime directory under $tmp/run.
+monitor_pids() {
+  local p
+  for p in /proc/[0-9]*; do
+    [[ $(readlink "$p/cwd" 2>/dev/null) == "$tmp/run/"* ]] && echo "${p#/proc/}"
+  done
+  return 0
+}
 cleanup() {
   cryo rm -f -t 0 -a >/dev/null 2>&1 || true
   for pid in $(monitor_pids); do kill -9 "$pid" 2>/dev/null || true; done

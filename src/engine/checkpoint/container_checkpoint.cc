@@ -243,7 +243,8 @@ ContainerRestoreResult restore_container(const StorePaths& paths, const std::str
   }
   MonitorStart started;
   try {
-    started = start_monitor(paths, id, false, options.log_level, /*restore=*/true);
+    started = start_monitor(paths, id, false, options.log_level, MonitorLaunch::kFork,
+                            /*restore=*/true);
   } catch (...) {
     manager.release_resources(id);
     throw;

@@ -92,6 +92,7 @@ nlohmann::json to_json(const ContainerRecord& r) {
       {"state", to_string(r.state)},
       {"pid", r.pid},
       {"monitor_pid", r.monitor_pid},
+      {"monitor_start_time", r.monitor_start_time},
       {"exit_code", r.exit_code},
       {"oom_killed", r.oom_killed},
       {"started", r.started_ns},
@@ -139,6 +140,7 @@ ContainerRecord container_record_from_json(const nlohmann::json& j) {
   r.state = container_state_from_string(j.value("state", "created"));
   r.pid = j.value("pid", 0);
   r.monitor_pid = j.value("monitor_pid", 0);
+  r.monitor_start_time = j.value("monitor_start_time", uint64_t{0});
   r.exit_code = j.value("exit_code", 0);
   r.oom_killed = j.value("oom_killed", false);
   r.started_ns = j.value("started", int64_t{0});
@@ -164,6 +166,18 @@ int64_t now_ns() {
   struct timespec ts;
   ::clock_gettime(CLOCK_REALTIME, &ts);
   return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+uint64_t process_start_time(pid_t pid) {
+  auto stat = fs::read_file_if_exists("/proc/" + std::to_string(pid) + "/stat");
+  if (!stat) return 0;
+  // The command name may contain spaces and parentheses: fields start after the last ')'.
+  size_t close = stat->rfind(')');
+  if (close == std::string::npos) return 0;
+  auto fields = split(std::string_view(*stat).substr(close + 2), ' ');
+  // fields[0] is field 3 (state); the start time is field 22.
+  if (fields.size() < 20) return 0;
+  return std::stoull(fields[19]);
 }
 
 std::string format_rfc3339_ns(int64_t ns) {

@@ -71,6 +71,9 @@ struct ContainerRecord {
   ContainerState state = ContainerState::kCreated;
   pid_t pid = 0;          // the container's init in the host PID namespace, 0 when not running
   pid_t monitor_pid = 0;  // its monitor, 0 when none
+  // Start time of the monitor (/proc/PID/stat field 22): tells it from a later process that got
+  // the same PID.
+  uint64_t monitor_start_time = 0;
   int exit_code = 0;
   bool oom_killed = false;
   int64_t started_ns = 0;
@@ -103,6 +106,8 @@ class FileLock {
 };
 
 int64_t now_ns();
+// Start time of a process in clock ticks since boot (/proc/PID/stat field 22); 0 when it is gone.
+uint64_t process_start_time(pid_t pid);
 // "2026-11-22T20:00:00.123456789Z"-style RFC 3339 with nanoseconds, in UTC ("+00:00" suffix).
 std::string format_rfc3339_ns(int64_t ns);
 // Podman-style random name: adjective_surname.

@@ -65,15 +65,10 @@ std::vector<std::string> parse_entrypoint(const std::string& text) {
   return {text};
 }
 
-bool process_alive(pid_t pid) {
-  return pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM);
-}
-
-// Guards against a recycled PID: the monitor's command line names the container.
-bool is_monitor_of(pid_t pid, const std::string& id) {
-  auto cmdline = fs::read_file_if_exists("/proc/" + std::to_string(pid) + "/cmdline");
-  return cmdline && cmdline->find(kMonitorCommand) != std::string::npos &&
-         cmdline->find(id) != std::string::npos;
+// Whether the record's monitor still runs (and its PID was not recycled by another process).
+bool monitor_alive(const ContainerRecord& record) {
+  return record.monitor_pid > 0 && record.monitor_start_time != 0 &&
+         process_start_time(record.monitor_pid) == record.monitor_start_time;
 }
 
 std::string resolv_conf_for(const std::string& mode) {
@@ -315,7 +310,7 @@ bool ContainerManager::wait_for_monitor(const ContainerRecord& record, int timeo
     if (errno == ESRCH) return true;
     throw_errno("pidfd_open monitor " + std::to_string(pid));
   }
-  if (!is_monitor_of(pid, record.id)) return true;
+  if (!monitor_alive(record)) return true;
   struct pollfd p = {pidfd.get(), POLLIN, 0};
   for (;;) {
     int n = ::poll(&p, 1, timeout_ms);
@@ -328,17 +323,18 @@ bool ContainerManager::wait_for_monitor(const ContainerRecord& record, int timeo
 ContainerRecord ContainerManager::reconcile(ContainerRecord record) {
   if (record.state != ContainerState::kRunning && record.state != ContainerState::kPaused)
     return record;
-  if (process_alive(record.monitor_pid) && is_monitor_of(record.monitor_pid, record.id))
-    return record;
+  if (monitor_alive(record)) return record;
   // The monitor died without recording the exit (killed, or the machine rebooted).
   auto exit_text = fs::read_file_if_exists(store_.exit_file_path(record.id));
   record.state = ContainerState::kExited;
   record.exit_code = exit_text ? std::atoi(exit_text->c_str()) : 137;
   if (record.finished_ns == 0) record.finished_ns = now_ns();
-  if (process_alive(record.pid)) ::kill(record.pid, SIGKILL);
   record.pid = 0;
   record.monitor_pid = 0;
+  record.monitor_start_time = 0;
   store_.save(record);
+  // Whatever is left in its cgroup is ended there, and its network goes.
+  release_resources_locked(record);
   return record;
 }
 
@@ -438,8 +434,7 @@ void ContainerManager::remove_stopped(const std::string& id) {
   FileLock lock = store_.lock(id);
   auto record = store_.try_load(id);
   if (!record) return;
-  if (record->state == ContainerState::kRunning && process_alive(record->monitor_pid) &&
-      is_monitor_of(record->monitor_pid, id))
+  if (record->state == ContainerState::kRunning && monitor_alive(*record))
     throw ExitCodeError("container " + record->name + " is running", 125);
   release_resources_locked(*record);
   if (record->config.network_mode != "host") NetworkManager(paths_).release(id);

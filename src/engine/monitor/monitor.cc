@@ -164,6 +164,7 @@ class Monitor {
       record.state = ContainerState::kRunning;
       record.pid = init_pid_;
       record.monitor_pid = ::getpid();
+      record.monitor_start_time = process_start_time(::getpid());
       record.started_ns = now_ns();
       record.finished_ns = 0;
       record.exit_code = 0;
@@ -338,6 +339,7 @@ class Monitor {
       record.finished_ns = finished;
       record.pid = 0;
       record.monitor_pid = 0;
+      record.monitor_start_time = 0;
       store_.save(record);
       fs::write_file(store_.exit_file_path(id_), std::to_string(exit_code));
     } catch (const std::exception& e) {
@@ -373,6 +375,25 @@ class Monitor {
   pid_t init_pid_ = -1;
 };
 
+int run_monitor(const StorePaths& paths, const std::string& id, bool attach, bool restore) {
+  // Recognisable in ps, and its working directory tells which container (and store) it serves.
+  ::prctl(PR_SET_NAME, "cryo-monitor", 0, 0, 0);
+  if (::chdir(paths.run_container_dir(id).c_str()) < 0) {
+    LOG_WARN << "chdir " << paths.run_container_dir(id) << ": " << std::strerror(errno);
+  }
+  // The container must not inherit the channels to the CLI.
+  ::fcntl(kStatusFd, F_SETFD, FD_CLOEXEC);
+  ::fcntl(kAttachFd, F_SETFD, FD_CLOEXEC);
+  try {
+    Monitor monitor(paths, id, attach, restore);
+    return monitor.run();
+  } catch (const std::exception& e) {
+    LOG_ERROR << "monitor of container " << id << ": " << e.what();
+    report_status({{"ok", false}, {"code", 125}, {"message", e.what()}});
+    return 1;
+  }
+}
+
 }  // namespace
 
 void write_attach_frame(int fd, AttachFrame type, const void* data, size_t size) {
@@ -399,7 +420,7 @@ void write_attach_frame(int fd, AttachFrame type, const void* data, size_t size)
 }
 
 MonitorStart start_monitor(const StorePaths& paths, const std::string& id, bool attach,
-                           const std::string& log_level, bool restore) {
+                           const std::string& log_level, MonitorLaunch launch, bool restore) {
   int status_pipe[2];
   if (::pipe2(status_pipe, O_CLOEXEC) < 0) throw_errno("pipe2");
   UniqueFd status_read(status_pipe[0]), status_write(status_pipe[1]);
@@ -440,6 +461,9 @@ MonitorStart start_monitor(const StorePaths& paths, const std::string& id, bool 
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    for (int sig = 1; sig < NSIG; ++sig)
+      if (sig != SIGKILL && sig != SIGSTOP) ::signal(sig, SIG_DFL);
+    if (launch == MonitorLaunch::kFork) ::_exit(run_monitor(paths, id, attach, restore));
     ::execv("/proc/self/exe", argv.data());
     std::string msg =
         nlohmann::json{{"ok", false},
@@ -503,17 +527,7 @@ int monitor_main(const std::vector<std::string>& args) {
   }
   log::Level parsed;
   if (log::parse_level(level, &parsed)) log::set_level(parsed);
-  // The container must not inherit the channels to the CLI.
-  ::fcntl(kStatusFd, F_SETFD, FD_CLOEXEC);
-  ::fcntl(kAttachFd, F_SETFD, FD_CLOEXEC);
-  try {
-    Monitor monitor(paths, id, attach, restore);
-    return monitor.run();
-  } catch (const std::exception& e) {
-    LOG_ERROR << "monitor of container " << id << ": " << e.what();
-    report_status({{"ok", false}, {"code", 125}, {"message", e.what()}});
-    return 1;
-  }
+  return run_monitor(paths, id, attach, restore);
 }
 
 }  // namespace cryo::engine

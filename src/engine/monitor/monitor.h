@@ -35,13 +35,20 @@ struct MonitorStart {
   std::string restore_stats;  // container-cr: restore mode, the restore's statistics (JSON)
 };
 
-// Starts the monitor of container `id` (daemonized: setsid + double fork + exec of
-// /proc/self/exe) and waits until the container's init has exec'd. Throws the init's failure as
-// ExitCodeError (125/126/127); nothing of the container is running then.
+// How the monitor process comes to life. kFork runs the monitor code in the daemonized fork of
+// the CLI (no exec: the start of a container pays no second program start, which costs tens of
+// ms on a loaded machine); kExec re-executes the binary as `cryo __monitor ...` (a fresh process
+// image, for callers that are themselves not a plain CLI, e.g. multi-threaded ones).
+enum class MonitorLaunch { kFork, kExec };
+
+// Starts the monitor of container `id` (daemonized: setsid + double fork) and waits until the
+// container's init has exec'd. Throws the init's failure as ExitCodeError (125/126/127); nothing of
+// the container is running then. The caller must be single-threaded for kFork.
 // container-cr: with `restore`, the monitor restores the container's checkpoint
 // (engine/checkpoint) instead of starting its init.
 MonitorStart start_monitor(const StorePaths& paths, const std::string& id, bool attach,
-                           const std::string& log_level, bool restore = false);
+                           const std::string& log_level,
+                           MonitorLaunch launch = MonitorLaunch::kFork, bool restore = false);
 
 // `cryo __monitor` entry point: argv after the command name. Returns the process exit code.
 int monitor_main(const std::vector<std::string>& args);
