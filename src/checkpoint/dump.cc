@@ -70,7 +70,8 @@ json dump_process(FrozenProcess& process, const std::string& image_dir,
         brk = static_cast<uint64_t>(remote.syscall(SYS_brk, 0));
         core["process_attrs"] = dump_process_attrs(pid, remote);
       }
-      thread_attrs = dump_thread_attrs(thread.tid(), remote);
+      // The leader's own attributes are part of the process attributes.
+      if (thread.tid() != pid) thread_attrs = dump_thread_attrs(thread.tid(), remote);
     }
     json t = dump_thread(thread, tid_address);
     t["tid"] = pids.to_image(thread.tid());  // container-cr

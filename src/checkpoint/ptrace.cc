@@ -34,6 +34,8 @@ bool is_event_stop(int status) {
 }  // namespace
 
 PtraceAttachment PtraceAttachment::seize_and_request_stop(pid_t tid, unsigned long options) {
+  // TRACESYSGOOD: injected syscalls are run to their syscall-stops (see RemoteSyscalls).
+  options |= PTRACE_O_TRACESYSGOOD;
   do_ptrace(PTRACE_SEIZE, tid, nullptr, reinterpret_cast<void*>(options), "PTRACE_SEIZE");
   PtraceAttachment attachment(tid);
   do_ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr, "PTRACE_INTERRUPT");

@@ -78,14 +78,19 @@ struct RemoteSyscalls::Impl {
     throw Error(who() + ": no syscall instruction in [vdso]");
   }
 
-  // Waits for the stop that ends injected code, remembering unrelated signals for later.
-  int wait_trap() {
+  // Waits for the stop that ends injected code (its SIGSTOP to itself, inside the code at
+  // [code, code_end)), remembering unrelated signals for later.
+  int wait_trap(RemoteAddr code, RemoteAddr code_end) {
     for (;;) {
       int status = thread.wait_stop();
       int sig = WSTOPSIG(status);
       int event = status >> 16;
-      if (event == 0 && sig == SIGTRAP) return status;
-      if (event == 0 && (sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGFPE)) {
+      if (event == 0 && sig == SIGSTOP) {
+        uint64_t rip = thread.get_regs().rip;
+        if (rip >= code.value() && rip < code_end.value()) return status;
+      }
+      if (event == 0 &&
+          (sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGFPE || sig == SIGTRAP)) {
         user_regs_struct regs = thread.get_regs();
         std::ostringstream msg;
         msg << who() << ": injected code got signal " << sig << " at rip 0x" << std::hex << regs.rip
@@ -101,7 +106,7 @@ struct RemoteSyscalls::Impl {
         PtraceAttachment new_thread = PtraceAttachment::adopt_stopped(static_cast<pid_t>(new_tid));
         new_thread.wait_stop();
         new_thread.release();  // stays traced and stopped: the caller adopts it
-      } else if (event == 0 && sig != SIGSTOP) {
+      } else if (event == 0 && sig != (SIGTRAP | 0x80)) {
         stashed_signals.push_back(sig);
       }
       if (::ptrace(PTRACE_CONT, thread.tid(), nullptr, nullptr) != 0)
@@ -120,7 +125,7 @@ struct RemoteSyscalls::Impl {
     new_threads.clear();
     if (::ptrace(PTRACE_CONT, thread.tid(), nullptr, nullptr) != 0)
       throw_errno(who() + ": PTRACE_CONT into the injected code");
-    wait_trap();
+    wait_trap(code, code + x86_64::blob_size());
     // The batch may have moved the vdso: find the syscall instruction again when next needed.
     syscall_insn = 0;
   }
@@ -164,19 +169,28 @@ struct RemoteSyscalls::Impl {
     regs.r9 = a6;
     regs.rip = insn;
     thread.set_regs(regs);
-    for (;;) {
-      int status = thread.single_step_and_wait();
+    // From syscall-entry stop to syscall-exit stop (no single-step: its forced SIGTRAP would reset
+    // a blocked or ignored SIGTRAP handler of the target).
+    int stops = 0;
+    while (stops < 2) {
+      if (::ptrace(PTRACE_SYSCALL, thread.tid(), nullptr, nullptr) != 0)
+        throw_errno(who() + ": PTRACE_SYSCALL");
+      int status = thread.wait_stop();
       int sig = WSTOPSIG(status);
-      if ((status >> 16) == 0 && sig != SIGTRAP && sig != SIGSTOP) stashed_signals.push_back(sig);
-      user_regs_struct after = thread.get_regs();
-      if (after.rip == insn + 2) return static_cast<long>(after.rax);
-      if (after.rip != insn) {
-        std::ostringstream msg;
-        msg << who() << ": injected syscall " << nr << " ended at unexpected rip 0x" << std::hex
-            << after.rip;
-        throw Error(msg.str());
+      if ((status >> 16) == 0 && sig == (SIGTRAP | 0x80)) {
+        ++stops;
+        continue;
       }
+      if ((status >> 16) == 0 && sig != SIGSTOP) stashed_signals.push_back(sig);
     }
+    user_regs_struct after = thread.get_regs();
+    if (after.rip != insn + 2) {
+      std::ostringstream msg;
+      msg << who() << ": injected syscall " << nr << " ended at unexpected rip 0x" << std::hex
+          << after.rip;
+      throw Error(msg.str());
+    }
+    return static_cast<long>(after.rax);
   }
 
   void write(RemoteAddr addr, const void* data, size_t size) {
@@ -218,7 +232,10 @@ RemoteSyscalls::~RemoteSyscalls() {
   try {
     finish();
   } catch (const Error& e) {
-    LOG_WARN << "leaving remote syscall session: " << e.what();
+    // A thread that is gone (killed after a failure) needs nothing put back.
+    if (e.sys_errno() != ESRCH) {
+      LOG_WARN << "leaving remote syscall session: " << e.what();
+    }
   }
   delete impl_;
 }

@@ -194,10 +194,8 @@ void unregister_rseq() {
     sigfillset(&all);
     ::sigprocmask(SIG_BLOCK, &all, nullptr);
     unregister_rseq();
-    const json& main_thread_attrs = images.core.at("threads").at(0).at("attrs");
     RestorerPlan plan = prepare_restorer(images.core, images.mm, fds, [&](SyscallBatch& batch) {
-      append_thread_restore(main_thread_attrs, batch);
-      append_late_process_restore(attrs, batch);
+      append_late_process_restore(attrs, batch);  // includes the leader's own attributes
     });
     send_report(report_fd, {{"pid", pid}, {"plan", plan_to_json(plan)}});
     // The coordinator takes over from here by ptrace.

@@ -257,13 +257,26 @@ RestorerPlan prepare_restorer(const json& core, const json& mm, const RestorerFd
           {start, end - start, MADV_POPULATE_WRITE});
     i = j;
   }
-  for (size_t i = 0; i < runs.size();) {
-    // One preadv per up to IOV_MAX runs that follow each other in the image.
+  // A read transfers at most ~2 GiB: runs are cut into pieces of at most kMaxPiece and one preadv
+  // takes up to IOV_MAX pieces and kMaxRead bytes that follow each other in the image.
+  constexpr uint64_t kMaxPiece = 256 << 20;
+  constexpr uint64_t kMaxRead = uint64_t{1} << 30;
+  std::vector<PageRun> pieces;
+  for (const PageRun& run : runs) {
+    for (uint64_t done = 0; done < run.pages;) {
+      uint64_t n = std::min(run.pages - done, kMaxPiece / kPageSize);
+      pieces.push_back({run.vaddr + done * kPageSize, n, run.offset + done * kPageSize});
+      done += n;
+    }
+  }
+  for (size_t i = 0; i < pieces.size();) {
+    const std::vector<PageRun>& runs = pieces;
     std::vector<iovec> iov;
     uint64_t file_offset = runs[i].offset;
     uint64_t total = 0;
     size_t j = i;
-    while (j < runs.size() && iov.size() < IOV_MAX && runs[j].offset == file_offset + total) {
+    while (j < runs.size() && iov.size() < IOV_MAX && runs[j].offset == file_offset + total &&
+           total + runs[j].pages * kPageSize <= kMaxRead) {
       iov.push_back({reinterpret_cast<void*>(runs[j].vaddr), runs[j].pages * kPageSize});
       total += runs[j].pages * kPageSize;
       ++j;

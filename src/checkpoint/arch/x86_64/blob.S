@@ -1,5 +1,7 @@
 // The injected code: runs a SyscallBatch (checkpoint/syscall_batch.h) placed at %rdi and stops
-// with int3. Position independent, uses no stack, keeps its state in callee-saved registers that
+// by sending itself SIGSTOP, which the tracer sees as a signal-delivery stop and discards. (An
+// int3 would do too, but the kernel forces its SIGTRAP: with SIGTRAP blocked or ignored, as it may
+// be in the target, that resets the target's SIGTRAP handler to SIG_DFL.) Position independent, uses no stack, keeps its state in callee-saved registers that
 // `syscall` preserves (it clobbers only rcx and r11).
 //   entry: nr (flags in bits 32..63; -1 ends the list), args[6], result; 64 bytes each.
     .section .rodata.cryo_blob, "a"
@@ -27,7 +29,13 @@ cryo_blob_start:
     cmp     $-4095, %rax
     jb      1b
 3:
-    int3
+    mov     $186, %eax              // gettid
+    syscall
+    mov     %rax, %rdi
+    mov     $19, %esi               // SIGSTOP
+    mov     $200, %eax              // tkill
+    syscall
+    jmp     3b
     .p2align 4
 cryo_blob_end:
     .section .note.GNU-stack, "", @progbits
