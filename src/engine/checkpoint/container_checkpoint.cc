@@ -40,12 +40,6 @@ uint64_t now_us() {
       .count();
 }
 
-nlohmann::json dump_stats_json(const ckpt::DumpStats& s) {
-  return {{"freezing_time", s.freezing_time}, {"frozen_time", s.frozen_time},
-          {"memdump_time", s.memdump_time},   {"memwrite_time", s.memwrite_time},
-          {"pages_scanned", s.pages_scanned}, {"pages_written", s.pages_written}};
-}
-
 // The links of the init's standard streams ("pipe:[123]", "/dev/pts/0", "/dev/null"), by fd.
 nlohmann::json stdio_links(pid_t init) {
   nlohmann::json links = nlohmann::json::object();
@@ -166,7 +160,8 @@ ContainerCheckpointResult checkpoint_container(const StorePaths& paths, const st
   dump_options.file_locks = options.file_locks;
   dump_options.freezer_cgroup = ContainerCgroup::existing(id).freezer_path();
   for (auto& [fd, link] : links.items())
-    if (is_monitor_stream(link)) dump_options.external_files.insert(link.get<std::string>());
+    if (is_monitor_stream(link.get<std::string>()))
+      dump_options.external_files.insert(link.get<std::string>());
 
   ContainerCheckpointResult result;
   result.id = id;
