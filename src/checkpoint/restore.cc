@@ -75,7 +75,8 @@ struct RestoreContext {
 pid_t clone_with_pid(pid_t pid, uint64_t flags) {
   clone_args args{};
   args.flags = flags;
-  args.exit_signal = SIGCHLD;
+  // clone3 wants no exit signal with CLONE_PARENT: the child gets the caller's (container-cr).
+  args.exit_signal = (flags & CLONE_PARENT) ? 0 : SIGCHLD;
   args.set_tid = reinterpret_cast<uint64_t>(&pid);
   args.set_tid_size = 1;
   long r = ::syscall(SYS_clone3, &args, sizeof args);
