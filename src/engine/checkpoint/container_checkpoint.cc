@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -40,22 +41,26 @@ uint64_t now_us() {
       .count();
 }
 
-// The links of the init's standard streams ("pipe:[123]", "/dev/pts/0", "/dev/null"), by fd.
-nlohmann::json stdio_links(pid_t init) {
-  nlohmann::json links = nlohmann::json::object();
+// The init's standard streams by fd: {"link": "pipe:[123]" | "/dev/pts/0" | "/dev/null"...,
+// "kind": "pipe" | "console" | "other"}. Pipes and pty slaves (the console of -t) have their other
+// end in the monitor.
+nlohmann::json stdio_streams(pid_t init) {
+  nlohmann::json streams = nlohmann::json::object();
   for (int fd = 0; fd < 3; ++fd) {
     auto path = "/proc/" + std::to_string(init) + "/fd/" + std::to_string(fd);
     char buf[4096];
     ssize_t n = ::readlink(path.c_str(), buf, sizeof buf);
-    if (n > 0) links[std::to_string(fd)] = std::string(buf, static_cast<size_t>(n));
+    struct stat st;
+    if (n <= 0 || ::stat(path.c_str(), &st) < 0) continue;
+    std::string link(buf, static_cast<size_t>(n));
+    bool pty_slave = S_ISCHR(st.st_mode) && major(st.st_rdev) >= 136 && major(st.st_rdev) <= 143;
+    streams[std::to_string(fd)] = {
+        {"link", link},
+        {"kind", S_ISFIFO(st.st_mode) && starts_with(link, "pipe:[") ? "pipe"
+                 : pty_slave                                         ? "console"
+                                                                     : "other"}};
   }
-  return links;
-}
-
-// The stdio of the container that the monitor holds the other end of: pipes, and the console
-// (a pty slave of the container's devpts).
-bool is_monitor_stream(const std::string& link) {
-  return starts_with(link, "pipe:[") || starts_with(link, "/dev/pts/");
+  return streams;
 }
 
 void send_fd(int socket, int fd) {
@@ -91,7 +96,7 @@ UniqueFd receive_fd(int socket) {
   if (n < 0) throw_errno("recvmsg console master");
   cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
   if (n == 0 || !cmsg || cmsg->cmsg_type != SCM_RIGHTS)
-    throw Error("the restore helper sent no console master");
+    throw Error("the restore helper did not send its mount namespace and console");
   int fd;
   std::memcpy(&fd, CMSG_DATA(cmsg), sizeof fd);
   return UniqueFd(fd);
@@ -153,15 +158,14 @@ ContainerCheckpointResult checkpoint_container(const StorePaths& paths, const st
   std::string final_dir = checkpoint_dir(paths, id);
   std::string temp_dir = final_dir + ".tmp";
   fs::remove_all(temp_dir);
-  nlohmann::json links = stdio_links(record.pid);
+  nlohmann::json streams = stdio_streams(record.pid);
   ckpt::DumpOptions dump_options;
   dump_options.leave_running = options.leave_running;
   dump_options.tcp_established = options.tcp_established;
   dump_options.file_locks = options.file_locks;
   dump_options.freezer_cgroup = ContainerCgroup::existing(id).freezer_path();
-  for (auto& [fd, link] : links.items())
-    if (is_monitor_stream(link.get<std::string>()))
-      dump_options.external_files.insert(link.get<std::string>());
+  for (auto& [fd, stream] : streams.items())
+    if (stream.at("kind") != "other") dump_options.external_files.insert(stream.at("link"));
 
   ContainerCheckpointResult result;
   result.id = id;
@@ -170,7 +174,7 @@ ContainerCheckpointResult checkpoint_container(const StorePaths& paths, const st
     nlohmann::json saved = {
         {"spec", nlohmann::json::parse(fs::read_file(manager.store().spec_path(id)))},
         {"network_status", record.network_status},
-        {"stdio", links},
+        {"stdio", streams},
         {"tty", record.config.tty}};
     fs::write_file_atomic(temp_dir + "/" + kContainerImage, saved.dump(2) + "\n", 0600);
     result.stats = with_context("checkpointing container " + record.name,
@@ -262,21 +266,21 @@ ContainerRestoreResult restore_container(const StorePaths& paths, const std::str
 SpawnedProcess restore_container_init(const StorePaths& paths, const std::string& id,
                                       const nlohmann::json& spec, const ContainerCgroup& cgroup,
                                       const ProcessStdio& stdio, bool terminal,
-                                      nlohmann::json* stats_json) {
+                                      nlohmann::json* stats_json, UniqueFd* mount_namespace) {
   std::string dir = checkpoint_dir(paths, id);
   nlohmann::json saved = nlohmann::json::parse(fs::read_file(dir + "/" + kContainerImage));
-  const nlohmann::json& links = saved.at("stdio");
   nlohmann::json restore_flags = nlohmann::json::parse(
       fs::read_file_if_exists(paths.run_container_dir(id) + "/" + kRestoreOptionsFile)
           .value_or("{}"));
   std::map<std::string, int> inherit;
   std::string console_key;
-  for (auto& [fd_text, link_json] : links.items()) {
-    std::string link = link_json;
-    if (starts_with(link, "/dev/pts/")) {
+  for (auto& [fd_text, stream] : saved.at("stdio").items()) {
+    std::string link = stream.at("link");
+    std::string kind = stream.at("kind");
+    if (kind == "console") {
       if (!terminal) throw Error("the checkpoint has a console " + link + " but no terminal");
       console_key = link;
-    } else if (starts_with(link, "pipe:[")) {
+    } else if (kind == "pipe") {
       int fd = fd_text == "0" ? stdio.stdin_fd : fd_text == "1" ? stdio.stdout_fd : stdio.stderr_fd;
       if (fd < 0) throw Error("no new pipe for the container's fd " + fd_text + " (" + link + ")");
       // Two fds on one dumped pipe get the first new end.
@@ -286,8 +290,9 @@ SpawnedProcess restore_container_init(const StorePaths& paths, const std::string
   int report_pipe[2];
   if (::pipe2(report_pipe, O_CLOEXEC) < 0) throw_errno("pipe2");
   UniqueFd report_read(report_pipe[0]), report_write(report_pipe[1]);
+  // Carries the helper's mount namespace, then the console master.
   UniqueFd console_parent, console_child;
-  if (terminal) {
+  {
     int sp[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) throw_errno("socketpair");
     console_parent.reset(sp[0]);
@@ -306,6 +311,13 @@ SpawnedProcess restore_container_init(const StorePaths& paths, const std::string
       if (::unshare(flags) < 0) throw_errno("unshare the container's namespaces");
       if (::unshare(CLONE_NEWCGROUP) < 0) throw_errno("unshare CLONE_NEWCGROUP");
       prepare_sandbox(spec);
+      {
+        // The files the restore opens here (console, /dev/null, mapped files) belong to this
+        // mount namespace's mounts: kept alive by the monitor, they stay attached, so that the
+        // restored processes (in a copy of it) see their paths as before, and dump again.
+        UniqueFd mount_ns = fs::open_or_throw("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
+        send_fd(console_child.get(), mount_ns.get());
+      }
       UniqueFd console_slave;
       if (terminal) {
         // A new console in the container's own devpts instance, like the dumped one.
@@ -365,13 +377,12 @@ SpawnedProcess restore_container_init(const StorePaths& paths, const std::string
   out.pid = report.at("pid");
   if (stats_json) *stats_json = report.at("stats");
   out.pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, out.pid, 0)));
-  if (terminal) {
-    try {
-      out.console_master = receive_fd(console_parent.get());
-    } catch (...) {
-      ::kill(out.pid, SIGKILL);
-      throw;
-    }
+  try {
+    *mount_namespace = receive_fd(console_parent.get());
+    if (terminal) out.console_master = receive_fd(console_parent.get());
+  } catch (...) {
+    ::kill(out.pid, SIGKILL);
+    throw;
   }
   return out;
 }

@@ -61,10 +61,12 @@ std::string checkpoint_dir(const StorePaths& paths, const std::string& id);
 // `spec` and restores the checkpoint of container `id` with its init as a child of the caller
 // (CLONE_PARENT). `stdio` are the caller's new ends for the container's dumped stdio pipes; with
 // a terminal, the returned console_master is the master of the new console. `stats_json` gets
-// the restore statistics. Throws cryo::Error with nothing of the container left running.
+// the restore statistics. `mount_namespace` gets the helper's mount namespace, which the caller
+// keeps while the container runs (the restored files' mounts stay attached to it). Throws
+// cryo::Error with nothing of the container left running.
 SpawnedProcess restore_container_init(const StorePaths& paths, const std::string& id,
                                       const nlohmann::json& spec, const ContainerCgroup& cgroup,
                                       const ProcessStdio& stdio, bool terminal,
-                                      nlohmann::json* stats_json);
+                                      nlohmann::json* stats_json, UniqueFd* mount_namespace);
 
 }  // namespace cryo::engine

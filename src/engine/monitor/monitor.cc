@@ -140,7 +140,8 @@ class Monitor {
         stdio = {child_stdin.get(), child_stdout.get(), child_stderr.get()};
       }
       if (restore_)  // container-cr
-        init = restore_container_init(paths_, id_, spec, *cgroup_, stdio, tty_, &restore_stats);
+        init = restore_container_init(paths_, id_, spec, *cgroup_, stdio, tty_, &restore_stats,
+                                      &restored_mount_namespace_);
       else
         init = spawn_container_init(spec, *cgroup_, stdio);
       if (tty_) {
@@ -367,6 +368,7 @@ class Monitor {
   std::string id_;
   bool attached_;
   bool restore_;
+  UniqueFd restored_mount_namespace_;  // container-cr: see restore_container_init
   bool tty_ = false, interactive_ = false, auto_remove_ = false;
   std::unique_ptr<LogWriter> log_;
   std::unique_ptr<ContainerCgroup> cgroup_;
