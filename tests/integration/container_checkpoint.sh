@@ -55,6 +55,8 @@ wait_until() {
   fail "gave up waiting for: $*"
 }
 last_count() { cryo logs "$1" | grep -E '^[0-9]+$' | tail -n 1; }
+# count_at_least CONTAINER N: the counter has logged N or more.
+count_at_least() { [[ $(last_count "$1") -ge $2 ]]; }
 
 BUSYBOX_TAR=${BUSYBOX_TAR:-${CRYO_BUILD_DIR:-$src/build}/busybox-rootfs.tar} CRYO=$cryo_bin \
   bash "$src/scripts/import-busybox-image.sh" --root "$tmp/root" --runroot "$tmp/run"
@@ -103,14 +105,14 @@ cryo rm "$id" >/dev/null
 
 # --- a counter continues counting across cycles (pipes to the monitor, log continues) ---
 counter=$(cryo run -d busybox sh -c 'i=0; while true; do i=$((i+1)); echo $i; sleep 0.1; done')
-wait_until test "$(last_count "$counter")" -ge 5
+wait_until count_at_least "$counter" 5
 for cycle in 1 2 3 4 5; do
   cryo container checkpoint "$counter" >/dev/null
   at_checkpoint=$(last_count "$counter")
   expect_eq "$(state_of "$counter")" "exited" "counter state after checkpoint $cycle"
   cryo container restore "$counter" >/dev/null
   expect_eq "$(state_of "$counter")" "running" "counter state after restore $cycle"
-  wait_until test "$(last_count "$counter")" -ge $((at_checkpoint + 3))
+  wait_until count_at_least "$counter" $((at_checkpoint + 3))
   # Continues where it was: the numbers after the checkpoint follow on, never back to 1.
   cryo logs "$counter" | grep -E '^[0-9]+$' | awk 'NR > 1 && $1 != prev + 1 { print "gap " prev " -> " $1; exit 1 } { prev = $1 }' ||
     fail "counter log not continuous after cycle $cycle"
@@ -133,7 +135,7 @@ PY
 expect_eq "$(state_of "$counter")" "running" "state after checkpoint -R"
 expect_eq "$(cryo inspect -f '{{.State.Pid}}' "$counter")" "$pid_before" "same init after -R"
 at=$(last_count "$counter")
-wait_until test "$(last_count "$counter")" -ge $((at + 2))
+wait_until count_at_least "$counter" $((at + 2))
 
 # --- restore statistics, then exec/stop/rm on the restored container ---
 cryo container checkpoint "$counter" >/dev/null
