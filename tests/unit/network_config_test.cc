@@ -191,29 +191,45 @@ TEST(PortRegistry, ConflictsAndRandomPorts) {
 namespace cryo::engine {
 namespace {
 
-TEST(ActiveAddresses, OtherRootsAddressesAreUnavailableUntilReleasedOrStale) {
+TEST(ActiveAddresses, OtherRootsLiveAndLeasedAddresses) {
   TempDir dir;
   std::string netns = dir.path() + "/netns-file";
   fs::write_file(netns, "");
+  // Root A: c1 live, c2 stopped with its lease kept, c3 live but its netns is gone (crashed).
+  std::string root_a = dir.path() + "/rootA";
+  LeaseStore leases_a(root_a + "/networks/cryo0", "10.88.0.0", 16, "10.88.0.1");
+  leases_a.acquire("c1", "10.88.0.2", "");
+  leases_a.acquire("c2", "10.88.0.3", "");
   {
-    ActiveAddresses active("br", dir.path());
-    active.claim("10.88.0.2", "/rootA", "c1", netns);
-    active.claim("10.88.0.3", "/rootA", "c2", dir.path() + "/gone");  // its netns is gone
+    ActiveAddresses active("cryo0", dir.path());
+    active.claim("10.88.0.2", root_a, "c1", netns);
+    active.claim("10.88.0.3", root_a, "c2", netns);
+    active.deactivate(root_a, "c2");
+    active.claim("10.88.0.4", root_a, "c3", dir.path() + "/gone");
     active.save();
   }
+  std::string root_b = dir.path() + "/rootB";
+  LeaseStore leases_b(root_b + "/networks/cryo0", "10.88.0.0", 16, "10.88.0.1");
   {
-    ActiveAddresses active("br", dir.path());
-    EXPECT_EQ(active.used_by_others("/rootB", "c1"), std::set<std::string>{"10.88.0.2"});
-    EXPECT_TRUE(active.used_by_others("/rootA", "c1").empty());  // its own address
-    LeaseStore leases(dir.path() + "/leases", "10.88.0.0", 16, "10.88.0.1");
-    EXPECT_EQ(leases.acquire("c9", "", "", nullptr, active.used_by_others("/rootB", "c9")).ip,
+    ActiveAddresses active("cryo0", dir.path());
+    OtherAddresses others = active.others(root_b, "x");
+    EXPECT_EQ(others.live, std::set<std::string>{"10.88.0.2"});
+    EXPECT_EQ(others.leased, std::set<std::string>{"10.88.0.3"});
+    EXPECT_TRUE(active.others(root_a, "c1").live.empty());  // its own address does not count
+    // A new lease of root B skips both; a static --ip may take over the stopped one only.
+    EXPECT_EQ(leases_b.acquire("x", "", "", nullptr, others.live, others.leased).ip, "10.88.0.4");
+    EXPECT_EQ(leases_b.acquire("y", "10.88.0.3", "", nullptr, others.live, others.leased).ip,
               "10.88.0.3");
-    EXPECT_THROW(leases.acquire("c8", "10.88.0.2", "", nullptr, {"10.88.0.2"}), Error);
-    active.release("/rootA", "c1");
+    EXPECT_THROW(leases_b.acquire("z", "10.88.0.2", "", nullptr, others.live, others.leased),
+                 Error);
+    active.release(root_a, "c1");
     active.save();
   }
-  ActiveAddresses active("br", dir.path());
-  EXPECT_TRUE(active.used_by_others("/rootB", "x").empty());
+  leases_a.release("c2");  // c2 removed by root A: its entry is stale from now on
+  ActiveAddresses active("cryo0", dir.path());
+  OtherAddresses others = active.others(root_b, "x");
+  EXPECT_TRUE(others.live.empty());
+  EXPECT_TRUE(others.leased.empty());
 }
 
 }  // namespace

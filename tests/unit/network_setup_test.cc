@@ -226,10 +226,14 @@ TEST_F(NetworkSetupTest, StaticIpIsHonouredAndExclusive) {
   NetworkManager manager(paths_);
   std::string first = random_hex(32), second = random_hex(32);
   NetworkRequest request;
-  request.static_ip = "10.88.200.17";
+  // Random within 10.88.128.0/17, so that concurrent runs of this test do not ask for the same.
+  unsigned random = std::stoul(random_hex(2), nullptr, 16);
+  std::string static_ip =
+      "10.88." + std::to_string(128 + (random >> 8) % 127) + "." + std::to_string(2 + random % 250);
+  request.static_ip = static_ip;
   request.static_mac = "02:42:ac:11:00:99";
   NetworkStatus a = manager.setup(first, request);
-  EXPECT_EQ(a.ip, "10.88.200.17");
+  EXPECT_EQ(a.ip, static_ip);
   EXPECT_EQ(a.mac, "02:42:ac:11:00:99");
   EXPECT_THROW(manager.setup(second, request), Error);
   EXPECT_FALSE(fs::exists(manager.netns_path(second)));
@@ -296,6 +300,57 @@ TEST_F(NetworkSetupTest, PublishedPortReachableFromContainersIncludingItself) {
   manager.teardown(client, b);
   manager.release(server);
   manager.release(client);
+}
+
+TEST_F(NetworkSetupTest, UdpPortIsPublished) {
+  NetworkManager manager(paths_);
+  std::string id = random_hex(32);
+  NetworkRequest request;
+  request.ports = {parse_publish("127.0.0.1::5353/udp")};
+  NetworkStatus status = manager.setup(id, request);
+  ASSERT_EQ(status.ports.size(), 1u);
+  EXPECT_EQ(status.ports[0].protocol, "udp");
+  uint16_t host_port = status.ports[0].host_port;
+  EXPECT_NE(nft_map("udp_addr")
+                .find("127.0.0.1 . " + std::to_string(host_port) + " : " + status.ip + " . 5353"),
+            std::string::npos);
+  // A UDP server in the container answering every datagram upper-cased.
+  pid_t server = ::fork();
+  if (server == 0) {
+    int fd = ::open(status.netns_path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || ::setns(fd, CLONE_NEWNET) < 0) ::_exit(120);
+    ::execlp("python3", "python3", "-c",
+             "import socket\n"
+             "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+             "s.bind(('0.0.0.0', 5353))\n"
+             "while True:\n"
+             "    d, a = s.recvfrom(100)\n"
+             "    s.sendto(d.upper(), a)\n",
+             static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  UniqueFd client(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  timeval wait{0, 200000};
+  ::setsockopt(client.get(), SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof wait);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(host_port);
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string reply;
+  // Datagrams sent before the server binds are lost: resend until one is answered (bounded).
+  for (int attempt = 0; attempt < 100 && reply.empty(); ++attempt) {
+    ::sendto(client.get(), "ping", 4, 0, reinterpret_cast<sockaddr*>(&to), sizeof to);
+    char buf[16];
+    ssize_t n = ::recv(client.get(), buf, sizeof buf, 0);
+    if (n > 0) reply.assign(buf, static_cast<size_t>(n));
+  }
+  ::kill(server, SIGKILL);
+  ::waitpid(server, nullptr, 0);
+  EXPECT_EQ(reply, "PING");
+  manager.teardown(id, status);
+  manager.release(id);
+  EXPECT_EQ(nft_map("udp_addr").find("127.0.0.1 . " + std::to_string(host_port) + " "),
+            std::string::npos);
 }
 
 }  // namespace

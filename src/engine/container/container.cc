@@ -240,7 +240,8 @@ FileLock ContainerStore::lock(const std::string& id) const {
   return FileLock::exclusive(paths_.locks_dir() + "/ctr-" + id + ".lock");
 }
 
-ContainerRecord ContainerStore::create(ContainerRecord record) {
+ContainerRecord ContainerStore::create(ContainerRecord record,
+                                       const std::function<void(ContainerRecord&)>& complete) {
   fs::mkdir_p(paths_.containers_dir(), 0700);
   fs::mkdir_p(paths_.locks_dir(), 0700);
   FileLock names_lock = FileLock::exclusive(paths_.locks_dir() + "/names.lock");
@@ -272,6 +273,7 @@ ContainerRecord ContainerStore::create(ContainerRecord record) {
   try {
     fs::mkdir_p(paths_.container_dir(record.id), 0700);
     fs::mkdir_p(paths_.run_container_dir(record.id), 0700);
+    if (complete) complete(record);
     save(record);
   } catch (...) {
     remove(record.id);

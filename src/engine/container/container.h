@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -125,8 +126,10 @@ class ContainerStore {
   std::string exit_file_path(const std::string& id) const;
 
   // Allocates ID and name (under the global name lock, Podman's error when the name is taken),
-  // creates the directories and writes the record. On failure nothing is left.
-  ContainerRecord create(ContainerRecord record);
+  // creates the directories, lets `complete` fill in what depends on the ID (and write files into
+  // the new directories), and writes the record once. On failure nothing is left.
+  ContainerRecord create(ContainerRecord record,
+                         const std::function<void(ContainerRecord&)>& complete = nullptr);
   void save(const ContainerRecord& record) const;
   ContainerRecord load(const std::string& id) const;
   std::optional<ContainerRecord> try_load(const std::string& id) const;

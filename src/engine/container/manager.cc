@@ -218,17 +218,17 @@ ContainerRecord ContainerManager::create(const CreateRequest& req) {
     if (auto expanded = expand_env_entry(e)) set_env(c.env, *expanded);
   if (!has_env(c.env, "HOME")) c.env.push_back("HOME=" + user.home);
 
-  record = store_.create(std::move(record));
-  try {
+  // Everything that depends on the ID, written before the record itself.
+  auto complete = [&](ContainerRecord& rec) {
     if (!req.hostname.empty())
-      record.config.hostname = req.hostname;
+      rec.config.hostname = req.hostname;
     else
-      record.config.hostname = record.id.substr(0, 12);
-    set_env(record.config.env, "HOSTNAME=" + record.config.hostname);
-    for (const auto& m : record.config.mounts)
+      rec.config.hostname = rec.id.substr(0, 12);
+    set_env(rec.config.env, "HOSTNAME=" + rec.config.hostname);
+    for (const auto& m : rec.config.mounts)
       if (!m.volume_name.empty()) fs::mkdir_p(m.source);
 
-    std::string dir = paths_.container_dir(record.id);
+    std::string dir = paths_.container_dir(rec.id);
     for (const char* sub : {"/upper", "/work", "/merged", "/userdata"}) fs::mkdir_p(dir + sub);
     SpecInputs in;
     in.lower_dirs = layers;
@@ -236,20 +236,18 @@ ContainerRecord ContainerManager::create(const CreateRequest& req) {
     in.work_dir = dir + "/work";
     in.rootfs_dir = dir + "/merged";
     in.user = user;
-    in.new_netns_without_path = c.network_mode != "host";  // the path comes at start
+    // The network manager creates the netns file at start, always at the same path.
+    if (rec.config.network_mode != "host")
+      in.netns_path = NetworkManager(paths_).netns_path(rec.id);
     in.hosts_file = dir + "/userdata/hosts";
     in.resolv_file = dir + "/userdata/resolv.conf";
     in.hostname_file = dir + "/userdata/hostname";
-    fs::write_file(in.hostname_file, record.config.hostname + "\n");
+    fs::write_file(in.hostname_file, rec.config.hostname + "\n");
     fs::write_file(in.hosts_file, "");
-    fs::write_file(in.resolv_file, resolv_conf_for(c.network_mode));
-    store_.save(record);
-    fs::write_file_atomic(store_.spec_path(record.id), make_oci_spec(record, in).dump(2) + "\n",
-                          0600);
-  } catch (...) {
-    store_.remove(record.id);
-    throw;
-  }
+    fs::write_file(in.resolv_file, resolv_conf_for(rec.config.network_mode));
+    fs::write_file_atomic(store_.spec_path(rec.id), make_oci_spec(rec, in).dump(2) + "\n", 0600);
+  };
+  record = store_.create(std::move(record), complete);
   return record;
 }
 
@@ -261,10 +259,9 @@ MonitorStart ContainerManager::start(const std::string& id, bool attach,
     record = reconcile(store_.load(id));
     if (record.state == ContainerState::kRunning || record.state == ContainerState::kPaused)
       throw ExitCodeError("container " + record.name + " is already running", 125);
-    nlohmann::json spec = nlohmann::json::parse(fs::read_file(store_.spec_path(id)));
     std::string dir = paths_.container_dir(id);
 
-    // Network first: its namespace goes into the spec.
+    // Network first: the container joins its namespace.
     if (record.config.network_mode != "host") {
       NetworkRequest request;
       request.mode = record.config.network_mode;
@@ -276,15 +273,15 @@ MonitorStart ContainerManager::start(const std::string& id, bool attach,
       record.network_status = to_json(status);
       store_.save(record);
       try {
-        for (auto& ns : spec.at("linux").at("namespaces"))
-          if (ns.at("type") == "network") ns["path"] = status.netns_path;
+        if (status.netns_path != NetworkManager(paths_).netns_path(id))
+          throw Error("network namespace of container " + id + " is at " + status.netns_path +
+                      ", not where its spec expects it");
         std::string hosts =
             "127.0.0.1\tlocalhost localhost.localdomain\n"
             "::1\tlocalhost localhost.localdomain\n";
         if (!status.ip.empty())
           hosts += status.ip + "\t" + record.config.hostname + " " + record.name + "\n";
         fs::write_file(dir + "/userdata/hosts", hosts);
-        fs::write_file_atomic(store_.spec_path(id), spec.dump(2) + "\n", 0600);
       } catch (...) {
         release_resources_locked(record);
         throw;
@@ -414,13 +411,31 @@ void ContainerManager::remove(const std::string& id, bool force, std::optional<u
   remove_stopped(id);
 }
 
-void ContainerManager::release_resources_locked(ContainerRecord& record) {
+void ContainerManager::release_resources_locked(ContainerRecord& record, bool save) {
   ContainerCgroup::existing(record.id).remove();
   if (!record.network_status.is_null()) {
     NetworkManager(paths_).teardown(record.id, network_status_from_json(record.network_status));
     record.network_status = nullptr;
-    store_.save(record);
+    if (save) store_.save(record);
   }
+}
+
+void ContainerManager::record_exit(const std::string& id, int exit_code, int64_t finished_ns) {
+  FileLock lock = store_.lock(id);
+  ContainerRecord record = store_.load(id);
+  try {
+    release_resources_locked(record, false);
+  } catch (const std::exception& e) {
+    LOG_ERROR << "cleanup of container " << id << ": " << e.what();
+  }
+  record.state = ContainerState::kExited;
+  record.exit_code = exit_code;
+  record.finished_ns = finished_ns;
+  record.pid = 0;
+  record.monitor_pid = 0;
+  record.monitor_start_time = 0;
+  store_.save(record);
+  fs::write_file(store_.exit_file_path(id), std::to_string(exit_code));
 }
 
 void ContainerManager::release_resources(const std::string& id) {

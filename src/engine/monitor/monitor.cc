@@ -333,24 +333,10 @@ class Monitor {
     }
     cgroup_.reset();
     try {
-      FileLock lock = store_.lock(id_);
-      ContainerRecord record = store_.load(id_);
-      record.state = ContainerState::kExited;
-      record.exit_code = exit_code;
-      record.finished_ns = finished;
-      record.pid = 0;
-      record.monitor_pid = 0;
-      record.monitor_start_time = 0;
-      store_.save(record);
-      fs::write_file(store_.exit_file_path(id_), std::to_string(exit_code));
-    } catch (const std::exception& e) {
-      LOG_ERROR << "recording the exit of container " << id_ << ": " << e.what();
-    }
-    try {
-      manager_.release_resources(id_);
+      manager_.record_exit(id_, exit_code, finished);
       if (auto_remove_) manager_.remove_stopped(id_);
     } catch (const std::exception& e) {
-      LOG_ERROR << "cleanup of container " << id_ << ": " << e.what();
+      LOG_ERROR << "recording the exit of container " << id_ << ": " << e.what();
     }
     if (attached_) {
       std::string code = std::to_string(exit_code);

@@ -35,7 +35,8 @@ LeaseStore::LeaseStore(std::string network_dir, std::string subnet, int prefix_l
 
 Lease LeaseStore::acquire(const std::string& container_id, const std::string& static_ip,
                           const std::string& static_mac, bool* created,
-                          const std::set<std::string>& unavailable) {
+                          const std::set<std::string>& in_use,
+                          const std::set<std::string>& reserved) {
   LockedJsonFile file(this->file());
   nlohmann::json& leases = file.data()["leases"];
   if (!leases.is_object()) leases = nlohmann::json::object();
@@ -43,7 +44,7 @@ Lease LeaseStore::acquire(const std::string& container_id, const std::string& st
   std::set<uint32_t> taken;
   for (auto& [id, lease] : leases.items())
     if (id != container_id) taken.insert(host_order(lease.at("ip").get<std::string>()));
-  for (const auto& address : unavailable) taken.insert(host_order(address));
+  for (const auto& address : in_use) taken.insert(host_order(address));
 
   uint32_t broadcast = subnet_ | ~mask_;
   auto usable = [&](uint32_t a) {
@@ -55,7 +56,7 @@ Lease LeaseStore::acquire(const std::string& container_id, const std::string& st
   if (existed) {
     lease.ip = leases[container_id].at("ip").get<std::string>();
     lease.mac = leases[container_id].at("mac").get<std::string>();
-    if (unavailable.count(lease.ip)) lease.ip.clear();
+    if (in_use.count(lease.ip)) lease.ip.clear();
   }
   if (!static_ip.empty()) {
     uint32_t wanted = host_order(static_ip);
@@ -65,12 +66,12 @@ Lease LeaseStore::acquire(const std::string& container_id, const std::string& st
     if (taken.count(wanted))
       throw Error("requested IP address " + static_ip +
                   " is not available: it is already allocated to another container" +
-                  (unavailable.count(dotted(wanted)) ? " (of another cryo root)" : ""));
+                  (in_use.count(dotted(wanted)) ? " (of another cryo root)" : ""));
     lease.ip = dotted(wanted);
   } else if (lease.ip.empty()) {
     // Lowest free address: predictable, and the first container gets 10.88.0.2 like Podman's.
     for (uint32_t a = subnet_ + 1; a < broadcast; ++a) {
-      if (usable(a) && !taken.count(a)) {
+      if (usable(a) && !taken.count(a) && !reserved.count(dotted(a))) {
         lease.ip = dotted(a);
         break;
       }

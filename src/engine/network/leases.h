@@ -24,11 +24,14 @@ class LeaseStore {
 
   // Returns the container's lease, creating it if needed. `static_ip` (--ip) must be in the subnet
   // and free (else an error); a different static_ip or static_mac replaces the old lease's values.
-  // `created` tells whether the lease is new (so a failed setup can release it). `unavailable`:
-  // addresses live elsewhere on the bridge (other engine roots); a lease on one of them moves.
+  // `created` tells whether the lease is new (so a failed setup can release it). Addresses in
+  // `in_use` (live elsewhere on the bridge: other engine roots) are never given, and a lease on
+  // one moves; addresses in `reserved` (leased by other roots) are not picked for a new lease but
+  // may be asked for with static_ip.
   Lease acquire(const std::string& container_id, const std::string& static_ip,
                 const std::string& static_mac, bool* created = nullptr,
-                const std::set<std::string>& unavailable = {});
+                const std::set<std::string>& in_use = {},
+                const std::set<std::string>& reserved = {});
   std::optional<Lease> find(const std::string& container_id) const;
   // Releases the container's lease; no-op when it has none.
   void release(const std::string& container_id);

@@ -210,9 +210,9 @@ void NetworkManager::setup_bridge(const std::string& container_id, const Network
   {
     // Machine-wide while the address is picked: other engine roots use the same bridge.
     ActiveAddresses active(config.bridge);
-    std::set<std::string> unavailable = active.used_by_others(paths_.root, container_id);
+    OtherAddresses others = active.others(paths_.root, container_id);
     lease = leases.acquire(container_id, request.static_ip, request.static_mac, &lease_created,
-                           unavailable);
+                           others.live, others.leased);
     active.claim(lease.ip, paths_.root, container_id, status.netns_path);
     active.save();
   }
@@ -255,6 +255,9 @@ void NetworkManager::setup_bridge(const std::string& container_id, const Network
     if (lease_created) {
       try {
         leases.release(container_id);
+        ActiveAddresses active(config.bridge);
+        active.release(paths_.root, container_id);
+        active.save();
       } catch (const Error& e) {
         LOG_WARN << "releasing the IP lease of " << container_id << ": " << e.what();
       }
@@ -285,7 +288,7 @@ void NetworkManager::teardown(const std::string& container_id, const NetworkStat
     attempt([&] { PortRegistry(paths_.networks_dir() + "/ports.json").release(container_id); });
     attempt([&] {
       ActiveAddresses active(default_network().bridge);
-      active.release(paths_.root, container_id);
+      active.deactivate(paths_.root, container_id);
       active.save();
     });
   }
@@ -303,9 +306,12 @@ void NetworkManager::teardown(const std::string& container_id, const NetworkStat
 
 void NetworkManager::release(const std::string& container_id) {
   const BridgeNetworkConfig& config = default_network();
+  ActiveAddresses active(config.bridge);
   LeaseStore(paths_.networks_dir() + "/" + config.bridge, config.subnet, config.prefix_length,
              config.gateway)
       .release(container_id);
+  active.release(paths_.root, container_id);
+  active.save();
 }
 
 }  // namespace cryo::engine

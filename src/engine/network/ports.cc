@@ -73,7 +73,7 @@ PortMapping port_from_json(const nlohmann::json& j) {
 std::vector<PortMapping> PortRegistry::claim(const std::string& container_id,
                                              const std::vector<PortMapping>& ports) {
   if (ports.empty()) return {};
-  LockedJsonFile file(file_);
+  LockedJsonFile file(file_, LockedJsonFile::Durability::kLiveState);
   nlohmann::json& published = file.data()["containers"];
   if (!published.is_object()) published = nlohmann::json::object();
 
@@ -125,7 +125,7 @@ std::vector<PortMapping> PortRegistry::claim(const std::string& container_id,
 }
 
 void PortRegistry::release(const std::string& container_id) {
-  LockedJsonFile file(file_);
+  LockedJsonFile file(file_, LockedJsonFile::Durability::kLiveState);
   nlohmann::json& published = file.data()["containers"];
   if (!published.is_object() || !published.contains(container_id)) return;
   published.erase(container_id);

@@ -2,16 +2,19 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <filesystem>
 
 #include "common/error.h"
 #include "common/fs.h"
+#include "common/log.h"
 
 namespace cryo::engine {
 
-LockedJsonFile::LockedJsonFile(std::string path) : path_(std::move(path)) {
+LockedJsonFile::LockedJsonFile(std::string path, Durability durability)
+    : path_(std::move(path)), durability_(durability) {
   fs::mkdir_p(std::filesystem::path(path_).parent_path());
   lock_ = fs::open_or_throw(path_ + ".lock", O_RDWR | O_CREAT, 0600);
   while (::flock(lock_.get(), LOCK_EX) < 0) {
