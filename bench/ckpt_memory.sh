@@ -15,7 +15,7 @@ helper="$build/bench/ckpt_memory"
 dir=$(mktemp -d /dev/shm/ckpt-bench.XXXXXX)
 holder=""
 cleanup() {
-  [ -n "$holder" ] && kill -KILL "$holder" 2>/dev/null
+  if [ -n "$holder" ]; then kill -KILL "$holder" 2>/dev/null || true; fi
   rm -rf "$dir"
 }
 trap cleanup EXIT

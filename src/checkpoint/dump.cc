@@ -55,6 +55,7 @@ json dump_process(FrozenProcess& process, const std::string& image_dir,
   pid_t pid = process.info.pid;
   // container-cr: images name the process by its PID in the tree's own namespace.
   const std::string image_id = std::to_string(pids.to_image(pid));
+  uint64_t t_start = now_us();
   json core;
   core["pid"] = pids.to_image(pid);
   core["comm"] = process.info.comm;
@@ -82,10 +83,13 @@ json dump_process(FrozenProcess& process, const std::string& image_dir,
   core["shared_pending_signals"] =
       siginfos_to_json(process.threads.at(0).peek_pending_signals(true));
   write_json_image(image_dir, "core-" + image_id + ".img", core);
+  uint64_t t_threads = now_us();
 
   json mm = dump_memory(pid, image_dir, counters, dumped_shmem);
   mm["brk"] = brk;
   write_json_image(image_dir, "mm-" + image_id + ".img", mm);
+  LOG_DEBUG << "pid " << pid << ": threads and attributes " << (t_threads - t_start)
+            << " us, memory " << (now_us() - t_threads) << " us";
   return core;
 }
 
@@ -149,7 +153,9 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
       dump_process(process, image_dir, counters, dumped_shmem, pids);
       UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, info.pid, 0)));
       if (!pidfd) throw_errno("pidfd_open");
+      uint64_t t_files = now_us();
       files.dump_process(info.pid, pidfd.get(), pids.to_image(info.pid));
+      LOG_DEBUG << "pid " << info.pid << ": files " << (now_us() - t_files) << " us";
     });
   }
   files.finish();

@@ -12,6 +12,7 @@
 #include <sys/rseq.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -119,8 +120,12 @@ void unregister_rseq() {
 }
 
 // In a restoring process (a fork of the coordinator); never returns.
-[[noreturn]] void restore_process(RestoreContext& ctx, pid_t pid) {
+[[noreturn]] void restore_process(RestoreContext& ctx, pid_t pid, pid_t parent) {
   std::vector<pid_t> created;
+  // Until its own attributes are restored (the late batch sets the dumped pdeath signal), a
+  // restoring process dies with its parent: a failure anywhere leaves no stray process.
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (parent != 0 && ::getppid() != parent) ::_exit(1);  // 0: parent outside our PID namespace
   try {
     ProcessImages& images = ctx.processes.at(pid);
     const json& entry = images.entry;
@@ -140,7 +145,7 @@ void unregister_rseq() {
       if (r == 0) {
         const json& child_entry = ctx.processes.at(child).entry;
         if (child_entry.at("zombie").get<bool>()) become_zombie(child_entry.at("exit_code"));
-        restore_process(ctx, child);
+        restore_process(ctx, child, pid);
       }
       created.push_back(r);
     }
@@ -198,7 +203,12 @@ void unregister_rseq() {
     RestorerPlan plan = prepare_restorer(images.core, images.mm, fds, [&](SyscallBatch& batch) {
       append_late_process_restore(attrs, batch);  // includes the leader's own attributes
     });
-    send_report(report_fd, {{"pid", pid}, {"plan", plan_to_json(plan)}});
+    // The plan can be large (a description per entry): the coordinator reads it from our memory,
+    // which stays as it is until it runs the batch.
+    std::string plan_text = plan_to_json(plan).dump();
+    send_report(report_fd, {{"pid", pid},
+                            {"plan_address", reinterpret_cast<uint64_t>(plan_text.data())},
+                            {"plan_size", plan_text.size()}});
     // The coordinator takes over from here by ptrace.
     for (;;) ::pause();
   } catch (const std::exception& e) {
@@ -338,6 +348,12 @@ RestoreResult restore(const std::string& image_dir, const RestoreOptions& option
 
   RestoreResult result;
   uint64_t fork_start = now_us();
+  pid_t coordinator = ::getpid();
+  // The root's parent as it sees it: outside its PID namespace (0), or the caller's parent with
+  // CLONE_PARENT (container-cr).
+  pid_t root_parent = (root_flags & CLONE_NEWPID)   ? 0
+                      : (root_flags & CLONE_PARENT) ? ::getppid()
+                                                    : coordinator;
   pid_t root = clone_with_pid(ctx.root, root_flags);
   if (root == 0) {
     if (options.in_root_before_restore) {
@@ -348,7 +364,7 @@ RestoreResult restore(const std::string& image_dir, const RestoreOptions& option
         ::_exit(1);
       }
     }
-    restore_process(ctx, ctx.root);
+    restore_process(ctx, ctx.root, root_parent);
   }
   ctx.report_write.reset();
   result.root_pid = root;
@@ -369,7 +385,12 @@ RestoreResult restore(const std::string& image_dir, const RestoreOptions& option
       if (sender <= 0) throw Error("report of pid " + std::to_string(pid) + " without credentials");
       ours.insert(sender);
       host_pids[pid] = sender;
-      plans[pid] = plan_from_json(report.at("plan"));
+      std::string text(report.at("plan_size").get<size_t>(), '\0');
+      iovec local{text.data(), text.size()};
+      iovec remote{reinterpret_cast<void*>(report.at("plan_address").get<uint64_t>()), text.size()};
+      if (::process_vm_readv(sender, &local, 1, &remote, 1, 0) != static_cast<ssize_t>(text.size()))
+        throw_errno("reading the restorer plan of pid " + std::to_string(pid));
+      plans[pid] = plan_from_json(json::parse(text));
     }
     result.stats.forking_time = now_us() - fork_start;
 

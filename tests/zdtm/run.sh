@@ -19,8 +19,37 @@ work=$(mktemp -d "/tmp/zdtm-$name.XXXXXX")
 out="$work/out"
 pids=()
 
+# The program and every process descending from it (restored ones are re-parented to init, so
+# the session and group started here are searched too): all of them were started by this test.
+ours() {
+  local list=("${pids[@]}") found=1 table=() line p rest
+  # pid ppid pgid sid of every process (comm, which may hold spaces, cut off at its last ')').
+  for stat in /proc/[0-9]*/stat; do
+    line=$(cat "$stat" 2>/dev/null) || continue
+    p=${line%% *}
+    rest=${line##*) }
+    read -r _ pp pg sid _ <<<"$rest"
+    table+=("$p $pp $pg $sid")
+  done
+  for row in "${table[@]}"; do
+    read -r p pp pg sid <<<"$row"
+    for root in "${pids[@]}"; do
+      if [ "$sid" = "$root" ] || [ "$pg" = "$root" ]; then list+=("$p"); fi
+    done
+  done
+  while [ $found = 1 ]; do
+    found=0
+    for row in "${table[@]}"; do
+      read -r p pp _ <<<"$row"
+      case " ${list[*]} " in *" $p "*) continue ;; esac
+      case " ${list[*]} " in *" $pp "*) list+=("$p"); found=1 ;; esac
+    done
+  done
+  echo "${list[@]}"
+}
+
 cleanup() {
-  for p in "${pids[@]}"; do
+  for p in $(ours); do
     kill -KILL "$p" 2>/dev/null
   done
   rm -rf "$work"

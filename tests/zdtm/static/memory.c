@@ -104,6 +104,8 @@ int main(int argc, char **argv) {
   pid_t child = fork();
   if (child == 0) {
     /* Waits for the parent's word, then checks the shared page and answers through it. */
+    close(down[1]);
+    close(up[0]);
     char c;
     if (read(down[0], &c, 1) != 1) _exit(1);
     if (shared[1] != 0x1111) _exit(2);
