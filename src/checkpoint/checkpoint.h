@@ -6,6 +6,8 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <set>
 #include <string>
 
 namespace cryo::ckpt {
@@ -17,6 +19,8 @@ struct DumpOptions {
   bool file_locks = false;
   bool ext_unix_sk = false;  // unix sockets whose peer is outside the tree are allowed
   std::string freezer_cgroup;  // cgroup directory (v1 freezer or cgroup2) holding exactly the tree
+  // container-cr: links of fds outside the tree (FileDumpOptions::external_files).
+  std::set<std::string> external_files;
 };
 
 // Measured, in microseconds (Podman's --print-stats names).
@@ -45,6 +49,15 @@ struct RestoreOptions {
   // namespaces from inside; and a hook run in the root before anything else is restored.
   uint64_t root_clone_flags = 0;
   std::function<void()> in_root_before_restore;
+  // container-cr: the root is cloned with CLONE_PARENT (the caller's parent reaps it, e.g. a
+  // container monitor that forked a short-lived restore helper).
+  bool root_parent_is_caller_parent = false;
+  // container-cr: when the images hold the tree's clocks (timens.img), the root gets a new time
+  // namespace whose CLOCK_MONOTONIC/CLOCK_BOOTTIME continue from them. Changes the time namespace
+  // for the caller's future children (unshare CLONE_NEWTIME).
+  bool new_time_namespace = false;
+  // container-cr: external fds of the dump (key -> fd of the caller), FileRestoreOptions.
+  std::map<std::string, int> inherit_fds;
 };
 
 struct RestoreStats {

@@ -12,6 +12,7 @@
 #include "checkpoint/image/image_file.h"
 #include "checkpoint/inventory.h"
 #include "checkpoint/memory.h"
+#include "checkpoint/namespaces.h"
 #include "checkpoint/process_attrs.h"
 #include "checkpoint/remote_syscall.h"
 #include "checkpoint/threads.h"
@@ -49,11 +50,14 @@ uint64_t remote_tid_address(RemoteSyscalls& remote) {
 }
 
 json dump_process(FrozenProcess& process, const std::string& image_dir,
-                  MemoryDumpCounters& counters, std::map<uint64_t, json>& dumped_shmem) {
+                  MemoryDumpCounters& counters, std::map<uint64_t, json>& dumped_shmem,
+                  const PidTranslation& pids) {
   pid_t pid = process.info.pid;
+  // container-cr: images name the process by its PID in the tree's own namespace.
+  const std::string image_id = std::to_string(pids.to_image(pid));
   uint64_t t_start = now_us();
   json core;
-  core["pid"] = pid;
+  core["pid"] = pids.to_image(pid);
   core["comm"] = process.info.comm;
   json threads = json::array();
   uint64_t brk = 0;
@@ -71,18 +75,19 @@ json dump_process(FrozenProcess& process, const std::string& image_dir,
       if (thread.tid() != pid) thread_attrs = dump_thread_attrs(thread.tid(), remote);
     }
     json t = dump_thread(thread, tid_address);
+    t["tid"] = pids.to_image(thread.tid());  // container-cr
     t["attrs"] = thread_attrs;
     threads.push_back(t);
   }
   core["threads"] = threads;
   core["shared_pending_signals"] =
       siginfos_to_json(process.threads.at(0).peek_pending_signals(true));
-  write_json_image(image_dir, "core-" + std::to_string(pid) + ".img", core);
+  write_json_image(image_dir, "core-" + image_id + ".img", core);
   uint64_t t_threads = now_us();
 
   json mm = dump_memory(pid, image_dir, counters, dumped_shmem);
   mm["brk"] = brk;
-  write_json_image(image_dir, "mm-" + std::to_string(pid) + ".img", mm);
+  write_json_image(image_dir, "mm-" + image_id + ".img", mm);
   LOG_DEBUG << "pid " << pid << ": threads and attributes " << (t_threads - t_start)
             << " us, memory " << (now_us() - t_threads) << " us";
   return core;
@@ -98,6 +103,16 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
                                  [&] { return FrozenTree::freeze(pid, options.freezer_cgroup); });
   uint64_t frozen_at = now_us();
   stats.freezing_time = frozen_at - t0;
+  // container-cr: a tree in PID/time namespaces of its own (a container) is dumped as it sees
+  // itself: PIDs of its namespace, and its clocks at freeze time.
+  PidTranslation pids(is_init_of_other_pid_namespace(pid));
+  for (FrozenProcess& process : tree.processes()) {
+    pids.add(process.info.pid);
+    for (auto& t : process.threads) pids.add(t.tid());
+  }
+  if (fs::read_link("/proc/self/ns/time") !=
+      fs::read_link("/proc/" + std::to_string(pid) + "/ns/time"))
+    write_json_image(image_dir, kTimeNamespaceImage, to_json(read_clocks_of(pid)));
 
   auto& processes = tree.processes();
   const ProcessInfo& root = processes.at(0).info;
@@ -113,26 +128,34 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
   file_options.tcp_established = options.tcp_established;
   file_options.file_locks = options.file_locks;
   file_options.ext_unix_sk = options.ext_unix_sk;
+  file_options.external_files = options.external_files;
   FileDumper files(image_dir, file_options);
   MemoryDumpCounters counters;
   std::map<uint64_t, json> dumped_shmem;
   json pstree = json::array();
   for (FrozenProcess& process : processes) {
     const ProcessInfo& info = process.info;
-    json entry = {{"pid", info.pid},   {"ppid", info.ppid},           {"pgid", info.pgid},
-                  {"sid", info.sid},   {"zombie", info.zombie},       {"exit_code", info.exit_code},
-                  {"comm", info.comm}, {"children", process.children}};
+    json children = json::array();
+    for (pid_t child : process.children) children.push_back(pids.to_image(child));
+    json entry = {{"pid", pids.to_image(info.pid)},
+                  {"ppid", pids.to_image(info.ppid)},
+                  {"pgid", pids.to_image(info.pgid)},
+                  {"sid", pids.to_image(info.sid)},
+                  {"zombie", info.zombie},
+                  {"exit_code", info.exit_code},
+                  {"comm", info.comm},
+                  {"children", children}};
     json tids = json::array();
-    for (auto& t : process.threads) tids.push_back(t.tid());
+    for (auto& t : process.threads) tids.push_back(pids.to_image(t.tid()));
     entry["threads"] = tids;
     pstree.push_back(entry);
     if (info.zombie) continue;
     with_context("dumping pid " + std::to_string(info.pid), [&] {
-      dump_process(process, image_dir, counters, dumped_shmem);
+      dump_process(process, image_dir, counters, dumped_shmem, pids);
       UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, info.pid, 0)));
       if (!pidfd) throw_errno("pidfd_open");
       uint64_t t_files = now_us();
-      files.dump_process(info.pid, pidfd.get());
+      files.dump_process(info.pid, pidfd.get(), pids.to_image(info.pid));
       LOG_DEBUG << "pid " << info.pid << ": files " << (now_us() - t_files) << " us";
     });
   }
@@ -141,7 +164,7 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
   json shmem = json::array();
   for (auto& [inode, object] : dumped_shmem) shmem.push_back(object);
   write_json_image(image_dir, "shmem.img", shmem);
-  write_inventory(image_dir, pid, options);
+  write_inventory(image_dir, pids.to_image(pid), options);
 
   stats.memdump_time = counters.read_us;
   stats.memwrite_time = counters.write_us;

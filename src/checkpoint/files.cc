@@ -51,6 +51,8 @@ const FileKind* const kFileKinds[] = {
     &files::kSignalFdKind,
     &files::kTimerFdKind,
     &files::kInotifyKind,
+    // Fds outside the tree (container-cr); never claims at dump (chosen by external_files).
+    &files::kExternalKind,
 };
 
 constexpr const char* kFilesImage = "files.img";
@@ -310,7 +312,10 @@ struct FileDumper::Impl {
     }
     const size_t insert_at = low;
     const FileKind* kind = nullptr;
+    // container-cr: fds the caller names as outside the tree win over every kind.
+    if (ctx.options().external_files.count(fd.link)) kind = &files::kExternalKind;
     for (const FileKind* k : kFileKinds) {
+      if (kind != nullptr) break;
       if (k->claims(fd)) {
         kind = k;
         break;
@@ -362,9 +367,13 @@ void FileDumper::release_tcp_repair() {
 }
 
 void FileDumper::dump_process(pid_t pid, int pidfd) {
+  dump_process(pid, pidfd, pid);
+}
+
+void FileDumper::dump_process(pid_t pid, int pidfd, pid_t image_pid) {
   std::string proc = "/proc/" + std::to_string(pid);
   json table = json::object();
-  table["pid"] = pid;
+  table["pid"] = image_pid;
   // Processes created with CLONE_FILES share one fd table.
   for (pid_t other : impl_->dumped_pids) {
     int r = sys_kcmp(pid, other, KCMP_FILES, 0, 0);
@@ -393,6 +402,7 @@ void FileDumper::dump_process(pid_t pid, int pidfd) {
   for (int n : fds) {
     DumpedFd fd;
     fd.pid = pid;
+    fd.image_pid = image_pid;  // container-cr
     fd.fd = n;
     std::string what = "pid " + std::to_string(pid) + ": fd " + std::to_string(n);
     with_context(what, [&] { fd.link = fs::read_link(proc + "/fd/" + std::to_string(n)); });
@@ -415,7 +425,7 @@ void FileDumper::dump_process(pid_t pid, int pidfd) {
   }
   table["fds"] = std::move(entries);
   with_context("pid " + std::to_string(pid),
-               [&] { write_json_image(impl_->ctx.image_dir(), fdtable_image(pid), table); });
+               [&] { write_json_image(impl_->ctx.image_dir(), fdtable_image(image_pid), table); });
   impl_->dumped_pids.push_back(pid);
 }
 

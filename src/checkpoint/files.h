@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,10 @@ struct FileDumpOptions {
   // Dump flock, POSIX and OFD locks held by the tree (--file-locks); without it a tree holding
   // a lock cannot be dumped.
   bool file_locks = false;
+  // container-cr: fds whose /proc/PID/fd link is in this set are outside the tree (a container's
+  // stdio: pipes to its monitor, its console pty slave): recorded as kind "external" with the
+  // link as key, and handed back at restore by FileRestoreOptions::inherit_fds (--inherit-fd).
+  std::set<std::string> external_files;
 };
 
 // Dumps the fds of each process of a frozen tree. Descriptions are taken from the target with
@@ -35,6 +40,9 @@ class FileDumper {
   ~FileDumper();
   // Writes fdtable-PID.img; remembers the descriptions the fds refer to.
   void dump_process(pid_t pid, int pidfd);
+  // container-cr: the same, with the images keyed by `image_pid` (the pid in the tree's own PID
+  // namespace) while /proc and kcmp use the dumper's `pid`.
+  void dump_process(pid_t pid, int pidfd, pid_t image_pid);
   // Writes files.img and the data files of the descriptions (pipe contents, deleted files...).
   void finish();
   // Sockets: established TCP connections stay in repair mode from their dump on (they send

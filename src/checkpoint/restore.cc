@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <exception>
 #include <map>
 #include <memory>
@@ -28,6 +29,7 @@
 #include "checkpoint/image/image_file.h"
 #include "checkpoint/inventory.h"
 #include "checkpoint/memory.h"
+#include "checkpoint/namespaces.h"
 #include "checkpoint/process_attrs.h"
 #include "checkpoint/ptrace.h"
 #include "checkpoint/remote_syscall.h"
@@ -74,7 +76,8 @@ struct RestoreContext {
 pid_t clone_with_pid(pid_t pid, uint64_t flags) {
   clone_args args{};
   args.flags = flags;
-  args.exit_signal = SIGCHLD;
+  // clone3 wants no exit signal with CLONE_PARENT: the child gets the caller's (container-cr).
+  args.exit_signal = (flags & CLONE_PARENT) ? 0 : SIGCHLD;
   args.set_tid = reinterpret_cast<uint64_t>(&pid);
   args.set_tid_size = 1;
   long r = ::syscall(SYS_clone3, &args, sizeof args);
@@ -274,15 +277,32 @@ void load_images(RestoreContext& ctx) {
   }
 }
 
-json receive_report(int fd) {
+// A report and the PID of its sender in the coordinator's PID namespace (SO_PASSCRED: the kernel
+// translates it, the sender may live in a PID namespace of its own).
+json receive_report(int fd, pid_t* sender) {
   pollfd p{fd, POLLIN, 0};
   int r = ::poll(&p, 1, kReportTimeoutMs);
   if (r == 0) throw Error("timed out waiting for the restoring processes");
   if (r < 0) throw_errno("poll");
   std::string buffer(kMaxReport, '\0');
-  ssize_t n = ::recv(fd, buffer.data(), buffer.size(), 0);
-  if (n < 0) throw_errno("recv");
+  iovec iov{buffer.data(), buffer.size()};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(ucred))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t n = ::recvmsg(fd, &msg, 0);
+  if (n < 0) throw_errno("recvmsg");
   if (n == 0) throw Error("the restoring processes exited without reporting");
+  *sender = -1;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS) {
+      ucred cred;
+      std::memcpy(&cred, CMSG_DATA(c), sizeof cred);
+      *sender = cred.pid;
+    }
+  }
   return json::parse(buffer.substr(0, static_cast<size_t>(n)));
 }
 
@@ -294,8 +314,6 @@ struct RestoredThread {
 }  // namespace
 
 RestoreResult restore(const std::string& image_dir, const RestoreOptions& options) {
-  if (options.new_pid_namespace || (options.root_clone_flags & CLONE_NEWPID))
-    throw Error("not supported yet: restore into a new PID namespace (the images keep host PIDs)");
   uint64_t t0 = now_us();
   RestoreContext ctx;
   ctx.dir = image_dir;
@@ -304,16 +322,39 @@ RestoreResult restore(const std::string& image_dir, const RestoreOptions& option
   FileRestoreOptions file_options;
   file_options.shell_job = options.shell_job;
   file_options.file_locks = options.file_locks;
+  file_options.inherit_fds = options.inherit_fds;  // container-cr
   ctx.pool = FilePool::open(image_dir, file_options);
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) throw_errno("socketpair");
   ctx.report_read = UniqueFd(sv[0]);
   ctx.report_write = UniqueFd(sv[1]);
+  // container-cr: reports carry their sender's PID as the coordinator sees it.
+  int passcred = 1;
+  if (::setsockopt(ctx.report_read.get(), SOL_SOCKET, SO_PASSCRED, &passcred, sizeof passcred) < 0)
+    throw_errno("setsockopt SO_PASSCRED");
+
+  // container-cr: PID and time namespaces of the restored tree.
+  uint64_t root_flags = options.root_clone_flags;
+  if (options.new_pid_namespace) {
+    if (ctx.root != 1)
+      throw Error("the images were not dumped from the init of a PID namespace (root pid " +
+                  std::to_string(ctx.root) + "): cannot restore into a new PID namespace");
+    root_flags |= CLONE_NEWPID;
+  }
+  if (options.root_parent_is_caller_parent) root_flags |= CLONE_PARENT;
+  if (options.new_time_namespace && fs::exists(image_dir + "/" + kTimeNamespaceImage))
+    enter_time_namespace_for_children_at(
+        namespace_clocks_from_json(read_json_image(image_dir, kTimeNamespaceImage)));
 
   RestoreResult result;
   uint64_t fork_start = now_us();
   pid_t coordinator = ::getpid();
-  pid_t root = clone_with_pid(ctx.root, options.root_clone_flags);
+  // The root's parent as it sees it: outside its PID namespace (0), or the caller's parent with
+  // CLONE_PARENT (container-cr).
+  pid_t root_parent = (root_flags & CLONE_NEWPID)   ? 0
+                      : (root_flags & CLONE_PARENT) ? ::getppid()
+                                                    : coordinator;
+  pid_t root = clone_with_pid(ctx.root, root_flags);
   if (root == 0) {
     if (options.in_root_before_restore) {
       try {
@@ -323,7 +364,7 @@ RestoreResult restore(const std::string& image_dir, const RestoreOptions& option
         ::_exit(1);
       }
     }
-    restore_process(ctx, ctx.root, (options.root_clone_flags & CLONE_NEWPID) ? 0 : coordinator);
+    restore_process(ctx, ctx.root, root_parent);
   }
   ctx.report_write.reset();
   result.root_pid = root;
@@ -332,18 +373,22 @@ RestoreResult restore(const std::string& image_dir, const RestoreOptions& option
   std::vector<RestoredThread> threads;
   try {
     std::map<pid_t, RestorerPlan> plans;
+    std::map<pid_t, pid_t> host_pids;  // image pid -> coordinator's pid (container-cr)
     size_t expected = 0;
     for (auto& [pid, p] : ctx.processes)
       if (!p.entry.at("zombie").get<bool>()) ++expected;
     while (plans.size() < expected) {
-      json report = receive_report(ctx.report_read.get());
+      pid_t sender = -1;
+      json report = receive_report(ctx.report_read.get(), &sender);
       pid_t pid = report.at("pid");
       if (report.contains("error")) throw Error(report.at("error").get<std::string>());
-      ours.insert(pid);
+      if (sender <= 0) throw Error("report of pid " + std::to_string(pid) + " without credentials");
+      ours.insert(sender);
+      host_pids[pid] = sender;
       std::string text(report.at("plan_size").get<size_t>(), '\0');
       iovec local{text.data(), text.size()};
       iovec remote{reinterpret_cast<void*>(report.at("plan_address").get<uint64_t>()), text.size()};
-      if (::process_vm_readv(pid, &local, 1, &remote, 1, 0) != static_cast<ssize_t>(text.size()))
+      if (::process_vm_readv(sender, &local, 1, &remote, 1, 0) != static_cast<ssize_t>(text.size()))
         throw_errno("reading the restorer plan of pid " + std::to_string(pid));
       plans[pid] = plan_from_json(json::parse(text));
     }
@@ -352,7 +397,9 @@ RestoreResult restore(const std::string& image_dir, const RestoreOptions& option
     for (auto& [pid, plan] : plans) {
       with_context("restoring pid " + std::to_string(pid), [&] {
         const json& core = ctx.processes.at(pid).core;
-        PtraceAttachment main = PtraceAttachment::seize_and_interrupt(pid, PTRACE_O_TRACECLONE);
+        const pid_t host_pid = host_pids.at(pid);
+        PtraceAttachment main =
+            PtraceAttachment::seize_and_interrupt(host_pid, PTRACE_O_TRACECLONE);
         RemoteSyscalls remote(main);
         std::vector<uint8_t> block =
             remote.run_prepared(RemoteAddr(plan.area), plan.area_size, RemoteAddr(plan.block),
@@ -366,7 +413,7 @@ RestoreResult restore(const std::string& image_dir, const RestoreOptions& option
           ~KillOnFailure() {
             if (std::uncaught_exceptions() > exceptions) ::kill(pid, SIGKILL);
           }
-        } kill_on_failure{pid};
+        } kill_on_failure{host_pid};
         for (pid_t tid : remote.new_threads())
           created.push_back(PtraceAttachment::adopt_stopped(tid));
         check_restorer_results(plan, block);
@@ -375,8 +422,10 @@ RestoreResult restore(const std::string& image_dir, const RestoreOptions& option
         for (size_t t = 1; t < images.size(); ++t) {
           const json& image = images[t];
           pid_t tid = image.at("tid");
-          auto it =
-              std::find_if(created.begin(), created.end(), [&](auto& a) { return a.tid() == tid; });
+          // container-cr: created threads are seen by their host tids.
+          auto it = std::find_if(created.begin(), created.end(), [&](auto& a) {
+            return (options.new_pid_namespace ? innermost_pid(a.tid()) : a.tid()) == tid;
+          });
           if (it == created.end())
             throw Error("thread " + std::to_string(tid) + " was not created");
           {

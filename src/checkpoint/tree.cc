@@ -197,7 +197,11 @@ void FrozenTree::resume() {
 
 void FrozenTree::kill() {
   for (auto& process : processes_) ::kill(process.info.pid, SIGKILL);
-  for (auto& process : processes_) {
+  // Children before parents (container-cr): the init of a PID namespace does not finish dying
+  // until it has reaped every child, and a traced child is reaped by its parent only after we,
+  // its tracer, have seen its death. Parents first would wait forever.
+  for (auto process_it = processes_.rbegin(); process_it != processes_.rend(); ++process_it) {
+    FrozenProcess& process = *process_it;
     // Non-leader threads first: the leader's death is reported only once the others are reaped.
     for (auto it = process.threads.rbegin(); it != process.threads.rend(); ++it) {
       PtraceAttachment& thread = *it;

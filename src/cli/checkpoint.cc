@@ -1,12 +1,171 @@
 // `cryo container checkpoint` and `cryo container restore` (whole containers, Podman options).
+#include <chrono>
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+
 #include "cli/cli.h"
+#include "common/error.h"
+#include "engine/checkpoint/container_checkpoint.h"
+#include "engine/container/manager.h"
 
 namespace cryo::cli {
 
+namespace {
+
+using engine::ContainerManager;
+using engine::ContainerRecord;
+using engine::ContainerState;
+
+uint64_t now_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+struct Selection {
+  std::vector<std::string> names;
+  bool all = false;
+  bool latest = false;
+};
+
+void add_selection(CLI::App* cmd, Selection& s, const char* all_help) {
+  cmd->add_flag("-a,--all", s.all, all_help);
+  cmd->add_flag("-l,--latest", s.latest, "Act on the latest container podman is aware of");
+  cmd->add_option("containers", s.names, "Containers");
+}
+
+// Full IDs of the containers the command acts on; `eligible` picks them for --all.
+std::vector<std::string> select_containers(ContainerManager& manager, const Selection& s,
+                                           bool (*eligible)(const ContainerRecord&)) {
+  if ((s.all || s.latest) && !s.names.empty())
+    throw ExitCodeError("--all, --latest and containers cannot be used together", 125);
+  if (s.all && s.latest) throw ExitCodeError("--all and --latest cannot be used together", 125);
+  std::vector<std::string> ids;
+  if (s.all) {
+    for (const auto& r : manager.list())
+      if (eligible(r)) ids.push_back(r.id);
+    return ids;
+  }
+  if (s.latest) {
+    std::vector<ContainerRecord> records = manager.list();
+    const ContainerRecord* latest = nullptr;
+    for (const auto& r : records)
+      if (!latest || r.created_ns > latest->created_ns) latest = &r;
+    if (!latest) throw ExitCodeError("no containers to act on", 125);
+    return {latest->id};
+  }
+  if (s.names.empty()) throw ExitCodeError("you must provide at least one name or id", 125);
+  for (const auto& name : s.names) ids.push_back(manager.store().resolve_id(name));
+  return ids;
+}
+
+// Runs `action` on each container; the last error is the command's, earlier ones are printed.
+template <typename Action>
+void for_each_container(const std::vector<std::string>& ids, Action action) {
+  std::unique_ptr<ExitCodeError> last;
+  for (const auto& id : ids) {
+    try {
+      action(id);
+    } catch (const ExitCodeError& e) {
+      if (last) std::cerr << "Error: " << last->what() << std::endl;
+      last = std::make_unique<ExitCodeError>(e.what(), e.exit_code());
+    } catch (const Error& e) {
+      if (last) std::cerr << "Error: " << last->what() << std::endl;
+      last = std::make_unique<ExitCodeError>(e.what(), 125);
+    }
+  }
+  if (last) throw *last;
+}
+
+}  // namespace
+
 void register_checkpoint_commands(CLI::App& app, CLI::App& container, GlobalOptions& global) {
-  (void)app;
-  (void)container;
-  (void)global;
+  (void)app;  // Podman has no top-level checkpoint/restore.
+  GlobalOptions& g = global;
+
+  {
+    CLI::App* cmd = container.add_subcommand("checkpoint", "Checkpoint one or more containers");
+    auto sel = std::make_shared<Selection>();
+    auto opts = std::make_shared<engine::ContainerCheckpointOptions>();
+    auto print_stats = std::make_shared<bool>(false);
+    add_selection(cmd, *sel, "Checkpoint all running containers");
+    cmd->add_flag("-R,--leave-running", opts->leave_running,
+                  "Leave the container running after writing checkpoint to disk");
+    cmd->add_flag("-k,--keep", opts->keep, "Keep all temporary checkpoint files");
+    cmd->add_flag("--tcp-established", opts->tcp_established,
+                  "Checkpoint a container with established TCP connections");
+    cmd->add_flag("--file-locks", opts->file_locks, "Checkpoint a container with file locks");
+    cmd->add_flag("--print-stats", *print_stats,
+                  "Display checkpoint statistics (microseconds, JSON)");
+    cmd->callback([&g, sel, opts, print_stats] {
+      uint64_t t0 = now_us();
+      engine::StorePaths paths{g.root, g.runroot};
+      ContainerManager manager(paths);
+      auto ids = select_containers(manager, *sel, [](const ContainerRecord& r) {
+        return r.state == ContainerState::kRunning;
+      });
+      nlohmann::json stats = nlohmann::json::array();
+      for_each_container(ids, [&](const std::string& id) {
+        engine::ContainerCheckpointResult r = engine::checkpoint_container(paths, id, *opts);
+        if (!*print_stats) std::cout << id << std::endl;
+        stats.push_back({{"Id", id},
+                         {"runtime_checkpoint_duration", r.runtime_checkpoint_duration_us},
+                         {"criu_statistics",
+                          {{"freezing_time", r.stats.freezing_time},
+                           {"frozen_time", r.stats.frozen_time},
+                           {"memdump_time", r.stats.memdump_time},
+                           {"memwrite_time", r.stats.memwrite_time},
+                           {"pages_scanned", r.stats.pages_scanned},
+                           {"pages_written", r.stats.pages_written}}}});
+      });
+      if (*print_stats)
+        std::cout << nlohmann::json{{"podman_checkpoint_duration", now_us() - t0},
+                                    {"container_statistics", stats}}
+                         .dump(4)
+                  << std::endl;
+    });
+  }
+
+  {
+    CLI::App* cmd = container.add_subcommand("restore", "Restore one or more containers");
+    auto sel = std::make_shared<Selection>();
+    auto opts = std::make_shared<engine::ContainerRestoreOptions>();
+    auto print_stats = std::make_shared<bool>(false);
+    add_selection(cmd, *sel, "Restore all checkpointed containers");
+    cmd->add_flag("-k,--keep", opts->keep, "Keep all temporary checkpoint files");
+    cmd->add_flag("--tcp-established", opts->tcp_established,
+                  "Restore a container with established TCP connections");
+    cmd->add_flag("--file-locks", opts->file_locks, "Restore a container with file locks");
+    cmd->add_flag("--print-stats", *print_stats, "Display restore statistics (microseconds, JSON)");
+    cmd->callback([&g, sel, opts, print_stats] {
+      uint64_t t0 = now_us();
+      engine::StorePaths paths{g.root, g.runroot};
+      opts->log_level = g.log_level;
+      ContainerManager manager(paths);
+      auto ids = select_containers(manager, *sel, [](const ContainerRecord& r) {
+        return r.checkpointed && r.state != ContainerState::kRunning;
+      });
+      nlohmann::json stats = nlohmann::json::array();
+      for_each_container(ids, [&](const std::string& id) {
+        engine::ContainerRestoreResult r = engine::restore_container(paths, id, *opts);
+        if (!*print_stats) std::cout << id << std::endl;
+        stats.push_back({{"Id", id},
+                         {"runtime_restore_duration", r.runtime_restore_duration_us},
+                         {"criu_statistics",
+                          {{"pages_compared", r.stats.pages_compared},
+                           {"pages_skipped_cow", r.stats.pages_skipped_cow},
+                           {"forking_time", r.stats.forking_time},
+                           {"restore_time", r.stats.restore_time},
+                           {"pages_restored", r.stats.pages_restored}}}});
+      });
+      if (*print_stats)
+        std::cout << nlohmann::json{{"podman_restore_duration", now_us() - t0},
+                                    {"container_statistics", stats}}
+                         .dump(4)
+                  << std::endl;
+    });
+  }
 }
 
 }  // namespace cryo::cli

@@ -115,7 +115,7 @@ void epoll_dump(DumpContext&, const DumpedFd& fd, json& description) {
   }
   description["kind"] = "epoll";
   // The process and fd through which the registrations were read: they are added again there.
-  description["registrar_pid"] = fd.pid;
+  description["registrar_pid"] = fd.image_pid;  // container-cr: as restore names it
   description["registrar_fd"] = fd.fd;
   description["registrations"] = std::move(registrations);
 }

@@ -27,6 +27,9 @@ using json = nlohmann::json;
 // One fd of a frozen process, as the dumper sees it.
 struct DumpedFd {
   pid_t pid = -1;
+  // container-cr: the holder's pid in the images (its pid in the tree's own PID namespace when
+  // the tree has one, else `pid`).
+  pid_t image_pid = -1;
   int fd = -1;
   std::string link;  // readlink /proc/PID/fd/N
   int flags = 0;     // access mode + file status flags from fdinfo, without O_CLOEXEC
@@ -186,6 +189,7 @@ extern const FileKind kSignalFdKind;
 extern const FileKind kTimerFdKind;
 extern const FileKind kInotifyKind;
 extern const FileKind kPidFdKind;
+extern const FileKind kExternalKind;  // container-cr: fds outside the tree (external.cc)
 
 // Helpers shared by kinds.
 // Reopens the file behind `fd` through /proc/self/fd with `flags` (a new description).

@@ -52,7 +52,9 @@ void pidfd_dump(DumpContext&, const DumpedFd& fd, json& description) {
     throw Error("a pidfd of pid " + std::to_string(pid) +
                 ", outside the pid namespace of its holder");
   description["kind"] = "pidfd";
-  description["pid"] = pid;                            // as the dumper saw it
+  // As the images name processes (container-cr: innermost pid when the tree has its own PID
+  // namespace).
+  description["pid"] = fd.image_pid != fd.pid ? target.back() : pid;
   description["pid_in_ns"] = target.at(holder_depth);  // as the holder sees it
 }
 

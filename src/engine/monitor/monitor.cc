@@ -19,6 +19,7 @@
 #include "common/fs.h"
 #include "common/log.h"
 #include "common/strings.h"
+#include "engine/checkpoint/container_checkpoint.h"
 #include "engine/container/container.h"
 #include "engine/container/manager.h"
 #include "engine/runtime/cgroup.h"
@@ -88,8 +89,13 @@ void set_nonblocking(int fd) {
 
 class Monitor {
  public:
-  Monitor(StorePaths paths, std::string id, bool attached)
-      : manager_(paths), store_(paths), id_(std::move(id)), attached_(attached) {}
+  Monitor(StorePaths paths, std::string id, bool attached, bool restore = false)
+      : manager_(paths),
+        store_(paths),
+        paths_(paths),
+        id_(std::move(id)),
+        attached_(attached),
+        restore_(restore) {}
 
   int run() {
     ContainerRecord record = store_.load(id_);
@@ -110,10 +116,12 @@ class Monitor {
     ::signal(SIGHUP, SIG_IGN);
 
     SpawnedProcess init;
+    nlohmann::json restore_stats;
     try {
       cgroup_ = std::make_unique<ContainerCgroup>(
           ContainerCgroup::create(id_, {record.config.memory_limit, record.config.pids_limit}));
-      enter_new_time_namespace_for_children();
+      // container-cr: a restore makes the time namespace with the dumped clocks itself.
+      if (!restore_) enter_new_time_namespace_for_children();
       ProcessStdio stdio;
       UniqueFd child_stdin, child_stdout, child_stderr;
       if (!tty_) {
@@ -131,7 +139,11 @@ class Monitor {
         }
         stdio = {child_stdin.get(), child_stdout.get(), child_stderr.get()};
       }
-      init = spawn_container_init(spec, *cgroup_, stdio);
+      if (restore_)  // container-cr
+        init = restore_container_init(paths_, id_, spec, *cgroup_, stdio, tty_, &restore_stats,
+                                      &restored_mount_namespace_);
+      else
+        init = spawn_container_init(spec, *cgroup_, stdio);
       if (tty_) {
         stdout_ = std::move(init.console_master);
         if (interactive_) stdin_.reset(::dup(stdout_.get()));
@@ -157,10 +169,15 @@ class Monitor {
       record.started_ns = now_ns();
       record.finished_ns = 0;
       record.exit_code = 0;
+      if (restore_) {  // container-cr
+        record.checkpointed = false;
+        record.restored = true;
+        record.restored_ns = record.started_ns;
+      }
       store_.save(record);
     }
     ::unlink(store_.exit_file_path(id_).c_str());
-    report_status({{"ok", true}, {"pid", init_pid_}});
+    report_status({{"ok", true}, {"pid", init_pid_}, {"restore_stats", restore_stats}});
 
     if (stdout_) set_nonblocking(stdout_.get());
     if (stderr_) set_nonblocking(stderr_.get());
@@ -333,8 +350,11 @@ class Monitor {
 
   ContainerManager manager_;
   ContainerStore store_;
+  StorePaths paths_;
   std::string id_;
   bool attached_;
+  bool restore_;
+  UniqueFd restored_mount_namespace_;  // container-cr: see restore_container_init
   bool tty_ = false, interactive_ = false, auto_remove_ = false;
   std::unique_ptr<LogWriter> log_;
   std::unique_ptr<ContainerCgroup> cgroup_;
@@ -343,7 +363,7 @@ class Monitor {
   pid_t init_pid_ = -1;
 };
 
-int run_monitor(const StorePaths& paths, const std::string& id, bool attach) {
+int run_monitor(const StorePaths& paths, const std::string& id, bool attach, bool restore) {
   // Recognisable in ps, and its working directory tells which container (and store) it serves.
   ::prctl(PR_SET_NAME, "cryo-monitor", 0, 0, 0);
   if (::chdir(paths.run_container_dir(id).c_str()) < 0) {
@@ -353,7 +373,7 @@ int run_monitor(const StorePaths& paths, const std::string& id, bool attach) {
   ::fcntl(kStatusFd, F_SETFD, FD_CLOEXEC);
   ::fcntl(kAttachFd, F_SETFD, FD_CLOEXEC);
   try {
-    Monitor monitor(paths, id, attach);
+    Monitor monitor(paths, id, attach, restore);
     return monitor.run();
   } catch (const std::exception& e) {
     LOG_ERROR << "monitor of container " << id << ": " << e.what();
@@ -388,7 +408,7 @@ void write_attach_frame(int fd, AttachFrame type, const void* data, size_t size)
 }
 
 MonitorStart start_monitor(const StorePaths& paths, const std::string& id, bool attach,
-                           const std::string& log_level, MonitorLaunch launch) {
+                           const std::string& log_level, MonitorLaunch launch, bool restore) {
   int status_pipe[2];
   if (::pipe2(status_pipe, O_CLOEXEC) < 0) throw_errno("pipe2");
   UniqueFd status_read(status_pipe[0]), status_write(status_pipe[1]);
@@ -403,6 +423,7 @@ MonitorStart start_monitor(const StorePaths& paths, const std::string& id, bool 
                                    "--runroot",   paths.runroot,   "--id",   id,
                                    "--log-level", log_level};
   if (attach) args.push_back("--attach");
+  if (restore) args.push_back("--restore");
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -430,7 +451,7 @@ MonitorStart start_monitor(const StorePaths& paths, const std::string& id, bool 
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
     for (int sig = 1; sig < NSIG; ++sig)
       if (sig != SIGKILL && sig != SIGSTOP) ::signal(sig, SIG_DFL);
-    if (launch == MonitorLaunch::kFork) ::_exit(run_monitor(paths, id, attach));
+    if (launch == MonitorLaunch::kFork) ::_exit(run_monitor(paths, id, attach, restore));
     ::execv("/proc/self/exe", argv.data());
     std::string msg =
         nlohmann::json{{"ok", false},
@@ -463,13 +484,15 @@ MonitorStart start_monitor(const StorePaths& paths, const std::string& id, bool 
   MonitorStart out;
   out.container_pid = status.at("pid").get<pid_t>();
   out.attach = std::move(attach_client);
+  if (status.contains("restore_stats") && !status.at("restore_stats").is_null())
+    out.restore_stats = status.at("restore_stats").dump();
   return out;
 }
 
 int monitor_main(const std::vector<std::string>& args) {
   StorePaths paths;
   std::string id, level = "warn";
-  bool attach = false;
+  bool attach = false, restore = false;
   for (size_t i = 0; i < args.size(); ++i) {
     auto next = [&]() -> std::string {
       if (i + 1 >= args.size()) throw Error("__monitor: " + args[i] + " needs a value");
@@ -485,12 +508,14 @@ int monitor_main(const std::vector<std::string>& args) {
       level = next();
     else if (args[i] == "--attach")
       attach = true;
+    else if (args[i] == "--restore")
+      restore = true;
     else
       throw Error("__monitor: unknown argument " + args[i]);
   }
   log::Level parsed;
   if (log::parse_level(level, &parsed)) log::set_level(parsed);
-  return run_monitor(paths, id, attach);
+  return run_monitor(paths, id, attach, restore);
 }
 
 }  // namespace cryo::engine

@@ -31,7 +31,8 @@ void write_attach_frame(int fd, AttachFrame type, const void* data, size_t size)
 
 struct MonitorStart {
   pid_t container_pid = -1;
-  UniqueFd attach;  // the client end of the attach connection, when asked for
+  UniqueFd attach;            // the client end of the attach connection, when asked for
+  std::string restore_stats;  // container-cr: restore mode, the restore's statistics (JSON)
 };
 
 // How the monitor process comes to life. kFork runs the monitor code in the daemonized fork of
@@ -43,9 +44,11 @@ enum class MonitorLaunch { kFork, kExec };
 // Starts the monitor of container `id` (daemonized: setsid + double fork) and waits until the
 // container's init has exec'd. Throws the init's failure as ExitCodeError (125/126/127); nothing of
 // the container is running then. The caller must be single-threaded for kFork.
+// container-cr: with `restore`, the monitor restores the container's checkpoint
+// (engine/checkpoint) instead of starting its init.
 MonitorStart start_monitor(const StorePaths& paths, const std::string& id, bool attach,
                            const std::string& log_level,
-                           MonitorLaunch launch = MonitorLaunch::kFork);
+                           MonitorLaunch launch = MonitorLaunch::kFork, bool restore = false);
 
 // `cryo __monitor` entry point: argv after the command name. Returns the process exit code.
 int monitor_main(const std::vector<std::string>& args);
