@@ -4,7 +4,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <map>
 
 #include "checkpoint/checkpoint.h"
@@ -16,6 +15,7 @@
 #include "checkpoint/remote_syscall.h"
 #include "checkpoint/threads.h"
 #include "checkpoint/tree.h"
+#include "common/clock.h"
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/log.h"
@@ -24,12 +24,6 @@
 namespace cryo::ckpt {
 
 namespace {
-
-uint64_t now_us() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
 // Below the red zone of the thread's stack: scratch space for an injected syscall's output that
 // needs no mapping of its own.
@@ -51,7 +45,7 @@ uint64_t remote_tid_address(RemoteSyscalls& remote) {
 json dump_process(FrozenProcess& process, const std::string& image_dir,
                   MemoryDumpCounters& counters, std::map<uint64_t, json>& dumped_shmem) {
   pid_t pid = process.info.pid;
-  uint64_t t_start = now_us();
+  uint64_t t_start = steady_now_us();
   json core;
   core["pid"] = pid;
   core["comm"] = process.info.comm;
@@ -78,13 +72,13 @@ json dump_process(FrozenProcess& process, const std::string& image_dir,
   core["shared_pending_signals"] =
       siginfos_to_json(process.threads.at(0).peek_pending_signals(true));
   write_json_image(image_dir, "core-" + std::to_string(pid) + ".img", core);
-  uint64_t t_threads = now_us();
+  uint64_t t_threads = steady_now_us();
 
   json mm = dump_memory(pid, image_dir, counters, dumped_shmem);
   mm["brk"] = brk;
   write_json_image(image_dir, "mm-" + std::to_string(pid) + ".img", mm);
   LOG_DEBUG << "pid " << pid << ": threads and attributes " << (t_threads - t_start)
-            << " us, memory " << (now_us() - t_threads) << " us";
+            << " us, memory " << (steady_now_us() - t_threads) << " us";
   return core;
 }
 
@@ -93,10 +87,10 @@ json dump_process(FrozenProcess& process, const std::string& image_dir,
 DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& options) {
   DumpStats stats;
   fs::mkdir_p(image_dir);
-  uint64_t t0 = now_us();
+  uint64_t t0 = steady_now_us();
   FrozenTree tree = with_context("freezing the tree of pid " + std::to_string(pid),
                                  [&] { return FrozenTree::freeze(pid, options.freezer_cgroup); });
-  uint64_t frozen_at = now_us();
+  uint64_t frozen_at = steady_now_us();
   stats.freezing_time = frozen_at - t0;
 
   auto& processes = tree.processes();
@@ -131,9 +125,9 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
       dump_process(process, image_dir, counters, dumped_shmem);
       UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, info.pid, 0)));
       if (!pidfd) throw_errno("pidfd_open");
-      uint64_t t_files = now_us();
+      uint64_t t_files = steady_now_us();
       files.dump_process(info.pid, pidfd.get());
-      LOG_DEBUG << "pid " << info.pid << ": files " << (now_us() - t_files) << " us";
+      LOG_DEBUG << "pid " << info.pid << ": files " << (steady_now_us() - t_files) << " us";
     });
   }
   files.finish();
@@ -157,7 +151,7 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
     files.keep_tcp_repair_for_kill();
     tree.kill();
   }
-  stats.frozen_time = now_us() - frozen_at;
+  stats.frozen_time = steady_now_us() - frozen_at;
   return stats;
 }
 

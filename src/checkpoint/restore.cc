@@ -17,7 +17,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <exception>
 #include <map>
 #include <memory>
@@ -33,6 +32,7 @@
 #include "checkpoint/remote_syscall.h"
 #include "checkpoint/restorer.h"
 #include "checkpoint/threads.h"
+#include "common/clock.h"
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/log.h"
@@ -41,12 +41,6 @@
 namespace cryo::ckpt {
 
 namespace {
-
-uint64_t now_us() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
 constexpr int kReportTimeoutMs = 60000;
 constexpr size_t kMaxReport = 1 << 20;
@@ -296,7 +290,7 @@ struct RestoredThread {
 RestoreResult restore(const std::string& image_dir, const RestoreOptions& options) {
   if (options.new_pid_namespace || (options.root_clone_flags & CLONE_NEWPID))
     throw Error("not supported yet: restore into a new PID namespace (the images keep host PIDs)");
-  uint64_t t0 = now_us();
+  uint64_t t0 = steady_now_us();
   RestoreContext ctx;
   ctx.dir = image_dir;
   ctx.options = options;
@@ -311,7 +305,7 @@ RestoreResult restore(const std::string& image_dir, const RestoreOptions& option
   ctx.report_write = UniqueFd(sv[1]);
 
   RestoreResult result;
-  uint64_t fork_start = now_us();
+  uint64_t fork_start = steady_now_us();
   pid_t coordinator = ::getpid();
   pid_t root = clone_with_pid(ctx.root, options.root_clone_flags);
   if (root == 0) {
@@ -347,7 +341,7 @@ RestoreResult restore(const std::string& image_dir, const RestoreOptions& option
         throw_errno("reading the restorer plan of pid " + std::to_string(pid));
       plans[pid] = plan_from_json(json::parse(text));
     }
-    result.stats.forking_time = now_us() - fork_start;
+    result.stats.forking_time = steady_now_us() - fork_start;
 
     for (auto& [pid, plan] : plans) {
       with_context("restoring pid " + std::to_string(pid), [&] {
@@ -428,7 +422,7 @@ RestoreResult restore(const std::string& image_dir, const RestoreOptions& option
     throw;
   }
   if (!options.pidfile.empty()) fs::write_file_atomic(options.pidfile, std::to_string(root) + "\n");
-  result.stats.restore_time = now_us() - t0;
+  result.stats.restore_time = steady_now_us() - t0;
   return result;
 }
 
