@@ -17,6 +17,7 @@
 #include "checkpoint/remote_syscall.h"
 #include "checkpoint/threads.h"
 #include "checkpoint/tree.h"
+#include "common/clock.h"
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/log.h"
@@ -25,12 +26,6 @@
 namespace cryo::ckpt {
 
 namespace {
-
-uint64_t now_us() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
 // Below the red zone of the thread's stack: scratch space for an injected syscall's output that
 // needs no mapping of its own.
@@ -55,7 +50,7 @@ json dump_process(FrozenProcess& process, const std::string& image_dir,
   pid_t pid = process.info.pid;
   // container-cr: images name the process by its PID in the tree's own namespace.
   const std::string image_id = std::to_string(pids.to_image(pid));
-  uint64_t t_start = now_us();
+  uint64_t t_start = steady_now_us();
   json core;
   core["pid"] = pids.to_image(pid);
   core["comm"] = process.info.comm;
@@ -83,13 +78,13 @@ json dump_process(FrozenProcess& process, const std::string& image_dir,
   core["shared_pending_signals"] =
       siginfos_to_json(process.threads.at(0).peek_pending_signals(true));
   write_json_image(image_dir, "core-" + image_id + ".img", core);
-  uint64_t t_threads = now_us();
+  uint64_t t_threads = steady_now_us();
 
   json mm = dump_memory(pid, image_dir, counters, dumped_shmem);
   mm["brk"] = brk;
   write_json_image(image_dir, "mm-" + image_id + ".img", mm);
   LOG_DEBUG << "pid " << pid << ": threads and attributes " << (t_threads - t_start)
-            << " us, memory " << (now_us() - t_threads) << " us";
+            << " us, memory " << (steady_now_us() - t_threads) << " us";
   return core;
 }
 
@@ -98,10 +93,10 @@ json dump_process(FrozenProcess& process, const std::string& image_dir,
 DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& options) {
   DumpStats stats;
   fs::mkdir_p(image_dir);
-  uint64_t t0 = now_us();
+  uint64_t t0 = steady_now_us();
   FrozenTree tree = with_context("freezing the tree of pid " + std::to_string(pid),
                                  [&] { return FrozenTree::freeze(pid, options.freezer_cgroup); });
-  uint64_t frozen_at = now_us();
+  uint64_t frozen_at = steady_now_us();
   stats.freezing_time = frozen_at - t0;
   // container-cr: a tree in PID/time namespaces of its own (a container) is dumped as it sees
   // itself: PIDs of its namespace, and its clocks at freeze time.
@@ -154,9 +149,9 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
       dump_process(process, image_dir, counters, dumped_shmem, pids);
       UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, info.pid, 0)));
       if (!pidfd) throw_errno("pidfd_open");
-      uint64_t t_files = now_us();
+      uint64_t t_files = steady_now_us();
       files.dump_process(info.pid, pidfd.get(), pids.to_image(info.pid));
-      LOG_DEBUG << "pid " << info.pid << ": files " << (now_us() - t_files) << " us";
+      LOG_DEBUG << "pid " << info.pid << ": files " << (steady_now_us() - t_files) << " us";
     });
   }
   files.finish();
@@ -180,7 +175,7 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
     files.keep_tcp_repair_for_kill();
     tree.kill();
   }
-  stats.frozen_time = now_us() - frozen_at;
+  stats.frozen_time = steady_now_us() - frozen_at;
   return stats;
 }
 

@@ -7,7 +7,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstring>
 #include <fstream>
 #include <span>
@@ -15,6 +14,7 @@
 
 #include "checkpoint/remote_addr.h"
 #include "checkpoint/threads.h"
+#include "common/clock.h"
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/log.h"
@@ -30,12 +30,6 @@ constexpr uint64_t kFileOrSharedAnon = uint64_t{1} << 61;
 constexpr uint64_t kPfnMask = (uint64_t{1} << 55) - 1;
 constexpr size_t kCopyChunk = 4 << 20;  // bytes per process_vm_readv batch
 constexpr size_t kMaxIov = 1024;
-
-uint64_t now_us() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
 // The PFN of the kernel's shared zero page: a read fault of anonymous memory maps it.
 uint64_t zero_page_pfn() {
@@ -109,7 +103,7 @@ class PageCopier {
  private:
   void read_and_write(const std::vector<iovec>& remote, const std::vector<Range>& pieces,
                       size_t bytes, std::vector<PageRun>& runs) {
-    uint64_t t0 = now_us();
+    uint64_t t0 = steady_now_us();
     bool all_readable =
         std::all_of(pieces.begin(), pieces.end(), [](const Range& r) { return r.readable; });
     ssize_t n = -1;
@@ -139,7 +133,7 @@ class PageCopier {
         at += iov.iov_len;
       }
     }
-    uint64_t t1 = now_us();
+    uint64_t t1 = steady_now_us();
     counters_.read_us += t1 - t0;
 
     size_t at = 0;
@@ -168,7 +162,7 @@ class PageCopier {
       }
       at += piece.pages * kPageSize;
     }
-    counters_.write_us += now_us() - t1;
+    counters_.write_us += steady_now_us() - t1;
   }
 
   pid_t pid_;
@@ -397,7 +391,7 @@ json dump_memory(pid_t pid, const std::string& image_dir, MemoryDumpCounters& co
       RawImageWriter shm(image_dir, name);
       std::vector<PageRun> shm_runs;
       std::vector<uint8_t> buffer(kCopyChunk);  // rare (shared memory only): a plain buffer will do
-      uint64_t t0 = now_us();
+      uint64_t t0 = steady_now_us();
       off_t pos = 0;
       while (pos < st.st_size) {
         off_t data = ::lseek(object.get(), pos, SEEK_DATA);
@@ -421,7 +415,7 @@ json dump_memory(pid_t pid, const std::string& image_dir, MemoryDumpCounters& co
         pos = hole;
       }
       counters.pages_scanned += static_cast<uint64_t>(st.st_size) / kPageSize;
-      counters.read_us += now_us() - t0;
+      counters.read_us += steady_now_us() - t0;
       shm.finish();
       dumped_shmem[vma.inode] = {{"inode", vma.inode},
                                  {"size", static_cast<uint64_t>(st.st_size)},
@@ -429,17 +423,17 @@ json dump_memory(pid_t pid, const std::string& image_dir, MemoryDumpCounters& co
                                  {"runs", runs_to_json(shm_runs)}};
       continue;
     }
-    uint64_t t0 = now_us();
+    uint64_t t0 = steady_now_us();
     auto present = pages_to_dump(pagemap.get(), vma.start, vma.end, false, counters);
-    counters.read_us += now_us() - t0;
+    counters.read_us += steady_now_us() - t0;
     for (auto [addr, n] : present)
       ranges.push_back({addr, n, addr, vma.kind == VmaKind::kAnon, (vma.prot & PROT_READ) != 0});
   }
   std::vector<PageRun> runs;
   copier.copy(ranges, runs);
-  uint64_t t0 = now_us();
+  uint64_t t0 = steady_now_us();
   pages.finish();
-  counters.write_us += now_us() - t0;
+  counters.write_us += steady_now_us() - t0;
 
   json mm;
   mm["vmas"] = vma_list;

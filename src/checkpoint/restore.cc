@@ -35,6 +35,7 @@
 #include "checkpoint/remote_syscall.h"
 #include "checkpoint/restorer.h"
 #include "checkpoint/threads.h"
+#include "common/clock.h"
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/log.h"
@@ -43,12 +44,6 @@
 namespace cryo::ckpt {
 
 namespace {
-
-uint64_t now_us() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
 constexpr int kReportTimeoutMs = 60000;
 constexpr size_t kMaxReport = 1 << 20;
@@ -314,7 +309,7 @@ struct RestoredThread {
 }  // namespace
 
 RestoreResult restore(const std::string& image_dir, const RestoreOptions& options) {
-  uint64_t t0 = now_us();
+  uint64_t t0 = steady_now_us();
   RestoreContext ctx;
   ctx.dir = image_dir;
   ctx.options = options;
@@ -347,7 +342,7 @@ RestoreResult restore(const std::string& image_dir, const RestoreOptions& option
         namespace_clocks_from_json(read_json_image(image_dir, kTimeNamespaceImage)));
 
   RestoreResult result;
-  uint64_t fork_start = now_us();
+  uint64_t fork_start = steady_now_us();
   pid_t coordinator = ::getpid();
   // The root's parent as it sees it: outside its PID namespace (0), or the caller's parent with
   // CLONE_PARENT (container-cr).
@@ -392,7 +387,7 @@ RestoreResult restore(const std::string& image_dir, const RestoreOptions& option
         throw_errno("reading the restorer plan of pid " + std::to_string(pid));
       plans[pid] = plan_from_json(json::parse(text));
     }
-    result.stats.forking_time = now_us() - fork_start;
+    result.stats.forking_time = steady_now_us() - fork_start;
 
     for (auto& [pid, plan] : plans) {
       with_context("restoring pid " + std::to_string(pid), [&] {
@@ -477,7 +472,7 @@ RestoreResult restore(const std::string& image_dir, const RestoreOptions& option
     throw;
   }
   if (!options.pidfile.empty()) fs::write_file_atomic(options.pidfile, std::to_string(root) + "\n");
-  result.stats.restore_time = now_us() - t0;
+  result.stats.restore_time = steady_now_us() - t0;
   return result;
 }
 
