@@ -107,6 +107,17 @@ std::string in_child(const std::function<std::string()>& fn) {
 void on_signal(int) {}
 void on_siginfo(int, siginfo_t*, void*) {}
 
+// Wakes a child that waits for one byte on `wake_fd` (closed here), and expects it to exit 0 (its
+// own checks passed).
+void release_and_expect_clean_exit(int wake_fd, pid_t child) {
+  char c = 'x';
+  EXPECT_EQ(write(wake_fd, &c, 1), 1);
+  close(wake_fd);
+  int status = 0;
+  waitpid(child, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+}
+
 uint64_t cap_bit(int cap) {
   return uint64_t{1} << cap;
 }
@@ -601,12 +612,7 @@ TEST(ProcessAttrs, DumpThroughRemoteSyscallsMatchesTheProcessOwnView) {
         "dump_process_attrs_us",
         std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(end - start).count()));
   }
-  char c = 'x';
-  EXPECT_EQ(write(from_parent[1], &c, 1), 1);
-  close(from_parent[1]);
-  int status = 0;
-  waitpid(child, &status, 0);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+  release_and_expect_clean_exit(from_parent[1], child);
 
   json expected_process = own_view["process"];
   EXPECT_EQ(strip_running_values(remote_process, expected_process), "");
@@ -673,12 +679,7 @@ TEST(ProcessAttrs, SecondThreadDumpedThroughItsOwnRemoteSyscalls) {
   } catch (const std::exception& e) {
     failure = e.what();
   }
-  char c = 'x';
-  EXPECT_EQ(write(from_parent[1], &c, 1), 1);
-  close(from_parent[1]);
-  int status = 0;
-  waitpid(child, &status, 0);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+  release_and_expect_clean_exit(from_parent[1], child);
   ASSERT_EQ(failure, "");
 
   // The leader's thread attributes are in the process's; its own record only says so, and its
@@ -739,12 +740,7 @@ TEST(ProcessAttrs, LateRestoreBatchRunsInATargetThroughRemoteSyscalls) {
   } catch (const std::exception& e) {
     steps = e.what();
   }
-  char c = 'x';
-  EXPECT_EQ(write(wake[1], &c, 1), 1);
-  close(wake[1]);
-  int status = 0;
-  waitpid(target, &status, 0);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+  release_and_expect_clean_exit(wake[1], target);
   ASSERT_EQ(steps, "");
 
   EXPECT_EQ(strip_running_values(restored, original), "");

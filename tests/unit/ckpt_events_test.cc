@@ -66,35 +66,7 @@ uint64_t to_ns(const struct timespec& ts) {
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 
-class EventsTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/cryo-events-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    images_ = dir_ + "/images";
-    fs::mkdir_p(images_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  void dump(const TreeProcess& tree, FileDumpOptions options = {}) {
-    FileDumper dumper(images_, options);
-    dumper.dump_process(tree.pid(), tree.pidfd());
-    dumper.finish();
-  }
-  // The message of the error the dump of `tree` fails with ("" when it does not fail).
-  std::string dump_error(const TreeProcess& tree, FileDumpOptions options = {}) {
-    try {
-      dump(tree, options);
-    } catch (const Error& e) {
-      return e.what();
-    }
-    return "";
-  }
-
-  std::string dir_;
-  std::string images_;
-};
+using EventsTest = testutil::FdImagesTest;
 
 TEST_F(EventsTest, EventFdCounterAndFlags) {
   const uint64_t big = uint64_t{1} << 40;
@@ -236,10 +208,7 @@ TEST_F(EventsTest, EpollRegistrationsKeepEventsDataAndNumbers) {
 
 TEST_F(EventsTest, EpollSetSharedByTwoProcessesIsRegisteredOnce) {
   // The child's pid, written by the tree process (a fork of a fork of the test).
-  auto* child_pid = static_cast<pid_t*>(
-      ::mmap(nullptr, sizeof(pid_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
-  ASSERT_NE(child_pid, MAP_FAILED);
-  *child_pid = -1;
+  testutil::SharedPid child_pid;
   TreeProcess tree([&](int ready_fd) {
     place(::eventfd(3, 0), 10);
     place(::epoll_create1(0), 13);
@@ -253,12 +222,11 @@ TEST_F(EventsTest, EpollSetSharedByTwoProcessesIsRegisteredOnce) {
       ::close(200);
       for (;;) ::pause();
     }
-    *child_pid = child;
+    child_pid.set(child);
     signal_ready(ready_fd);
   });
-  ASSERT_GT(*child_pid, 0);
-  pid_t child = *child_pid;
-  ::munmap(child_pid, sizeof(pid_t));
+  ASSERT_GT(child_pid.get(), 0);
+  pid_t child = child_pid.get();
   int child_pidfd = static_cast<int>(::syscall(SYS_pidfd_open, child, 0));
   ASSERT_GE(child_pidfd, 0);
   {
@@ -330,10 +298,7 @@ TEST_F(EventsTest, EpollRegistrationWhoseNumberWasReusedIsAddedThroughTheOtherFd
 }
 
 TEST_F(EventsTest, EpollRegistrationOfAFileTheProcessNoLongerHoldsFailsTheDump) {
-  auto* child_pid = static_cast<pid_t*>(
-      ::mmap(nullptr, sizeof(pid_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
-  ASSERT_NE(child_pid, MAP_FAILED);
-  *child_pid = -1;
+  testutil::SharedPid child_pid;
   TreeProcess tree([&](int ready_fd) {
     place(::eventfd(0, 0), 10);
     place(::epoll_create1(0), 13);
@@ -346,12 +311,11 @@ TEST_F(EventsTest, EpollRegistrationOfAFileTheProcessNoLongerHoldsFailsTheDump) 
       ::close(200);
       for (;;) ::pause();
     }
-    *child_pid = child;
+    child_pid.set(child);
     ::close(10);
     signal_ready(ready_fd);
   });
-  pid_t child = *child_pid;
-  ::munmap(child_pid, sizeof(pid_t));
+  pid_t child = child_pid.get();
   std::string error = dump_error(tree);
   if (child > 0) ::kill(child, SIGKILL);
   EXPECT_TRUE(

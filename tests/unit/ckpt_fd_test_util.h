@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <linux/sched.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -22,6 +23,7 @@
 
 #include "checkpoint/files.h"
 #include "common/error.h"
+#include "common/fs.h"
 
 namespace cryo::ckpt::testutil {
 
@@ -217,6 +219,64 @@ class RestoredProcess {
  private:
   pid_t pid_ = -1;
   int report_ = -1;
+};
+
+// A pid that a process of the tree writes for the test (a fork of a fork cannot return it): one
+// shared anonymous page, unmapped on destruction.
+class SharedPid {
+ public:
+  SharedPid() {
+    void* page =
+        ::mmap(nullptr, sizeof(pid_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    EXPECT_NE(page, MAP_FAILED);
+    if (page != MAP_FAILED) {
+      pid_ = static_cast<pid_t*>(page);
+      *pid_ = -1;
+    }
+  }
+  SharedPid(const SharedPid&) = delete;
+  SharedPid& operator=(const SharedPid&) = delete;
+  ~SharedPid() {
+    if (pid_ != nullptr) ::munmap(pid_, sizeof(pid_t));
+  }
+  void set(pid_t pid) { *pid_ = pid; }
+  pid_t get() const { return pid_ != nullptr ? *pid_ : -1; }
+
+ private:
+  pid_t* pid_ = nullptr;
+};
+
+// Base fixture of the fd checkpoint tests: a temporary directory holding the images directory,
+// and a dump of tree processes into it.
+class FdImagesTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/cryo-fd-test-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    images_ = dir_ + "/images";
+    fs::mkdir_p(images_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  void dump(const std::vector<const TreeProcess*>& tree, FileDumpOptions options = {}) {
+    FileDumper dumper(images_, options);
+    for (const TreeProcess* p : tree) dumper.dump_process(p->pid(), p->pidfd());
+    dumper.finish();
+  }
+  void dump(const TreeProcess& tree, FileDumpOptions options = {}) { dump({&tree}, options); }
+  // The message of the error the dump of `tree` fails with ("" when it does not fail).
+  std::string dump_error(const TreeProcess& tree, FileDumpOptions options = {}) {
+    try {
+      dump(tree, options);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  }
+
+  std::string dir_;
+  std::string images_;
 };
 
 }  // namespace cryo::ckpt::testutil

@@ -58,26 +58,7 @@ std::set<int> open_fds_of_self() {
   return fds;
 }
 
-class FilesTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/cryo-files-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    images_ = dir_ + "/images";
-    fs::mkdir_p(images_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  void dump(const std::vector<const TreeProcess*>& tree, FileDumpOptions options = {}) {
-    FileDumper dumper(images_, options);
-    for (const TreeProcess* p : tree) dumper.dump_process(p->pid(), p->pidfd());
-    dumper.finish();
-  }
-
-  std::string dir_;
-  std::string images_;
-};
+using FilesTest = testutil::FdImagesTest;
 
 constexpr char kFileText[] = "hello world, restored";
 

@@ -161,17 +161,8 @@ int get_int(int fd, int level, int name) {
   return v;
 }
 
-class SocketsTest : public ::testing::Test {
+class SocketsTest : public testutil::FdImagesTest {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/cryo-sockets-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    images_ = dir_ + "/images";
-    fs::mkdir_p(images_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
   // Dumps `tree` and kills it the way a checkpoint without --leave-running does.
   // Returns the dumped pid.
   pid_t dump_and_kill(TreeProcess& tree, FileDumpOptions options = {}) {
@@ -183,9 +174,6 @@ class SocketsTest : public ::testing::Test {
     tree.kill();
     return pid;
   }
-
-  std::string dir_;
-  std::string images_;
 };
 
 TEST_F(SocketsTest, TcpListenersAcceptOnTheirPortAfterRestore) {
