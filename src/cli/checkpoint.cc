@@ -105,7 +105,7 @@ void add_export_options(CLI::App* cmd, ExportArgs& a) {
 
 struct ImportArgs {
   std::string file;
-  engine::ImportOptions options;
+  engine::ArchiveImportOptions options;
 };
 
 void add_import_options(CLI::App* cmd, ImportArgs& a) {
@@ -131,13 +131,13 @@ void run_export(const engine::StorePaths& paths, const std::vector<std::string>&
                 bool print_stats, uint64_t t0) {
   if (ids.size() != 1)
     throw ExitCodeError("--export can only be used with a single container", 125);
-  engine::ExportOptions options;
+  engine::ArchiveExportOptions options;
   options.checkpoint = checkpoint;
   options.compression = engine::parse_archive_compression(a.compression);
   options.ignore_rootfs = a.ignore_rootfs;
   options.ignore_volumes = a.ignore_volumes;
   options.progress = ::isatty(STDERR_FILENO) == 1;
-  engine::ExportResult r = engine::export_container(paths, ids[0], a.file, options);
+  engine::ArchiveExportResult r = engine::export_container(paths, ids[0], a.file, options);
   if (!print_stats) {
     std::cout << ids[0] << std::endl;
     return;
@@ -169,7 +169,7 @@ void run_import(const engine::StorePaths& paths, ImportArgs& a,
   a.options.keep = restore.keep;
   a.options.log_level = restore.log_level;
   a.options.progress = ::isatty(STDERR_FILENO) == 1;
-  engine::ImportResult r = engine::import_container(paths, a.file, a.options);
+  engine::ArchiveImportResult r = engine::import_container(paths, a.file, a.options);
   if (!print_stats) {
     std::cout << r.id << std::endl;
     return;

@@ -141,7 +141,8 @@ nlohmann::json stats_json(const ckpt::DumpStats& s) {
 
 // Writes the whole archive from the container's checkpoint directory and its stores.
 void write_archive(ArchiveWriter& out, const StorePaths& paths, const ContainerRecord& record,
-                   const ExportOptions& options, const ContainerCheckpointResult& checkpoint) {
+                   const ArchiveExportOptions& options,
+                   const ContainerCheckpointResult& checkpoint) {
   ContainerStore store(paths);
   std::string dir = checkpoint_dir(paths, record.id);
   std::string container_dir = paths.container_dir(record.id);
@@ -206,8 +207,8 @@ void write_archive(ArchiveWriter& out, const StorePaths& paths, const ContainerR
 
 }  // namespace
 
-ExportResult export_container(const StorePaths& paths, const std::string& id,
-                              const std::string& file, const ExportOptions& options) {
+ArchiveExportResult export_container(const StorePaths& paths, const std::string& id,
+                                     const std::string& file, const ArchiveExportOptions& options) {
   ContainerManager manager(paths);
   ContainerRecord record = manager.load(id);
   if (record.state != ContainerState::kRunning)
@@ -225,7 +226,7 @@ ExportResult export_container(const StorePaths& paths, const std::string& id,
   if (!fd) throw_errno("create " + temp);
   RemoveOnExit remove_temp(temp);
 
-  ExportResult result;
+  ArchiveExportResult result;
   result.checkpoint = checkpoint_container(paths, id, options.checkpoint);
   bool ended = !options.checkpoint.leave_running;
   uint64_t t0 = steady_now_us();
@@ -322,15 +323,15 @@ ContainerRecord create_record_with_id(const StorePaths& paths, ContainerRecord r
 
 }  // namespace
 
-ImportResult import_container(const StorePaths& paths, const std::string& file,
-                              const ImportOptions& options) {
+ArchiveImportResult import_container(const StorePaths& paths, const std::string& file,
+                                     const ArchiveImportOptions& options) {
   uint64_t t0 = steady_now_us();
   fs::mkdir_p(paths.root + "/tmp", 0700);
   std::string staging = paths.root + "/tmp/import-" + random_hex(8);
   fs::mkdir_p(staging, 0700);
   RemoveOnExit remove_staging(staging);
 
-  ImportResult result;
+  ArchiveImportResult result;
   UnpackedArchive unpacked;
   {
     TransferProgress progress("Importing", options.progress);

@@ -13,7 +13,7 @@
 
 namespace cryo::engine {
 
-struct ExportOptions {
+struct ArchiveExportOptions {
   ContainerCheckpointOptions checkpoint;  // -R, -k, --tcp-established, --file-locks
   ArchiveCompression compression = ArchiveCompression::kZstd;
   bool ignore_rootfs = false;
@@ -21,7 +21,7 @@ struct ExportOptions {
   bool progress = false;  // bytes and rate on stderr
 };
 
-struct ExportResult {
+struct ArchiveExportResult {
   ContainerCheckpointResult checkpoint;
   uint64_t archive_bytes = 0;       // compressed, as written
   uint64_t uncompressed_bytes = 0;  // entry bytes
@@ -31,10 +31,10 @@ struct ExportResult {
 // Checkpoints the running container `id` and writes the archive `file` (through a temporary file
 // beside it, renamed at the end). On any failure the partial file is removed and the container
 // is running again (a dump that ended it is restored in place).
-ExportResult export_container(const StorePaths& paths, const std::string& id,
-                              const std::string& file, const ExportOptions& options);
+ArchiveExportResult export_container(const StorePaths& paths, const std::string& id,
+                                     const std::string& file, const ArchiveExportOptions& options);
 
-struct ImportOptions {
+struct ArchiveImportOptions {
   std::string name;                  // -n: a new container (new ID) with this name
   std::vector<std::string> publish;  // -p: replaces the archive's port mappings
   bool ignore_static_ip = false;
@@ -48,7 +48,7 @@ struct ImportOptions {
   std::string log_level = "warn";
 };
 
-struct ImportResult {
+struct ArchiveImportResult {
   std::string id;
   ContainerRestoreResult restore;
   uint64_t unpack_duration_us = 0;
@@ -58,7 +58,7 @@ struct ImportResult {
 // Unpacks and verifies the archive completely, checks this host (architecture, CPU features, the
 // container's image), then creates the container (volumes, rootfs changes) and restores it.
 // Any failure leaves nothing behind: no container record, volume, mount, veth or cgroup.
-ImportResult import_container(const StorePaths& paths, const std::string& file,
-                              const ImportOptions& options);
+ArchiveImportResult import_container(const StorePaths& paths, const std::string& file,
+                                     const ArchiveImportOptions& options);
 
 }  // namespace cryo::engine
