@@ -429,7 +429,7 @@ UnpackedArchive unpack_checkpoint_archive(const std::string& path, const std::st
     archive_read_support_format_tar(a.get());
     UniqueFd in = fs::open_or_throw(path, O_RDONLY | O_CLOEXEC);
     if (archive_read_open_fd(a.get(), in.get(), 1 << 20) != ARCHIVE_OK)
-      throw Error("not a readable archive: " + archive_message(a.get()));
+      throw Error("damaged, truncated or not a checkpoint archive: " + archive_message(a.get()));
 
     UnpackedArchive out;
     std::map<std::string, std::pair<uint64_t, std::string>> seen;  // path -> size, hash
