@@ -4,7 +4,7 @@
 # one connected to both. The container is exported on A (`checkpoint -e`), the archive copied,
 # imported on B (`restore -i`): httpd answers on B, rootfs changes (added and deleted files) and a
 # named volume came along, and with --tcp-established a client connection to the container's IP
-# survives once the client routes that IP to B. Also: -n (a copy beside the original), -c gzip /
+# survives once the client routes that IP to B (container_migration_tcp.sh). Also: -n (a copy beside the original), -c gzip /
 # none, --ignore-rootfs, refusals (missing image, truncated or corrupted archive: nothing created),
 # and a disk full during export (error, no partial file, the container still running).
 set -euo pipefail
@@ -208,50 +208,6 @@ expect_eq "$(cryoA inspect -f '{{.State.Status}}' "$big")" "running" "the contai
 expect_eq "$(cryoA exec "$big" echo alive)" "alive" "exec after a failed export"
 umount "$tmp/small"
 cryoA rm -f -t 0 "$big" >/dev/null
-
-# --- an established TCP connection survives the move ---
-port=7000
-echo_id=$(cryoA run -d --name echo busybox nc -ll -p $port -e cat)
-eip=$(cryoA inspect -f '{{.NetworkSettings.IPAddress}}' echo)
-wait_until inA sh -c "echo | busybox nc -w 1 $eip $port"
-mkfifo "$tmp/to_client"
-inC python3 - "$eip" "$port" "$tmp/to_client" "$tmp/client.out" <<'PY' &
-import socket, sys
-ip, port, control, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-s = socket.create_connection((ip, port))
-s.settimeout(600)
-def roundtrip(word):
-    s.sendall((word + "\n").encode())
-    got = b""
-    while not got.endswith(b"\n"):
-        chunk = s.recv(100)
-        if not chunk:
-            raise SystemExit("connection closed")
-        got += chunk
-    return got.decode().strip()
-with open(out, "w") as f:
-    f.write(roundtrip("before") + "\n")
-    f.flush()
-    for line in open(control):
-        f.write(roundtrip(line.strip()) + "\n")
-        f.flush()
-PY
-client_pid=$!
-exec 9>"$tmp/to_client"
-wait_until grep -qx before "$tmp/client.out"
-kill -STOP "$client_pid"
-cryoA container checkpoint --tcp-established -e "$tmp/echo.tar.zst" echo >/dev/null
-cryoA rm echo >/dev/null
-ip -n "$nsC" route replace 10.88.0.0/16 via 192.168.252.2
-cryoB container restore --tcp-established -i "$tmp/echo.tar.zst" >/dev/null
-expect_eq "$(cryoB inspect -f '{{.NetworkSettings.IPAddress}}' echo)" "$eip" "echo IP on B"
-kill -CONT "$client_pid"
-echo after >&9
-wait_until grep -qx after "$tmp/client.out"
-exec 9>&-
-wait "$client_pid" || fail "client failed"
-client_pid=
-cryoB rm -f -t 0 echo >/dev/null
 
 [[ -z $(monitor_pids) ]] || fail "processes left: $(monitor_pids)"
 echo PASS

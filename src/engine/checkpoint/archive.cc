@@ -1,5 +1,7 @@
 #include "engine/checkpoint/archive.h"
 
+#include "checkpoint/image/image_sink.h"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -133,20 +135,11 @@ std::string rfc3339_now() {
   return format_rfc3339_ns(now_ns());
 }
 
-nlohmann::json stats_json(const ckpt::DumpStats& s) {
-  return {{"freezing_time", s.freezing_time}, {"frozen_time", s.frozen_time},
-          {"memdump_time", s.memdump_time},   {"memwrite_time", s.memwrite_time},
-          {"pages_scanned", s.pages_scanned}, {"pages_written", s.pages_written}};
-}
-
-// Writes the whole archive from the container's checkpoint directory and its stores.
-void write_archive(ArchiveWriter& out, const StorePaths& paths, const ContainerRecord& record,
-                   const ArchiveExportOptions& options,
-                   const ContainerCheckpointResult& checkpoint) {
+// The head of the archive: what is known before the dump starts.
+void write_archive_head(ArchiveWriter& out, const StorePaths& paths, const ContainerRecord& record,
+                        const ArchiveExportOptions& options) {
   ContainerStore store(paths);
-  std::string dir = checkpoint_dir(paths, record.id);
   std::string container_dir = paths.container_dir(record.id);
-  nlohmann::json saved = nlohmann::json::parse(fs::read_file(dir + "/" + kCheckpointContainerFile));
   nlohmann::json manifest = {{"format_version", kArchiveFormatVersion},
                              {"created", rfc3339_now()},
                              {"host", describe_host()},
@@ -162,17 +155,24 @@ void write_archive(ArchiveWriter& out, const StorePaths& paths, const ContainerR
                              {"file_locks", options.checkpoint.file_locks}};
   out.add_bytes(kManifestEntry, manifest.dump(2) + "\n");
   out.add_bytes("config.dump", to_json(record).dump(2) + "\n");
-  out.add_bytes("spec.dump", saved.at("spec").dump(2) + "\n");
-  out.add_bytes("network.status", saved.at("network_status").dump(2) + "\n");
+  out.add_file("spec.dump", store.spec_path(record.id));
+  out.add_bytes("network.status", record.network_status.dump(2) + "\n");
   out.add_directory("userdata");
   for (const char* name : kUserdataFiles) {
     std::string path = container_dir + "/userdata/" + name;
     if (fs::exists(path)) out.add_file(std::string("userdata/") + name, path);
   }
-
   out.add_directory("checkpoint");
-  for (const auto& name : sorted_entries(dir)) out.add_file("checkpoint/" + name, dir + "/" + name);
+}
 
+// The tail, written while the container is still frozen (from the sink's finish()): its rootfs
+// and volumes as the dumped processes left them, then the checksums; the archive is complete and
+// on disk before the dump ends the container.
+void write_archive_tail(ArchiveWriter& out, int fd, const StorePaths& paths,
+                        const ContainerRecord& record, const ArchiveExportOptions& options,
+                        uint64_t images, uint64_t image_bytes, uint64_t dump_start_us) {
+  ContainerStore store(paths);
+  std::string container_dir = paths.container_dir(record.id);
   if (!options.ignore_rootfs) {
     std::string upper = container_dir + "/upper";
     std::string tar = container_dir + "/rootfs-diff.tar.export-tmp";
@@ -201,9 +201,49 @@ void write_archive(ArchiveWriter& out, const StorePaths& paths, const ContainerR
   }
   if (fs::exists(store.log_path(record.id)))
     out.add_file("container.log", store.log_path(record.id));
-  out.add_bytes("stats-dump", stats_json(checkpoint.stats).dump(2) + "\n");
+  nlohmann::json stats = {{"images", images},
+                          {"image_bytes", image_bytes},
+                          {"dump_time_until_archive_tail", steady_now_us() - dump_start_us}};
+  out.add_bytes("stats-dump", stats.dump(2) + "\n");
   out.finish();
+  if (::fsync(fd) < 0) throw_errno("fsync the archive");
 }
+
+// The dump's images as entries checkpoint/NAME of the archive, streamed as they are produced.
+class ArchiveSink : public ckpt::ImageSink {
+ public:
+  ArchiveSink(ArchiveWriter& writer, std::string what, std::function<void()> tail)
+      : writer_(writer), what_(std::move(what)), tail_(std::move(tail)) {}
+
+  std::unique_ptr<ckpt::ImageOutput> create(const std::string& name, uint64_t size) override {
+    writer_.begin_entry("checkpoint/" + name, size);
+    ++images_;
+    bytes_ += size;
+    return std::make_unique<Output>(writer_);
+  }
+  void finish() override { tail_(); }
+  std::string describe() const override { return "archive " + what_; }
+  uint64_t images() const { return images_; }
+  uint64_t bytes() const { return bytes_; }
+
+ private:
+  class Output : public ckpt::ImageOutput {
+   public:
+    explicit Output(ArchiveWriter& writer) : writer_(writer) {}
+    void write(const void* data, size_t size) override { writer_.write(data, size); }
+    // An output abandoned without commit() leaves a short entry: the whole export fails and
+    // its partial file is removed.
+    void commit() override { writer_.end_entry(); }
+
+   private:
+    ArchiveWriter& writer_;
+  };
+  ArchiveWriter& writer_;
+  std::string what_;
+  std::function<void()> tail_;
+  uint64_t images_ = 0;
+  uint64_t bytes_ = 0;
+};
 
 }  // namespace
 
@@ -227,45 +267,30 @@ ArchiveExportResult export_container(const StorePaths& paths, const std::string&
   RemoveOnExit remove_temp(temp);
 
   ArchiveExportResult result;
-  result.checkpoint = checkpoint_container(paths, id, options.checkpoint);
-  bool ended = !options.checkpoint.leave_running;
   uint64_t t0 = steady_now_us();
-  try {
+  with_context("exporting container " + record.name + " to " + file, [&] {
     TransferProgress progress("Exporting", options.progress);
     ArchiveWriter writer(fd.get(), file, options.compression, &progress);
-    write_archive(writer, paths, record, options, result.checkpoint);
-    if (::fsync(fd.get()) < 0) throw_errno("fsync " + temp);
-    if (::close(fd.release()) < 0) throw_errno("close " + temp);
+    write_archive_head(writer, paths, record, options);
+    ArchiveSink* sink_ptr = nullptr;
+    ArchiveSink sink(writer, file, [&] {
+      write_archive_tail(writer, fd.get(), paths, record, options, sink_ptr->images(),
+                         sink_ptr->bytes(), t0);
+    });
+    sink_ptr = &sink;
+    // The dump streams into the archive; the tail is written from the sink's finish(), before
+    // the dump ends (or resumes) the container. Any failure up to there resumes it.
+    ContainerCheckpointOptions checkpoint = options.checkpoint;
+    checkpoint.sink = &sink;
+    result.checkpoint = checkpoint_container(paths, id, checkpoint);
     progress.finish();
     result.archive_bytes = writer.compressed_bytes();
     result.uncompressed_bytes = writer.uncompressed_bytes();
-    if (::rename(temp.c_str(), file.c_str()) < 0) throw_errno("rename " + temp + " to " + file);
-    remove_temp.disarm();
-  } catch (Error& e) {
-    fd.reset();
-    ::unlink(temp.c_str());
-    remove_temp.disarm();
-    e.add_context("exporting container " + record.name + " to " + file);
-    if (ended) {
-      // The dump ended the container; its checkpoint is still in place: bring it back.
-      try {
-        ContainerRestoreOptions restore;
-        restore.tcp_established = options.checkpoint.tcp_established;
-        restore.file_locks = options.checkpoint.file_locks;
-        restore_container(paths, id, restore);
-      } catch (const std::exception& again) {
-        throw Error(std::string(e.what()) + "; restoring it in place failed too: " + again.what());
-      }
-    } else if (!options.checkpoint.keep) {
-      fs::remove_all(checkpoint_dir(paths, id));
-    }
-    if (ended)
-      throw Error(std::string(e.what()) + " (the container was restored in place and runs on)",
-                  e.sys_errno());
-    throw;
-  }
+  });
+  if (::close(fd.release()) < 0) throw_errno("close " + temp);
+  if (::rename(temp.c_str(), file.c_str()) < 0) throw_errno("rename " + temp + " to " + file);
+  remove_temp.disarm();
   result.archive_duration_us = steady_now_us() - t0;
-  if (!options.checkpoint.keep) fs::remove_all(checkpoint_dir(paths, id));
   return result;
 }
 
