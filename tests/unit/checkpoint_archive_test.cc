@@ -159,6 +159,7 @@ std::string make_real_archive(const std::string& dir, ArchiveCompression compres
   fs::mkdir_p(images);
   pid_t child = ::fork();
   if (child == 0) {
+    ::setsid();
     std::vector<char> data(1 << 20, 'x');  // some page data
     for (;;) ::pause();
   }
