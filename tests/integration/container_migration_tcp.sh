@@ -147,7 +147,14 @@ exec 9>&-
 rc=0
 wait "$client_pid" || rc=$?
 client_pid=
-[[ $rc == 0 ]] || fail "the client's connection did not survive the migration (exit $rc)"
+if [[ $rc != 0 ]]; then
+  # What the container's network namespace on B saw (for the failure report).
+  epid=$(cryoB inspect -f '{{.State.Pid}}' echo)
+  nsenter -t "$epid" -n nstat -az 2>/dev/null | grep -E 'TcpOutRsts|TcpEstabResets|TcpExtTCPAbort|TcpInErrs|TcpExtTCPACKSkipped|TcpExtPAWS|TcpExtTCPChallengeACK|TcpExtTCPSynChallenge|TcpExtTCPOFO' >&2 || true
+  nsenter -t "$epid" -n ss -tnoi >&2 || true
+  inC nstat -az 2>/dev/null | grep -E 'TcpOutRsts|TcpInErrs|TcpEstabResets' >&2 || true
+  fail "the client's connection did not survive the migration (exit $rc)"
+fi
 expect_eq "$(tail -n 1 "$tmp/client.out")" "after" "round trip after the migration"
 cryoB rm -f -t 0 echo >/dev/null
 
