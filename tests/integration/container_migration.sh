@@ -167,11 +167,13 @@ if cryoB exec web test -e /etc/group; then fail "deleted /etc/group is back on B
 expect_eq "$(cryoB exec web cat /www-index)" "migrated" "added file on B"
 
 # -n: a second copy beside the original on B, new ID, new address.
-copy=$(cryoB container restore -i "$tmp/copied.tar.zst" -n web2 --ignore-static-ip --ignore-static-mac)
+copy=$(cryoB container restore -i "$tmp/copied.tar.zst" -n web2 --ignore-static-ip --ignore-static-mac -p 127.0.0.1:18080:8080)
 [[ $copy != "$id" && ${#copy} == 64 ]] || fail "-n gives a new ID: $copy"
 ip2=$(cryoB inspect -f '{{.NetworkSettings.IPAddress}}' web2)
 [[ -n $ip2 && $ip2 != "$ip" ]] || fail "copy has its own IP: '$ip2'"
 expect_eq "$(inB curl -sf "http://$ip2:8080/")" "migrated" "the copy answers"
+expect_eq "$(inB curl -sf "http://127.0.0.1:18080/")" "migrated" "the copy's new published port"
+expect_eq "$(cryoB inspect -f '{{.Name}}' "$copy")" "web2" "the copy's name"
 expect_eq "$(inB curl -sf "http://$ip:8080/")" "migrated" "the original still answers"
 cryoB rm -f -t 0 web2 >/dev/null
 expect_fail "already exists on this host" cryoB container restore -i "$tmp/copied.tar.zst"
