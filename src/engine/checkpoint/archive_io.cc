@@ -88,6 +88,10 @@ void TransferProgress::add(uint64_t bytes) {
   if (!enabled_) return;
   uint64_t now = steady_now_us();
   if (drawn_ && now - last_draw_us_ < 200000) return;
+  draw(now);
+}
+
+void TransferProgress::draw(uint64_t now) {
   last_draw_us_ = now;
   drawn_ = true;
   double seconds = static_cast<double>(now - start_us_) / 1e6;
@@ -98,6 +102,7 @@ void TransferProgress::add(uint64_t bytes) {
 
 void TransferProgress::finish() {
   if (!enabled_ || !drawn_) return;
+  draw(steady_now_us());  // the total
   drawn_ = false;
   last_draw_us_ = 0;
   enabled_ = false;

@@ -37,6 +37,7 @@ class TransferProgress {
   void finish();
 
  private:
+  void draw(uint64_t now_us);
   std::string verb_;
   bool enabled_;
   bool drawn_ = false;
