@@ -5,6 +5,9 @@
 //                                               and writes PASS or FAIL.
 //   ckpt_memory ceilings MIB DIR                 prints this machine's ceilings measured now:
 //                                               memcpy, process_vm_readv, write to a file in DIR.
+//   ckpt_memory tree N OUTFILE                  a tree of N small processes (this one and N-1
+//                                               children), READY, then on SIGTERM checks that
+//                                               every child is still there and writes PASS/FAIL.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -17,6 +20,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -63,7 +67,8 @@ void append(const char* path, const char* text) {
 
 int main(int argc, char** argv) {
   if (argc != 5 && argc != 4) {
-    fprintf(stderr, "usage: %s hold MIB ZERO_PERCENT OUTFILE | ceilings MIB DIR\n", argv[0]);
+    fprintf(stderr, "usage: %s hold MIB ZERO_PERCENT OUTFILE | ceilings MIB DIR | tree N OUTFILE\n",
+            argv[0]);
     return 2;
   }
   std::string mode = argv[1];
@@ -81,6 +86,33 @@ int main(int argc, char** argv) {
     copy = static_cast<uint8_t*>(malloc(size));
     fill(copy, size, zero_percent);
     append(argv[4], memcmp(copy, memory, size) == 0 ? "PASS\n" : "FAIL: memory differs\n");
+    return 0;
+  }
+  if (mode == "tree") {
+    int count = std::atoi(argv[2]);
+    struct sigaction sa {};
+    sa.sa_handler = [](int) { got_term = 1; };
+    sigaction(SIGTERM, &sa, nullptr);
+    std::vector<pid_t> children;
+    for (int i = 1; i < count; ++i) {
+      pid_t child = fork();
+      if (child < 0) exit(2);
+      if (child == 0) {
+        while (!got_term) pause();
+        _exit(0);
+      }
+      children.push_back(child);
+    }
+    append(argv[3], "READY\n");
+    while (!got_term) pause();
+    int exited = 0;
+    for (pid_t child : children) {
+      kill(child, SIGTERM);
+      int status = 0;
+      if (waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        ++exited;
+    }
+    append(argv[3], exited == count - 1 ? "PASS\n" : "FAIL: children lost\n");
     return 0;
   }
   if (mode == "ceilings") {

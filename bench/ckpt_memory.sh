@@ -58,6 +58,26 @@ for mib in "${sizes[@]}"; do
   done
 done
 
+# Per-process frozen cost: trees of 1 and N small processes; the difference of their frozen times
+# divided by N-1 is what each more process costs while the tree is frozen.
+tree_frozen_ms() {
+  rm -rf "$dir/img" "$dir/out"
+  setsid "$helper" tree "$1" "$dir/out" </dev/null >/dev/null 2>&1 &
+  holder=$!
+  until grep -q READY "$dir/out" 2>/dev/null; do sleep 0.05; done
+  local stats
+  stats=$("$cryo" cr dump -t "$holder" -D "$dir/img" --leave-running --print-stats)
+  kill -TERM "$holder"
+  { wait "$holder"; } 2>/dev/null || true
+  holder=""
+  grep -q PASS "$dir/out" || echo "tree of $1: the tree did not survive the dump" >&2
+  echo "$stats" | awk '/^frozen_time/ { printf "%.2f", $2 / 1000 }'
+}
+tree_size=${TREE_SIZE:-50}
+one=$(tree_frozen_ms 1)
+many=$(tree_frozen_ms "$tree_size")
+echo "frozen time: 1 process $one ms, $tree_size processes $many ms: $(awk -v a="$one" -v b="$many" -v n="$tree_size" 'BEGIN { printf "%.2f", (b - a) / (n - 1) }') ms per extra process (target <= 2 ms)"
+
 # Per-process overhead: a tiny process (the counter zdtm program if built).
 small="$build/tests/zdtm/bin/counter"
 if [ -x "$small" ]; then

@@ -12,15 +12,21 @@
 
 namespace cryo::ckpt {
 
+class ImageSink;
+
 struct DumpOptions {
   bool leave_running = false;
   bool shell_job = false;
   bool tcp_established = false;
   bool file_locks = false;
-  bool ext_unix_sk = false;  // unix sockets whose peer is outside the tree are allowed
+  bool ext_unix_sk = false;    // unix sockets whose peer is outside the tree are allowed
   std::string freezer_cgroup;  // cgroup directory (v1 freezer or cgroup2) holding exactly the tree
   // container-cr: links of fds outside the tree (FileDumpOptions::external_files).
   std::set<std::string> external_files;
+  // Where the images go (not owned; must outlive dump()). Unset: a DirectorySink on image_dir
+  // (files exactly as docs/IMAGE-FORMAT.md says). A dump that fails never calls the sink's
+  // finish(); the outputs it had open are aborted.
+  ImageSink* sink = nullptr;
 };
 
 // Measured, in microseconds (Podman's --print-stats names).
@@ -33,8 +39,8 @@ struct DumpStats {
   uint64_t pages_written = 0;
 };
 
-// Dumps the tree rooted at `pid` into `image_dir`. Throws cryo::Error; on failure the tree runs
-// on as it was.
+// Dumps the tree rooted at `pid` into `image_dir` (or options.sink, when set: image_dir is then
+// only used in messages). Throws cryo::Error; on failure the tree runs on as it was.
 DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& options);
 
 struct RestoreOptions {

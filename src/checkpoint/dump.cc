@@ -44,9 +44,8 @@ uint64_t remote_tid_address(RemoteSyscalls& remote) {
   return value;
 }
 
-json dump_process(FrozenProcess& process, const std::string& image_dir,
-                  MemoryDumpCounters& counters, std::map<uint64_t, json>& dumped_shmem,
-                  const PidTranslation& pids) {
+json dump_process(FrozenProcess& process, ImageSink& sink, MemoryDumpCounters& counters,
+                  std::map<uint64_t, json>& dumped_shmem, const PidTranslation& pids) {
   pid_t pid = process.info.pid;
   // container-cr: images name the process by its PID in the tree's own namespace.
   const std::string image_id = std::to_string(pids.to_image(pid));
@@ -77,12 +76,12 @@ json dump_process(FrozenProcess& process, const std::string& image_dir,
   core["threads"] = threads;
   core["shared_pending_signals"] =
       siginfos_to_json(process.threads.at(0).peek_pending_signals(true));
-  write_json_image(image_dir, "core-" + image_id + ".img", core);
+  write_json_image(sink, "core-" + image_id + ".img", core);
   uint64_t t_threads = steady_now_us();
 
-  json mm = dump_memory(pid, image_dir, counters, dumped_shmem);
+  json mm = dump_memory(pid, sink, counters, dumped_shmem);
   mm["brk"] = brk;
-  write_json_image(image_dir, "mm-" + image_id + ".img", mm);
+  write_json_image(sink, "mm-" + image_id + ".img", mm);
   LOG_DEBUG << "pid " << pid << ": threads and attributes " << (t_threads - t_start)
             << " us, memory " << (steady_now_us() - t_threads) << " us";
   return core;
@@ -92,7 +91,9 @@ json dump_process(FrozenProcess& process, const std::string& image_dir,
 
 DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& options) {
   DumpStats stats;
-  fs::mkdir_p(image_dir);
+  std::unique_ptr<DirectorySink> directory;
+  if (options.sink == nullptr) directory = std::make_unique<DirectorySink>(image_dir);
+  ImageSink& sink = options.sink != nullptr ? *options.sink : *directory;
   uint64_t t0 = steady_now_us();
   FrozenTree tree = with_context("freezing the tree of pid " + std::to_string(pid),
                                  [&] { return FrozenTree::freeze(pid, options.freezer_cgroup); });
@@ -107,7 +108,7 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
   }
   if (fs::read_link("/proc/self/ns/time") !=
       fs::read_link("/proc/" + std::to_string(pid) + "/ns/time"))
-    write_json_image(image_dir, kTimeNamespaceImage, to_json(read_clocks_of(pid)));
+    write_json_image(sink, kTimeNamespaceImage, to_json(read_clocks_of(pid)));
 
   auto& processes = tree.processes();
   const ProcessInfo& root = processes.at(0).info;
@@ -124,7 +125,7 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
   file_options.file_locks = options.file_locks;
   file_options.ext_unix_sk = options.ext_unix_sk;
   file_options.external_files = options.external_files;
-  FileDumper files(image_dir, file_options);
+  FileDumper files(sink, file_options);
   MemoryDumpCounters counters;
   std::map<uint64_t, json> dumped_shmem;
   json pstree = json::array();
@@ -146,7 +147,7 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
     pstree.push_back(entry);
     if (info.zombie) continue;
     with_context("dumping pid " + std::to_string(info.pid), [&] {
-      dump_process(process, image_dir, counters, dumped_shmem, pids);
+      dump_process(process, sink, counters, dumped_shmem, pids);
       UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, info.pid, 0)));
       if (!pidfd) throw_errno("pidfd_open");
       uint64_t t_files = steady_now_us();
@@ -155,11 +156,11 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
     });
   }
   files.finish();
-  write_json_image(image_dir, "pstree.img", pstree);
+  write_json_image(sink, "pstree.img", pstree);
   json shmem = json::array();
   for (auto& [inode, object] : dumped_shmem) shmem.push_back(object);
-  write_json_image(image_dir, "shmem.img", shmem);
-  write_inventory(image_dir, pids.to_image(pid), options);
+  write_json_image(sink, "shmem.img", shmem);
+  write_inventory(sink, pids.to_image(pid), options);
 
   stats.memdump_time = counters.read_us;
   stats.memwrite_time = counters.write_us;
@@ -168,14 +169,19 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
   // Established TCP connections stay in repair mode while the tree dies, so that they close
   // without FIN or RST and the peer waits for the restored copy; a tree that runs on gets them
   // back as they were.
+  // The images are made durable once, for the whole set: after the tree runs on again when it
+  // does, before it is killed otherwise (a dump that fails must leave the tree alive).
   if (options.leave_running) {
     files.release_tcp_repair();
     tree.resume();
+    stats.frozen_time = steady_now_us() - frozen_at;
+    with_context(sink.describe(), [&] { sink.finish(); });
   } else {
+    with_context(sink.describe(), [&] { sink.finish(); });
     files.keep_tcp_repair_for_kill();
     tree.kill();
+    stats.frozen_time = steady_now_us() - frozen_at;
   }
-  stats.frozen_time = steady_now_us() - frozen_at;
   return stats;
 }
 

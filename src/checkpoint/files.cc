@@ -201,12 +201,13 @@ void restore_position(int fd, const json& description) {
     throw_errno("lseek to " + std::to_string(pos));
 }
 
-json dump_file_content(const std::string& image_dir, const std::string& name, int fd) {
+json dump_file_content(ImageSink& sink, const std::string& name, int fd) {
   struct stat st;
   if (::fstat(fd, &st) < 0) throw_errno("fstat");
-  RawImageWriter writer(image_dir, name);
+  // The data extents first: they give the image's size before any byte is written.
   json extents = json::array();
-  std::vector<char> buf(1 << 20);
+  std::vector<std::pair<off_t, off_t>> regions;
+  uint64_t payload = 0;
   off_t end = st.st_size;
   off_t offset = 0;
   while (offset < end) {
@@ -219,6 +220,13 @@ json dump_file_content(const std::string& image_dir, const std::string& name, in
     if (hole < 0) throw_errno("lseek SEEK_HOLE");
     hole = std::min(hole, end);
     extents.push_back({data, hole - data});
+    regions.push_back({data, hole});
+    payload += static_cast<uint64_t>(hole - data);
+    offset = hole;
+  }
+  RawImageWriter writer(sink, name, payload);
+  std::vector<char> buf(1 << 20);
+  for (auto [data, hole] : regions) {
     for (off_t at = data; at < hole;) {
       size_t want = static_cast<size_t>(std::min<off_t>(static_cast<off_t>(buf.size()), hole - at));
       ssize_t n = ::pread(fd, buf.data(), want, at);
@@ -230,7 +238,6 @@ json dump_file_content(const std::string& image_dir, const std::string& name, in
       writer.append(buf.data(), static_cast<size_t>(n));
       at += n;
     }
-    offset = hole;
   }
   writer.finish();
   return json{{"size", st.st_size}, {"extents", extents}, {"image", name}};
@@ -290,8 +297,10 @@ struct FileDumper::Impl {
   files::FileLockDumper locks;
   bool finished = false;
 
-  Impl(std::string image_dir, FileDumpOptions options)
-      : ctx(std::move(image_dir), options), locks(options.file_locks) {}
+  // Set when the dumper was given a directory rather than a sink (it finishes it).
+  std::unique_ptr<DirectorySink> own_sink;
+
+  Impl(ImageSink& sink, FileDumpOptions options) : ctx(sink, options), locks(options.file_locks) {}
 
   uint64_t find_or_add(DumpedFd& fd, UniqueFd stolen) {
     auto& candidates = by_inode[{fd.st.st_dev, fd.st.st_ino}];
@@ -342,7 +351,15 @@ struct FileDumper::Impl {
 };
 
 FileDumper::FileDumper(std::string image_dir, FileDumpOptions options)
-    : impl_(std::make_unique<Impl>(std::move(image_dir), options)) {
+    : FileDumper(std::make_unique<DirectorySink>(std::move(image_dir)), options) {}
+
+FileDumper::FileDumper(std::unique_ptr<DirectorySink> sink, FileDumpOptions options)
+    : FileDumper(*sink, options) {
+  impl_->own_sink = std::move(sink);
+}
+
+FileDumper::FileDumper(ImageSink& sink, FileDumpOptions options)
+    : impl_(std::make_unique<Impl>(sink, options)) {
   // One stolen fd per description of the whole tree is held until finish(): allow as many as
   // the hard limit does.
   struct rlimit lim;
@@ -425,7 +442,7 @@ void FileDumper::dump_process(pid_t pid, int pidfd, pid_t image_pid) {
   }
   table["fds"] = std::move(entries);
   with_context("pid " + std::to_string(pid),
-               [&] { write_json_image(impl_->ctx.image_dir(), fdtable_image(image_pid), table); });
+               [&] { write_json_image(impl_->ctx.sink(), fdtable_image(image_pid), table); });
   impl_->dumped_pids.push_back(pid);
 }
 
@@ -434,7 +451,8 @@ void FileDumper::finish() {
   json files = impl_->ctx.sections();
   files["descriptions"] = impl_->descriptions;
   files["file_locks"] = impl_->locks.image();
-  write_json_image(impl_->ctx.image_dir(), kFilesImage, files);
+  write_json_image(impl_->ctx.sink(), kFilesImage, files);
+  if (impl_->own_sink) impl_->own_sink->finish();
   impl_->by_inode.clear();
   impl_->finished = true;
 }

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "checkpoint/image/image_sink.h"
+
 namespace cryo::ckpt {
 
 struct FileDumpOptions {
@@ -36,6 +38,9 @@ struct FileDumpOptions {
 // pidfd_getfd and deduplicated across processes (kcmp).
 class FileDumper {
  public:
+  // Images go to `sink`, which must outlive the dumper; the caller finishes it.
+  FileDumper(ImageSink& sink, FileDumpOptions options);
+  // Images go to files of `image_dir` (made durable by finish()).
   FileDumper(std::string image_dir, FileDumpOptions options);
   ~FileDumper();
   // Writes fdtable-PID.img; remembers the descriptions the fds refer to.
@@ -43,7 +48,8 @@ class FileDumper {
   // container-cr: the same, with the images keyed by `image_pid` (the pid in the tree's own PID
   // namespace) while /proc and kcmp use the dumper's `pid`.
   void dump_process(pid_t pid, int pidfd, pid_t image_pid);
-  // Writes files.img and the data files of the descriptions (pipe contents, deleted files...).
+  // Writes files.img (the data images of descriptions, pipe contents, deleted files..., are written
+  // as they are dumped).
   void finish();
   // Sockets: established TCP connections stay in repair mode from their dump on (they send
   // nothing). Call this after finish() and before killing the dumped tree: repair mode then stays
@@ -56,6 +62,7 @@ class FileDumper {
   void release_tcp_repair();
 
  private:
+  FileDumper(std::unique_ptr<DirectorySink> sink, FileDumpOptions options);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -18,7 +18,7 @@ std::string hex(uint64_t v) {
 }
 }  // namespace
 
-void write_inventory(const std::string& image_dir, pid_t root, const DumpOptions& options) {
+void write_inventory(ImageSink& sink, pid_t root, const DumpOptions& options) {
   utsname uts{};
   ::uname(&uts);
   json inv;
@@ -33,7 +33,7 @@ void write_inventory(const std::string& image_dir, pid_t root, const DumpOptions
                     {"tcp_established", options.tcp_established},
                     {"file_locks", options.file_locks},
                     {"freezer_cgroup", options.freezer_cgroup}};
-  write_json_image(image_dir, "inventory.img", inv);
+  write_json_image(sink, "inventory.img", inv);
 }
 
 json read_and_check_inventory(const std::string& image_dir) {

@@ -67,11 +67,13 @@ struct Range {
   bool readable;
 };
 
-// Copies ranges of a process's memory into a raw image in large batches.
+// Copies ranges of a process's memory into a raw image in large batches. Every page of the
+// ranges goes into the image (its size was fixed from pagemap before any page was read); pages
+// found to hold only zeros stay out of the runs, so restore leaves them untouched (zero).
 class PageCopier {
  public:
   PageCopier(pid_t pid, RawImageWriter& out, MemoryDumpCounters& counters)
-      : pid_(pid), out_(out), counters_(counters), buffer_(copy_buffer()) {}
+      : pid_(pid), out_(out), counters_(counters) {}
 
   void copy(const std::vector<Range>& ranges, std::vector<PageRun>& runs) {
     std::vector<iovec> remote;
@@ -104,11 +106,14 @@ class PageCopier {
   void read_and_write(const std::vector<iovec>& remote, const std::vector<Range>& pieces,
                       size_t bytes, std::vector<PageRun>& runs) {
     uint64_t t0 = steady_now_us();
+    // Straight into the image when the sink can offer its memory (one copy), else via a buffer.
+    uint8_t* in_place = out_.reserve_in_place(bytes);
+    uint8_t* data = in_place != nullptr ? in_place : copy_buffer();
     bool all_readable =
         std::all_of(pieces.begin(), pieces.end(), [](const Range& r) { return r.readable; });
     ssize_t n = -1;
     if (all_readable) {
-      iovec local{buffer_.data(), bytes};
+      iovec local{data, bytes};
       n = ::process_vm_readv(pid_, &local, 1, remote.data(), remote.size(), 0);
     }
     if (n != static_cast<ssize_t>(bytes)) {
@@ -123,7 +128,7 @@ class PageCopier {
       for (const iovec& iov : remote) {
         size_t got = 0;
         while (got < iov.iov_len) {
-          ssize_t r = ::pread(mem_.get(), buffer_.data() + at + got, iov.iov_len - got,
+          ssize_t r = ::pread(mem_.get(), data + at + got, iov.iov_len - got,
                               static_cast<off_t>(reinterpret_cast<uint64_t>(iov.iov_base) + got));
           if (r <= 0)
             throw_errno("process " + std::to_string(pid_) + ": reading memory at " +
@@ -136,22 +141,21 @@ class PageCopier {
     uint64_t t1 = steady_now_us();
     counters_.read_us += t1 - t0;
 
+    const uint64_t base = out_.payload_size();
     size_t at = 0;
     for (const Range& piece : pieces) {
       uint64_t i = 0;
       while (i < piece.pages) {
-        const uint8_t* page = buffer_.data() + at + i * kPageSize;
+        const uint8_t* page = data + at + i * kPageSize;
         if (piece.skip_zero && page_is_zero(page)) {
           ++i;
           continue;
         }
         uint64_t j = i + 1;
-        while (j < piece.pages &&
-               !(piece.skip_zero && page_is_zero(buffer_.data() + at + j * kPageSize)))
+        while (j < piece.pages && !(piece.skip_zero && page_is_zero(data + at + j * kPageSize)))
           ++j;
         uint64_t key = piece.key + i * kPageSize;
-        uint64_t offset = out_.payload_size();
-        out_.append(page, (j - i) * kPageSize);
+        uint64_t offset = base + at + i * kPageSize;
         if (!runs.empty() && runs.back().vaddr + runs.back().pages * kPageSize == key &&
             runs.back().offset + runs.back().pages * kPageSize == offset)
           runs.back().pages += j - i;
@@ -162,24 +166,27 @@ class PageCopier {
       }
       at += piece.pages * kPageSize;
     }
+    if (in_place != nullptr)
+      out_.commit_in_place(bytes);
+    else
+      out_.append(data, bytes);
     counters_.write_us += steady_now_us() - t1;
   }
 
-  pid_t pid_;
-  RawImageWriter& out_;
-  MemoryDumpCounters& counters_;
   // One buffer for the whole dump, populated up front: first touches cost ~10 µs per page here.
-  static std::span<uint8_t> copy_buffer() {
+  static uint8_t* copy_buffer() {
     static uint8_t* buffer = [] {
       void* p = ::mmap(nullptr, kCopyChunk, PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
       if (p == MAP_FAILED) throw_errno("mmap of the page copy buffer");
       return static_cast<uint8_t*>(p);
     }();
-    return {buffer, kCopyChunk};
+    return buffer;
   }
 
-  std::span<uint8_t> buffer_;
+  pid_t pid_;
+  RawImageWriter& out_;
+  MemoryDumpCounters& counters_;
   UniqueFd mem_;
 };
 
@@ -356,16 +363,70 @@ std::vector<PageRun> runs_from_json(const json& j) {
   return runs;
 }
 
-json dump_memory(pid_t pid, const std::string& image_dir, MemoryDumpCounters& counters,
+namespace {
+
+// Dumps one shared memory object (shared anonymous mapping, memfd, SysV segment) through the
+// mapping's file: its data extents are found first (the image's size), then copied.
+json dump_shared_object(const std::string& map_file, const Vma& vma, ImageSink& sink,
+                        MemoryDumpCounters& counters) {
+  UniqueFd object(::open(map_file.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!object) throw_errno("open " + map_file);
+  struct stat st {};
+  if (::fstat(object.get(), &st) < 0) throw_errno("fstat " + map_file);
+  uint64_t t0 = steady_now_us();
+  std::vector<std::pair<off_t, off_t>> extents;  // [data, hole)
+  uint64_t payload = 0;
+  for (off_t pos = 0; pos < st.st_size;) {
+    off_t data = ::lseek(object.get(), pos, SEEK_DATA);
+    if (data < 0) break;  // ENXIO: no data after pos
+    off_t hole = ::lseek(object.get(), data, SEEK_HOLE);
+    if (hole < 0 || hole > st.st_size) hole = st.st_size;
+    extents.push_back({data, hole});
+    // A partial last page is stored whole, zero-filled.
+    payload += (static_cast<uint64_t>(hole - data) + kPageSize - 1) / kPageSize * kPageSize;
+    pos = hole;
+  }
+  std::string name = "shmem-" + std::to_string(vma.inode) + ".img";
+  RawImageWriter shm(sink, name, payload);
+  std::vector<PageRun> shm_runs;
+  std::vector<uint8_t> buffer(kCopyChunk);  // rare (shared memory only): a plain buffer will do
+  for (auto [data, hole] : extents) {
+    for (off_t at = data; at < hole;) {
+      size_t want =
+          static_cast<size_t>(std::min<off_t>(static_cast<off_t>(buffer.size()), hole - at));
+      ssize_t got = ::pread(object.get(), buffer.data(), want, at);
+      if (got < 0) throw_errno("reading shared memory " + vma.path);
+      if (static_cast<size_t>(got) != want)
+        throw Error("shared memory " + vma.path + " shrank while being dumped");
+      size_t n = (want + kPageSize - 1) / kPageSize * kPageSize;
+      std::memset(buffer.data() + want, 0, n - want);
+      uint64_t offset = shm.payload_size();
+      shm.append(buffer.data(), n);
+      shm_runs.push_back({static_cast<uint64_t>(at), n / kPageSize, offset});
+      counters.pages_written += n / kPageSize;
+      at += got;
+    }
+  }
+  counters.pages_scanned += static_cast<uint64_t>(st.st_size) / kPageSize;
+  counters.read_us += steady_now_us() - t0;
+  shm.finish();
+  return {{"inode", vma.inode},
+          {"size", static_cast<uint64_t>(st.st_size)},
+          {"image", name},
+          {"runs", runs_to_json(shm_runs)}};
+}
+
+}  // namespace
+
+json dump_memory(pid_t pid, ImageSink& sink, MemoryDumpCounters& counters,
                  std::map<uint64_t, json>& dumped_shmem) {
   std::string proc = "/proc/" + std::to_string(pid);
   std::vector<Vma> vmas = read_vmas(pid);
   UniqueFd pagemap(::open((proc + "/pagemap").c_str(), O_RDONLY | O_CLOEXEC));
   if (!pagemap) throw_errno("open " + proc + "/pagemap");
 
-  RawImageWriter pages(image_dir, "pages-" + std::to_string(pid) + ".img");
-  PageCopier copier(pid, pages, counters);
   std::vector<Range> ranges;
+  uint64_t pages_in_ranges = 0;
   json vma_list = json::array();
   for (const Vma& vma : vmas) {
     vma_list.push_back(vma_to_json(vma));
@@ -383,52 +444,21 @@ json dump_memory(pid_t pid, const std::string& image_dir, MemoryDumpCounters& co
       char range[64];
       std::snprintf(range, sizeof range, "/map_files/%lx-%lx",
                     static_cast<unsigned long>(vma.start), static_cast<unsigned long>(vma.end));
-      UniqueFd object(::open((proc + range).c_str(), O_RDONLY | O_CLOEXEC));
-      if (!object) throw_errno("open " + proc + range);
-      struct stat st {};
-      if (::fstat(object.get(), &st) < 0) throw_errno("fstat " + proc + range);
-      std::string name = "shmem-" + std::to_string(vma.inode) + ".img";
-      RawImageWriter shm(image_dir, name);
-      std::vector<PageRun> shm_runs;
-      std::vector<uint8_t> buffer(kCopyChunk);  // rare (shared memory only): a plain buffer will do
-      uint64_t t0 = steady_now_us();
-      off_t pos = 0;
-      while (pos < st.st_size) {
-        off_t data = ::lseek(object.get(), pos, SEEK_DATA);
-        if (data < 0) break;  // ENXIO: no data after pos
-        off_t hole = ::lseek(object.get(), data, SEEK_HOLE);
-        if (hole < 0) hole = st.st_size;
-        for (off_t at = data; at < hole;) {
-          size_t n =
-              static_cast<size_t>(std::min<off_t>(static_cast<off_t>(buffer.size()), hole - at));
-          ssize_t got = ::pread(object.get(), buffer.data(), n, at);
-          if (got <= 0) throw_errno("reading shared memory " + vma.path);
-          // A partial last page is stored whole, zero-filled.
-          n = (static_cast<size_t>(got) + kPageSize - 1) / kPageSize * kPageSize;
-          std::memset(buffer.data() + got, 0, n - static_cast<size_t>(got));
-          uint64_t offset = shm.payload_size();
-          shm.append(buffer.data(), n);
-          shm_runs.push_back({static_cast<uint64_t>(at), n / kPageSize, offset});
-          counters.pages_written += n / kPageSize;
-          at += got;
-        }
-        pos = hole;
-      }
-      counters.pages_scanned += static_cast<uint64_t>(st.st_size) / kPageSize;
-      counters.read_us += steady_now_us() - t0;
-      shm.finish();
-      dumped_shmem[vma.inode] = {{"inode", vma.inode},
-                                 {"size", static_cast<uint64_t>(st.st_size)},
-                                 {"image", name},
-                                 {"runs", runs_to_json(shm_runs)}};
+      dumped_shmem[vma.inode] = dump_shared_object(proc + range, vma, sink, counters);
       continue;
     }
     uint64_t t0 = steady_now_us();
     auto present = pages_to_dump(pagemap.get(), vma.start, vma.end, false, counters);
     counters.read_us += steady_now_us() - t0;
-    for (auto [addr, n] : present)
+    for (auto [addr, n] : present) {
       ranges.push_back({addr, n, addr, vma.kind == VmaKind::kAnon, (vma.prot & PROT_READ) != 0});
+      pages_in_ranges += n;
+    }
   }
+  // The image's size is known from pagemap before any page is read (a streaming sink needs it).
+  std::string pages_image = "pages-" + std::to_string(pid) + ".img";
+  RawImageWriter pages(sink, pages_image, pages_in_ranges * kPageSize);
+  PageCopier copier(pid, pages, counters);
   std::vector<PageRun> runs;
   copier.copy(ranges, runs);
   uint64_t t0 = steady_now_us();
@@ -438,7 +468,7 @@ json dump_memory(pid_t pid, const std::string& image_dir, MemoryDumpCounters& co
   json mm;
   mm["vmas"] = vma_list;
   mm["runs"] = runs_to_json(runs);
-  mm["pages_image"] = "pages-" + std::to_string(pid) + ".img";
+  mm["pages_image"] = pages_image;
   std::string auxv = fs::read_file(proc + "/auxv");
   mm["auxv"] = base64_encode(auxv.data(), auxv.size());
   mm["exe"] = fs::read_link(proc + "/exe");

@@ -71,9 +71,10 @@ struct MemoryDumpCounters {
 };
 
 // Dumps the memory of a stopped process: returns mm-PID.img's content (VMAs, page runs, the
-// mm fields of /proc/PID/stat, auxv, exe) and writes pages-PID.img. Shared anonymous memory is
-// dumped once per object into shmem-INODE.img (`dumped_shmem` remembers which ones are done).
-json dump_memory(pid_t pid, const std::string& image_dir, MemoryDumpCounters& counters,
+// mm fields of /proc/PID/stat, auxv, exe) and writes pages-PID.img through `sink`. Shared
+// anonymous memory is dumped once per object into shmem-INODE.img (`dumped_shmem` remembers which
+// ones are done), before pages-PID.img (one output open at a time).
+json dump_memory(pid_t pid, ImageSink& sink, MemoryDumpCounters& counters,
                  std::map<uint64_t, json>& dumped_shmem);
 
 }  // namespace cryo::ckpt

@@ -154,7 +154,8 @@ TEST(CkptMemory, DumpsTouchedNonZeroPagesOnly) {
     FrozenTree frozen = FrozenTree::freeze(child);
     MemoryDumpCounters counters;
     std::map<uint64_t, json> shmem;
-    mm = dump_memory(child, dir, counters, shmem);
+    DirectorySink sink(dir);
+    mm = dump_memory(child, sink, counters, shmem);
   }
   kill(child, SIGKILL);
   waitpid(child, nullptr, 0);

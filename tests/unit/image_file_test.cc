@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <filesystem>
+
 #include "checkpoint/syscall_batch.h"
 #include "common/error.h"
 #include "common/fs.h"
@@ -41,11 +43,13 @@ TEST_F(ImageFileTest, JsonRoundTripAndCorruptionDetected) {
 
 TEST_F(ImageFileTest, RawStreamedRoundTripTruncationAndVersion) {
   {
-    RawImageWriter w(dir_, "pages-1.img");
+    DirectorySink sink(dir_);
+    RawImageWriter w(sink, "pages-1.img", 15000);
     std::string a(10000, 'a'), b(5000, 'b');
     w.append(a.data(), a.size());
     w.append(b.data(), b.size());
     w.finish();
+    sink.finish();
   }
   RawImageReader r(dir_, "pages-1.img");
   EXPECT_EQ(r.payload_size(), 15000u);
@@ -60,8 +64,17 @@ TEST_F(ImageFileTest, RawStreamedRoundTripTruncationAndVersion) {
 }
 
 TEST_F(ImageFileTest, UnfinishedWriterLeavesNoFile) {
-  { RawImageWriter w(dir_, "pages-2.img"); }
-  EXPECT_FALSE(fs::exists(dir_ + "/pages-2.img"));
+  DirectorySink sink(dir_);
+  {
+    RawImageWriter w(sink, "pages-2.img", 8192);
+    std::string a(4096, 'a');
+    w.append(a.data(), a.size());
+  }
+  {
+    // Large enough to be written through a mapping of the preallocated file.
+    RawImageWriter w(sink, "pages-3.img", DirectorySink::kMapThreshold * 2);
+  }
+  EXPECT_TRUE(std::filesystem::is_empty(dir_));
 }
 
 TEST_F(ImageFileTest, OtherFormatVersionIsRefusedWithClearMessage) {

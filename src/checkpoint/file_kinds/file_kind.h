@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "checkpoint/files.h"
+#include "checkpoint/image/image_sink.h"
 #include "common/log.h"
 #include "common/unique_fd.h"
 
@@ -43,13 +44,14 @@ struct DumpedFd {
   std::string describe() const;
 };
 
-// State of a dump shared by all kinds: the image directory and the objects that stand behind
+// State of a dump shared by all kinds: where images go and the objects that stand behind
 // several descriptions (a pipe inode, a deleted file, a memfd...).
 class DumpContext {
  public:
-  DumpContext(std::string image_dir, FileDumpOptions options)
-      : image_dir_(std::move(image_dir)), options_(options) {}
-  const std::string& image_dir() const { return image_dir_; }
+  DumpContext(ImageSink& sink, FileDumpOptions options) : sink_(sink), options_(options) {}
+  // Every image a kind writes goes through the sink (write_json_image, RawImageWriter), one
+  // output at a time.
+  ImageSink& sink() const { return sink_; }
   const FileDumpOptions& options() const { return options_; }
 
   struct ObjectRef {
@@ -102,7 +104,7 @@ class DumpContext {
   std::map<std::string, std::shared_ptr<void>> kind_states_;
   std::vector<std::function<void()>> finish_checks_;
   std::vector<std::function<void()>> resume_actions_;
-  std::string image_dir_;
+  ImageSink& sink_;
   FileDumpOptions options_;
   uint64_t next_id_ = 1;
   struct Section {
@@ -200,7 +202,7 @@ int open_flags(int dumped_flags);
 void restore_position(int fd, const json& description);
 // Writes the data regions of the file behind `fd` into raw image `name`; returns its size and
 // extents ([[offset, length], ...]) for the object entry.
-json dump_file_content(const std::string& image_dir, const std::string& name, int fd);
+json dump_file_content(ImageSink& sink, const std::string& name, int fd);
 // Fills a freshly created file `fd` from an image written by dump_file_content.
 void restore_file_content(const std::string& image_dir, const std::string& name, int fd,
                           const json& content);

@@ -73,7 +73,7 @@ void dump_pipe_object(DumpContext& ctx, const DumpedFd& fd, uint64_t id, json& e
   entry["bytes"] = data.size();
   if (data.empty()) return;  // most pipes: no image file at all
   std::string image = "pipe-" + std::to_string(id) + ".img";
-  RawImageWriter writer(ctx.image_dir(), image);
+  RawImageWriter writer(ctx.sink(), image, data.size());
   writer.append(data.data(), data.size());
   writer.finish();
   entry["image"] = image;

@@ -61,7 +61,7 @@ void dump_ghost(DumpContext& ctx, const DumpedFd& fd, json& description) {
     ghost["gid"] = fd.st.st_gid;
     UniqueFd reader = reopen_fd(fd.stolen, O_RDONLY);
     ghost["content"] = dump_file_content(
-        ctx.image_dir(), "ghost-" + std::to_string(object.id) + ".img", reader.get());
+        ctx.sink(), "ghost-" + std::to_string(object.id) + ".img", reader.get());
   }
   description["kind"] = "ghost";
   description["ghost"] = object.id;
@@ -153,7 +153,7 @@ void memfd_dump(DumpContext& ctx, const DumpedFd& fd, json& description) {
     memfd["seals"] = seals;
     UniqueFd reader = reopen_fd(fd.stolen, O_RDONLY);
     memfd["content"] = dump_file_content(
-        ctx.image_dir(), "memfd-" + std::to_string(object.id) + ".img", reader.get());
+        ctx.sink(), "memfd-" + std::to_string(object.id) + ".img", reader.get());
   }
   description["kind"] = "memfd";
   description["memfd"] = object.id;

@@ -344,9 +344,8 @@ std::vector<std::pair<int, std::string>> diag_attributes(const std::string& answ
   return out;
 }
 
-json write_bytes_image(const std::string& image_dir, const std::string& name,
-                       const std::string& data) {
-  RawImageWriter writer(image_dir, name);
+json write_bytes_image(ImageSink& sink, const std::string& name, const std::string& data) {
+  RawImageWriter writer(sink, name, data.size());
   writer.append(data.data(), data.size());
   writer.finish();
   return json{{"image", name}, {"bytes", data.size()}};

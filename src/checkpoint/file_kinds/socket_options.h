@@ -55,8 +55,7 @@ std::vector<std::pair<int, std::string>> diag_attributes(const std::string& answ
                                                          size_t header_size);
 
 // Bytes kept in raw image `name` of the dump; their size in the returned json (with "image").
-json write_bytes_image(const std::string& image_dir, const std::string& name,
-                       const std::string& data);
+json write_bytes_image(ImageSink& sink, const std::string& name, const std::string& data);
 std::string read_bytes_image(const std::string& image_dir, const json& entry);
 
 // Writes all of `data` to the blocking socket `fd` with send(flags).

@@ -194,8 +194,8 @@ void dump_established(DumpContext& ctx, const DumpedFd& fd, const json& local, c
   tcp["send_seq"] = sending.first_seq;
   std::string base = "tcp-" + std::to_string(description.at("id").get<uint64_t>());
   tcp["recv_queue"] =
-      sockets::write_bytes_image(ctx.image_dir(), base + "-recv.img", received.data);
-  tcp["send_queue"] = sockets::write_bytes_image(ctx.image_dir(), base + "-send.img", sending.data);
+      sockets::write_bytes_image(ctx.sink(), base + "-recv.img", received.data);
+  tcp["send_queue"] = sockets::write_bytes_image(ctx.sink(), base + "-send.img", sending.data);
   tcp["send_unsent"] = notsent;
 
   tcp_info info = get_tcp_info(s);

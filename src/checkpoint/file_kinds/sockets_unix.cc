@@ -268,7 +268,7 @@ Queue peek_queue(int fd, int type, int shutdown) {
 }
 
 json queue_json(DumpContext& ctx, const std::string& image, const Queue& queue) {
-  json out = sockets::write_bytes_image(ctx.image_dir(), image, queue.bytes);
+  json out = sockets::write_bytes_image(ctx.sink(), image, queue.bytes);
   if (!queue.messages.empty()) out["messages"] = queue.messages;
   return out;
 }

@@ -95,16 +95,21 @@ void check_frame(int fd, const std::string& path, PayloadKind kind, uint64_t* si
 
 }  // namespace
 
-void write_json_image(const std::string& dir, const std::string& name, const json& value) {
+void write_json_image(ImageSink& sink, const std::string& name, const json& value) {
   std::string payload = value.dump(1);
   Header h = make_header(PayloadKind::kJson, payload.size());
   Trailer t = make_trailer(XXH3_64bits(payload.data(), payload.size()));
-  std::string file;
-  file.reserve(sizeof h + payload.size() + sizeof t);
-  file.append(reinterpret_cast<const char*>(&h), sizeof h);
-  file += payload;
-  file.append(reinterpret_cast<const char*>(&t), sizeof t);
-  fs::write_file_atomic(dir + "/" + name, file, 0600);
+  std::unique_ptr<ImageOutput> out = sink.create(name, image_file_size(payload.size()));
+  out->write(&h, sizeof h);
+  out->write(payload.data(), payload.size());
+  out->write(&t, sizeof t);
+  out->commit();
+}
+
+void write_json_image(const std::string& dir, const std::string& name, const json& value) {
+  DirectorySink sink(dir);
+  write_json_image(sink, name, value);
+  sink.finish();
 }
 
 json read_json_image(const std::string& dir, const std::string& name) {
@@ -124,36 +129,57 @@ json read_json_image(const std::string& dir, const std::string& name) {
   }
 }
 
-RawImageWriter::RawImageWriter(const std::string& dir, const std::string& name)
-    : path_(dir + "/" + name), hash_(XXH3_createState()) {
-  fd_ = fs::open_or_throw(path_, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  XXH3_64bits_reset(hash_);
-  Header h = make_header(PayloadKind::kRaw, 0);
-  fs::write_all(fd_.get(), &h, sizeof h, path_);
+RawImageWriter::RawImageWriter(ImageSink& sink, const std::string& name, uint64_t payload_size)
+    : name_(name), hash_(XXH3_createState()), announced_(payload_size) {
+  if (hash_ == nullptr) throw Error("out of memory for the checksum of " + name);
+  try {
+    out_ = sink.create(name, image_file_size(payload_size));
+    XXH3_64bits_reset(hash_);
+    Header h = make_header(PayloadKind::kRaw, payload_size);
+    out_->write(&h, sizeof h);
+  } catch (...) {
+    XXH3_freeState(hash_);
+    throw;
+  }
 }
 
 RawImageWriter::~RawImageWriter() {
   XXH3_freeState(hash_);
-  if (!finished_) {
-    fd_.reset();
-    ::unlink(path_.c_str());
-  }
 }
 
 void RawImageWriter::append(const void* data, size_t size) {
-  fs::write_all(fd_.get(), data, size, path_);
+  if (size > announced_ - size_)
+    throw Error(name_ + ": payload larger than the " + std::to_string(announced_) +
+                " bytes announced");
+  out_->write(data, size);
   XXH3_64bits_update(hash_, data, size);
   size_ += size;
 }
 
+uint8_t* RawImageWriter::reserve_in_place(size_t size) {
+  if (size > announced_ - size_)
+    throw Error(name_ + ": payload larger than the " + std::to_string(announced_) +
+                " bytes announced");
+  reserved_ = out_->reserve_in_place(size);
+  return reserved_;
+}
+
+void RawImageWriter::commit_in_place(size_t size) {
+  if (reserved_ == nullptr) throw Error(name_ + ": commit_in_place without reserve_in_place");
+  XXH3_64bits_update(hash_, reserved_, size);
+  out_->advance(size);
+  size_ += size;
+  reserved_ = nullptr;
+}
+
 void RawImageWriter::finish() {
+  if (size_ != announced_)
+    throw Error(name_ + ": payload of " + std::to_string(size_) + " bytes, " +
+                std::to_string(announced_) + " announced");
   Trailer t = make_trailer(XXH3_64bits_digest(hash_));
-  fs::write_all(fd_.get(), &t, sizeof t, path_);
-  Header h = make_header(PayloadKind::kRaw, size_);
-  if (::pwrite(fd_.get(), &h, sizeof h, 0) != static_cast<ssize_t>(sizeof h))
-    throw_errno("write header of " + path_);
-  finished_ = true;
-  fd_.reset();
+  out_->write(&t, sizeof t);
+  out_->commit();
+  out_.reset();
 }
 
 RawImageReader::RawImageReader(const std::string& dir, const std::string& name)

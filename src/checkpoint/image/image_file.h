@@ -12,9 +12,11 @@
 #include <xxhash.h>
 
 #include <cstdint>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "checkpoint/image/image_sink.h"
 #include "common/unique_fd.h"
 
 namespace cryo::ckpt {
@@ -27,34 +29,46 @@ inline constexpr size_t kImageTrailerSize = 16;
 
 enum class PayloadKind : uint32_t { kJson = 1, kRaw = 2 };
 
-// Writes `value` as a JSON image file `dir/name` (crash-safe: temp file + rename).
+// Size of an image file whose payload has `payload_size` bytes.
+constexpr uint64_t image_file_size(uint64_t payload_size) {
+  return kImageHeaderSize + payload_size + kImageTrailerSize;
+}
+
+// Writes `value` as JSON image `name` through `sink` (dump code writes every image this way).
+void write_json_image(ImageSink& sink, const std::string& name, const json& value);
+// The same as a single file `dir/name`, made durable before returning (outside of dumps).
 void write_json_image(const std::string& dir, const std::string& name, const json& value);
 // Reads and verifies (magic, version, size, checksum) a JSON image file.
 json read_json_image(const std::string& dir, const std::string& name);
 
-// Streams a raw image file: append() any number of times, then finish(). The checksum is computed
-// as the data goes by; the header's size is filled in by finish(). Destroying an unfinished writer
-// removes the partial file.
+// Streams raw image `name` of exactly `payload_size` payload bytes into a sink: append() (or
+// fill in place) until the payload is complete, then finish(). The checksum is computed as the
+// data goes by. Destroying an unfinished writer aborts the output.
 class RawImageWriter {
  public:
-  RawImageWriter(const std::string& dir, const std::string& name);
+  RawImageWriter(ImageSink& sink, const std::string& name, uint64_t payload_size);
   ~RawImageWriter();
   RawImageWriter(const RawImageWriter&) = delete;
   RawImageWriter& operator=(const RawImageWriter&) = delete;
 
   // Offset of the next appended byte inside the payload.
   uint64_t payload_size() const { return size_; }
+  uint64_t announced_size() const { return announced_; }
   void append(const void* data, size_t size);
+  // Zero-copy: memory for the next `size` payload bytes when the sink's output has some (see
+  // ImageOutput::reserve_in_place), else nullptr; fill it, then commit_in_place(size).
+  uint8_t* reserve_in_place(size_t size);
+  void commit_in_place(size_t size);
   void finish();
-  int fd() const { return fd_.get(); }
-  const std::string& path() const { return path_; }
+  const std::string& name() const { return name_; }
 
  private:
-  std::string path_;
-  UniqueFd fd_;
+  std::string name_;
+  std::unique_ptr<ImageOutput> out_;
   XXH3_state_t* hash_;
+  uint64_t announced_;
   uint64_t size_ = 0;
-  bool finished_ = false;
+  uint8_t* reserved_ = nullptr;
 };
 
 // Opens a raw image file and verifies header and trailer. verify_checksum() reads the whole payload

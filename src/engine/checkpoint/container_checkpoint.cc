@@ -176,16 +176,28 @@ ContainerCheckpointResult checkpoint_container(const StorePaths& paths, const st
         {"network_status", record.network_status},
         {"stdio", streams},
         {"tty", record.config.tty}};
-    fs::write_file_atomic(temp_dir + "/" + kContainerImage, saved.dump(2) + "\n", 0600);
+    std::string saved_text = saved.dump(2) + "\n";
+    if (options.sink) {
+      auto out = options.sink->create(kContainerImage, saved_text.size());
+      out->write(saved_text.data(), saved_text.size());
+      out->commit();
+      dump_options.sink = options.sink;
+    } else {
+      fs::write_file_atomic(temp_dir + "/" + kContainerImage, saved_text, 0600);
+    }
     result.stats = with_context("checkpointing container " + record.name,
                                 [&] { return ckpt::dump(record.pid, temp_dir, dump_options); });
   } catch (...) {
     fs::remove_all(temp_dir);
     throw;
   }
-  fs::remove_all(final_dir);
-  if (::rename(temp_dir.c_str(), final_dir.c_str()) < 0)
-    throw_errno("rename " + temp_dir + " to " + final_dir);
+  if (!options.sink) {
+    fs::remove_all(final_dir);
+    if (::rename(temp_dir.c_str(), final_dir.c_str()) < 0)
+      throw_errno("rename " + temp_dir + " to " + final_dir);
+  } else {
+    fs::remove_all(temp_dir);
+  }
 
   if (!options.leave_running) {
     // The monitor sees its init die, records the exit and releases network (keeping the IP

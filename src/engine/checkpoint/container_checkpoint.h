@@ -13,6 +13,7 @@
 #include <string>
 
 #include "checkpoint/checkpoint.h"
+#include "checkpoint/image/image_sink.h"
 #include "engine/runtime/runtime.h"
 #include "engine/state/paths.h"
 
@@ -23,6 +24,9 @@ struct ContainerCheckpointOptions {
   bool keep = false;           // -k: keep the engine's log of the dump (dump.log) as well
   bool tcp_established = false;
   bool file_locks = false;
+  // checkpoint -e: the images (and container.json) go to this sink (an archive being written)
+  // instead of <container dir>/checkpoint; not owned.
+  ckpt::ImageSink* sink = nullptr;
 };
 
 struct ContainerCheckpointResult {

@@ -100,6 +100,11 @@ void ensure_nat_table(Nftables& nft, const BridgeNetworkConfig& config) {
       "  }\n"
       "  chain postrouting {\n"
       "    type nat hook postrouting priority srcnat; policy accept;\n"
+      // A TCP connection first seen mid-stream from a container is one restored by a migration
+      // (its peer knows the container's own address): never masqueraded.
+      "    ip saddr " +
+      subnet +
+      " tcp flags & (syn | ack) != syn accept\n"
       "    ip saddr " +
       subnet + " ip daddr != " + subnet +
       " masquerade\n"

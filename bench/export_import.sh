@@ -1,0 +1,114 @@
+#!/bin/bash
+# Export (`checkpoint -e`) of a container holding SIZE MiB of process-like memory, with zstd and
+# with no compression, then import + restore (`restore -i`) on a second engine; each figure printed
+# next to the ceiling measured in the same run on the same bytes:
+#   - zstd export   vs `zstd -b1 -T<cores>` on the uncompressed archive in memory (/dev/shm)
+#   - none export   vs writing the same bytes to the same disk with fsync (dd conv=fsync)
+#   - import+restore (zstd archive) vs 1 GB/s (the goal) and zstd's decompression rate
+#   bench/export_import.sh [BUILD_DIR] [SIZE_MIB] [DISK_DIR]   (default: build, 1024, /var/tmp)
+# Own --root/--runroot under DISK_DIR; run as root on a quiet machine.
+set -eu
+build=$(cd "${1:-build}" && pwd)
+size_mib="${2:-1024}"
+disk_dir="${3:-/var/tmp}"
+src=$(cd "$(dirname "$0")/.." && pwd)
+cryo_bin="$build/src/cli/cryo"
+tmp=$(mktemp -d "$disk_dir/cryo-export-bench.XXXXXX")
+shm=$(mktemp -d /dev/shm/cryo-export-bench.XXXXXX)
+cryoA() { "$cryo_bin" --root "$tmp/A/root" --runroot "$tmp/A/run" "$@"; }
+cryoB() { "$cryo_bin" --root "$tmp/B/root" --runroot "$tmp/B/run" "$@"; }
+cleanup() {
+  cryoA rm -f -t 0 -a >/dev/null 2>&1 || true
+  cryoB rm -f -t 0 -a >/dev/null 2>&1 || true
+  { grep -o " $tmp[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do umount -l "$m" || true; done
+  rm -rf "$tmp" "$shm"
+}
+trap cleanup EXIT
+now_us() { echo $(($(date +%s%N) / 1000)); }
+cores=$(nproc)
+
+# A static program that fills SIZE MiB like a process's memory (runs of zeros, small integers,
+# text, random bytes, 64 KiB at a time, deterministic), says "ready" and sleeps.
+mkdir -p "$tmp/bin"
+cat >"$tmp/memfill.c" <<'C'
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+int main(int argc, char** argv) {
+  size_t n = (size_t)atol(argv[1]) << 20;
+  unsigned char* p = malloc(n);
+  uint64_t x = 88172645463325252ull;
+  const char* words = "the quick brown fox jumps over the lazy dog 0123456789 {\"key\": \"value\"}\n";
+  size_t wl = strlen(words);
+  for (size_t off = 0; off < n; off += 65536) {
+    size_t len = n - off < 65536 ? n - off : 65536;
+    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+    switch (x % 4) {
+      case 0: memset(p + off, 0, len); p[off] = 1; break;
+      case 1: for (size_t i = 0; i + 4 <= len; i += 4) { uint32_t v = (uint32_t)((off + i) / 64 % 1000); memcpy(p + off + i, &v, 4); } break;
+      case 2: for (size_t i = 0; i < len; ++i) p[off + i] = (unsigned char)words[(i + off / 65536) % wl]; break;
+      default: for (size_t i = 0; i + 8 <= len; i += 8) { x ^= x << 13; x ^= x >> 7; x ^= x << 17; memcpy(p + off + i, &x, 8); }
+    }
+  }
+  printf("ready\n");
+  fflush(stdout);
+  for (;;) pause();
+}
+C
+gcc -static -O2 -o "$tmp/bin/memfill" "$tmp/memfill.c"
+
+CRYO=$cryo_bin bash "$src/scripts/import-busybox-image.sh" --root "$tmp/A/root" --runroot "$tmp/A/run"
+CRYO=$cryo_bin bash "$src/scripts/import-busybox-image.sh" --root "$tmp/B/root" --runroot "$tmp/B/run"
+id=$(cryoA run -d -v "$tmp/bin:/opt:ro" busybox /opt/memfill "$size_mib")
+until cryoA logs "$id" 2>/dev/null | grep -q ready; do sleep 0.1; done
+
+# stat_field JSON KEY: a number from the first container_statistics entry.
+stat_field() {
+  python3 -c 'import json,sys; print(json.loads(sys.argv[1])["container_statistics"][0][sys.argv[2]])' "$1" "$2"
+}
+gbps() { python3 -c "import sys; print('%.2f' % (int(sys.argv[1]) / int(sys.argv[2]) / 1000.0))" "$1" "$2"; }
+pct() { python3 -c "import sys; print('%.0f%%' % (100.0 * float(sys.argv[1]) / float(sys.argv[2])))" "$1" "$2"; }
+
+# Export with none first (also gives the uncompressed bytes for the ceilings), -R so that the
+# same container is exported again.
+t0=$(now_us)
+s_none=$(cryoA container checkpoint -R --print-stats -c none -e "$tmp/ctr.tar" "$id")
+t_none=$(($(now_us) - t0))
+bytes=$(stat_field "$s_none" archive_uncompressed_size)
+none_archive_us=$(stat_field "$s_none" export_duration)
+t0=$(now_us)
+s_zstd=$(cryoA container checkpoint -R --print-stats -e "$tmp/ctr.tar.zst" "$id")
+t_zstd=$(($(now_us) - t0))
+zstd_archive_us=$(stat_field "$s_zstd" export_duration)
+zstd_size=$(stat_field "$s_zstd" archive_size)
+cryoA rm -f -t 0 "$id" >/dev/null
+
+# Ceilings on the same bytes.
+cp "$tmp/ctr.tar" "$shm/ctr.tar"
+zb=$(zstd -b1 -i3 -T"$cores" "$shm/ctr.tar" 2>&1 | tr '\r' '\n' | grep -E 'MB/s' | tail -n 1)
+zstd_c_mbs=$(echo "$zb" | grep -oE '[0-9.]+ MB/s' | head -n 1 | cut -d' ' -f1)
+zstd_d_mbs=$(echo "$zb" | grep -oE '[0-9.]+ MB/s' | tail -n 1 | cut -d' ' -f1)
+t0=$(now_us)
+dd if="$shm/ctr.tar" of="$tmp/disk-ceiling" bs=4M conv=fsync status=none
+t_disk=$(($(now_us) - t0))
+rm -f "$tmp/disk-ceiling" "$shm/ctr.tar"
+
+# Import + restore on engine B from the zstd archive (page cache warm, as after a copy).
+t0=$(now_us)
+s_imp=$(cryoB container restore --print-stats -i "$tmp/ctr.tar.zst")
+t_imp=$(($(now_us) - t0))
+cryoB rm -f -t 0 -a >/dev/null
+
+echo "export/import of a container with $size_mib MiB ($bytes bytes uncompressed, zstd archive $zstd_size bytes), $cores cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+printf "%-34s %10s %10s   %s\n" "" "GB/s" "ceiling" "ceiling measured now"
+zc=$(python3 -c "print('%.2f' % ($zstd_c_mbs / 1000.0))")
+zd=$(python3 -c "print('%.2f' % ($zstd_d_mbs / 1000.0))")
+disk=$(gbps "$bytes" "$t_disk")
+printf "%-34s %10s %10s   %s\n" "export zstd (whole command)" "$(gbps "$bytes" "$t_zstd")" "$zc" "zstd -1 -T$cores in memory, same bytes ($(pct "$(gbps "$bytes" "$t_zstd")" "$zc"))"
+printf "%-34s %10s %10s   %s\n" "export zstd (inside cryo)" "$(gbps "$bytes" "$zstd_archive_us")" "$zc" "($(pct "$(gbps "$bytes" "$zstd_archive_us")" "$zc"))"
+printf "%-34s %10s %10s   %s\n" "export none (whole command)" "$(gbps "$bytes" "$t_none")" "$disk" "dd conv=fsync to $disk_dir, same bytes ($(pct "$(gbps "$bytes" "$t_none")" "$disk"))"
+printf "%-34s %10s %10s   %s\n" "export none (inside cryo)" "$(gbps "$bytes" "$none_archive_us")" "$disk" "($(pct "$(gbps "$bytes" "$none_archive_us")" "$disk"))"
+printf "%-34s %10s %10s   %s\n" "import+restore zstd (whole)" "$(gbps "$bytes" "$t_imp")" "1.00" "goal; zstd -d in memory: $zd GB/s"
+printf "%-34s %10s\n" "import unpack+verify phase" "$(gbps "$bytes" "$(stat_field "$s_imp" import_duration)")"

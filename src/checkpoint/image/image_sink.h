@@ -1,0 +1,94 @@
+// Where a dump's image files go. Every image a dump writes (JSON images, page data, file contents)
+// is one output of an ImageSink: created with its exact size in bytes (header + payload + trailer,
+// see image_file.h), written in order, then committed. A streaming sink (a tar entry, a socket)
+// can therefore write each entry's header before its data and never seek back.
+//
+// Contract a sink may rely on (the dump keeps it):
+//   - at most one output is open at a time;
+//   - an output receives exactly the size it was created with, then commit(); an output
+//     destroyed without commit() (an error on the way) is aborted and must leave nothing behind
+//     that could pass for a complete image;
+//   - finish() is called once, after the last output, when the dump succeeded: the sink makes the
+//     whole image set durable (or sends its end marker). A sink that is destroyed without
+//     finish() belongs to a failed dump.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "common/unique_fd.h"
+
+namespace cryo::ckpt {
+
+class ImageOutput {
+ public:
+  virtual ~ImageOutput() = default;
+  // Appends `size` bytes. Throws cryo::Error (e.g. ENOSPC) naming the output.
+  virtual void write(const void* data, size_t size) = 0;
+  // Every byte announced at creation was written: the image is complete.
+  virtual void commit() = 0;
+
+  // Optional zero-copy path: writable memory standing for the next `size` bytes of the output
+  // (e.g. a shared mapping of the image file), or nullptr when the output has none. The caller
+  // fills it and then calls advance(size); write() and in-place filling may be mixed.
+  virtual uint8_t* reserve_in_place(size_t size) {
+    (void)size;
+    return nullptr;
+  }
+  virtual void advance(size_t size) { (void)size; }
+};
+
+class ImageSink {
+ public:
+  virtual ~ImageSink() = default;
+  // A new output named `name` (e.g. "pages-42.img") of exactly `size` bytes.
+  virtual std::unique_ptr<ImageOutput> create(const std::string& name, uint64_t size) = 0;
+  // After the last output of a successful dump.
+  virtual void finish() = 0;
+  // For error messages: "image directory /x", "export stream"...
+  virtual std::string describe() const = 0;
+};
+
+// Writes each image as a file of `dir` (created if missing), exactly as the directory format
+// says. An output is written to a temporary name and renamed when committed; nothing is fsynced
+// per file: finish() syncs the file system once (syncfs) and the directory, unless `dir` is on
+// tmpfs/ramfs, where there is nothing to make durable.
+class DirectorySink : public ImageSink {
+ public:
+  explicit DirectorySink(std::string dir);
+  std::unique_ptr<ImageOutput> create(const std::string& name, uint64_t size) override;
+  void finish() override;
+  std::string describe() const override { return "image directory " + dir_; }
+  const std::string& dir() const { return dir_; }
+  // Outputs larger than this are written through a shared mapping of the preallocated file
+  // (reserve_in_place), smaller ones with write().
+  static constexpr uint64_t kMapThreshold = uint64_t{1} << 20;
+
+ private:
+  std::string dir_;
+  UniqueFd dir_fd_;
+  bool in_memory_fs_ = false;
+};
+
+// Collects every image in memory (tests; small dumps sent elsewhere afterwards). Enforces the
+// sink contract above: it throws on a second open output, on a size mismatch and on finish()
+// while an output is open.
+class MemorySink : public ImageSink {
+ public:
+  std::unique_ptr<ImageOutput> create(const std::string& name, uint64_t size) override;
+  void finish() override;
+  std::string describe() const override { return "in-memory image set"; }
+
+  const std::map<std::string, std::string>& images() const { return images_; }
+  bool finished() const { return finished_; }
+
+ private:
+  class Output;
+  std::map<std::string, std::string> images_;
+  bool output_open_ = false;
+  bool finished_ = false;
+};
+
+}  // namespace cryo::ckpt

@@ -1,0 +1,651 @@
+#include "engine/checkpoint/archive_io.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <set>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#include "checkpoint/image/image_file.h"
+#include "common/clock.h"
+#include "common/error.h"
+#include "common/fs.h"
+#include "common/strings.h"
+
+namespace cryo::engine {
+
+namespace {
+
+std::string archive_message(archive* a) {
+  const char* msg = archive_error_string(a);
+  return msg ? msg : "unknown libarchive error";
+}
+
+std::string hex128(const XXH128_hash_t& h) {
+  char buf[33];
+  std::snprintf(buf, sizeof buf, "%016" PRIx64 "%016" PRIx64, static_cast<uint64_t>(h.high64),
+                static_cast<uint64_t>(h.low64));
+  return buf;
+}
+
+std::string human_bytes(double bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (bytes >= 1024 && u < 4) {
+    bytes /= 1024;
+    ++u;
+  }
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.1f %s", bytes, units[u]);
+  return buf;
+}
+
+}  // namespace
+
+ArchiveCompression parse_archive_compression(const std::string& name) {
+  if (name == "zstd") return ArchiveCompression::kZstd;
+  if (name == "gzip") return ArchiveCompression::kGzip;
+  if (name == "none") return ArchiveCompression::kNone;
+  throw ExitCodeError("selected compression algorithm (\"" + name +
+                          "\") is not supported: only zstd, gzip and none are",
+                      125);
+}
+
+std::string to_string(ArchiveCompression compression) {
+  switch (compression) {
+    case ArchiveCompression::kZstd:
+      return "zstd";
+    case ArchiveCompression::kGzip:
+      return "gzip";
+    case ArchiveCompression::kNone:
+      return "none";
+  }
+  return "none";
+}
+
+// --- progress ---
+
+TransferProgress::TransferProgress(std::string verb, bool enabled)
+    : verb_(std::move(verb)), enabled_(enabled), start_us_(steady_now_us()) {}
+
+TransferProgress::~TransferProgress() {
+  finish();
+}
+
+void TransferProgress::add(uint64_t bytes) {
+  bytes_ += bytes;
+  if (!enabled_) return;
+  uint64_t now = steady_now_us();
+  if (drawn_ && now - last_draw_us_ < 200000) return;
+  draw(now);
+}
+
+void TransferProgress::draw(uint64_t now) {
+  last_draw_us_ = now;
+  drawn_ = true;
+  double seconds = static_cast<double>(now - start_us_) / 1e6;
+  double rate = seconds > 0 ? static_cast<double>(bytes_) / seconds : 0;
+  std::cerr << "\r" << verb_ << ": " << human_bytes(static_cast<double>(bytes_)) << ", "
+            << human_bytes(rate) << "/s   " << std::flush;
+}
+
+void TransferProgress::finish() {
+  if (!enabled_ || !drawn_) return;
+  draw(steady_now_us());  // the total
+  drawn_ = false;
+  last_draw_us_ = 0;
+  enabled_ = false;
+  std::cerr << std::endl;
+}
+
+// --- writer ---
+
+void ArchiveWriter::Free::operator()(archive* a) const {
+  archive_write_free(a);
+}
+
+ArchiveWriter::ArchiveWriter(int fd, std::string what, ArchiveCompression compression,
+                             TransferProgress* progress)
+    : fd_(fd),
+      what_(std::move(what)),
+      progress_(progress),
+      archive_(archive_write_new()),
+      entry_hash_(XXH3_createState()) {
+  if (!archive_ || !entry_hash_) throw Error("out of memory creating archive " + what_);
+  archive* a = archive_.get();
+  archive_write_set_format_pax_restricted(a);
+  switch (compression) {
+    case ArchiveCompression::kZstd: {
+      if (archive_write_add_filter_zstd(a) != ARCHIVE_OK) fail("zstd filter");
+      // Level 1 on every core: the archive is written while the container is frozen.
+      unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+      if (archive_write_set_filter_option(a, "zstd", "compression-level", "1") != ARCHIVE_OK ||
+          archive_write_set_filter_option(a, "zstd", "threads", std::to_string(cores).c_str()) !=
+              ARCHIVE_OK)
+        fail("zstd options");
+      break;
+    }
+    case ArchiveCompression::kGzip:
+      if (archive_write_add_filter_gzip(a) != ARCHIVE_OK) fail("gzip filter");
+      if (archive_write_set_filter_option(a, "gzip", "compression-level", "1") != ARCHIVE_OK)
+        fail("gzip options");
+      break;
+    case ArchiveCompression::kNone:
+      break;
+  }
+  archive_write_set_bytes_per_block(a, 1 << 20);
+  archive_write_set_bytes_in_last_block(a, 1);
+  if (archive_write_open(a, this, nullptr, &ArchiveWriter::write_callback, nullptr) != ARCHIVE_OK)
+    fail("open");
+}
+
+ArchiveWriter::~ArchiveWriter() {
+  XXH3_freeState(entry_hash_);
+}
+
+ssize_t ArchiveWriter::write_callback(archive* a, void* self_ptr, const void* buffer,
+                                      size_t length) {
+  auto* self = static_cast<ArchiveWriter*>(self_ptr);
+  const char* p = static_cast<const char*>(buffer);
+  size_t left = length;
+  while (left > 0) {
+    ssize_t n = ::write(self->fd_, p, left);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      self->write_errno_ = errno;
+      archive_set_error(a, errno, "write: %s", std::strerror(errno));
+      return -1;
+    }
+    p += n;
+    left -= static_cast<size_t>(n);
+  }
+  self->compressed_bytes_ += length;
+  if (self->progress_) self->progress_->add(length);
+  return static_cast<ssize_t>(length);
+}
+
+void ArchiveWriter::fail(const std::string& doing) {
+  std::string message = "writing archive " + what_ + ": " + doing + ": ";
+  if (write_errno_ != 0) throw_errno(message + "write", write_errno_);
+  throw Error(message + archive_message(archive_.get()));
+}
+
+namespace {
+struct EntryFree {
+  void operator()(archive_entry* e) const { archive_entry_free(e); }
+};
+std::unique_ptr<archive_entry, EntryFree> new_entry(const std::string& name, mode_t type,
+                                                    mode_t perm, uint64_t size) {
+  std::unique_ptr<archive_entry, EntryFree> e(archive_entry_new());
+  if (!e) throw Error("archive_entry_new failed");
+  archive_entry_set_pathname(e.get(), name.c_str());
+  archive_entry_set_filetype(e.get(), type);
+  archive_entry_set_perm(e.get(), perm);
+  archive_entry_set_size(e.get(), static_cast<la_int64_t>(size));
+  archive_entry_set_mtime(e.get(), ::time(nullptr), 0);
+  return e;
+}
+}  // namespace
+
+void ArchiveWriter::add_directory(const std::string& name) {
+  auto e = new_entry(name, AE_IFDIR, 0700, 0);
+  if (archive_write_header(archive_.get(), e.get()) != ARCHIVE_OK) fail("entry " + name);
+}
+
+void ArchiveWriter::begin_entry(const std::string& name, uint64_t size) {
+  if (!entry_name_.empty()) throw Error("archive entry " + entry_name_ + " is still open");
+  auto e = new_entry(name, AE_IFREG, 0600, size);
+  if (archive_write_header(archive_.get(), e.get()) != ARCHIVE_OK) fail("entry " + name);
+  entry_name_ = name;
+  entry_size_ = size;
+  entry_written_ = 0;
+  XXH3_128bits_reset(entry_hash_);
+}
+
+void ArchiveWriter::write(const void* data, size_t size) {
+  if (entry_written_ + size > entry_size_)
+    throw Error("archive entry " + entry_name_ + " gets more than its " +
+                std::to_string(entry_size_) + " bytes");
+  XXH3_128bits_update(entry_hash_, data, size);
+  const char* p = static_cast<const char*>(data);
+  while (size > 0) {
+    la_ssize_t n = archive_write_data(archive_.get(), p, size);
+    if (n <= 0) fail("entry " + entry_name_);
+    p += n;
+    size -= static_cast<size_t>(n);
+    entry_written_ += static_cast<uint64_t>(n);
+    uncompressed_bytes_ += static_cast<uint64_t>(n);
+  }
+}
+
+void ArchiveWriter::end_entry() {
+  if (entry_written_ != entry_size_)
+    throw Error("archive entry " + entry_name_ + " got " + std::to_string(entry_written_) +
+                " of its " + std::to_string(entry_size_) + " bytes");
+  if (archive_write_finish_entry(archive_.get()) != ARCHIVE_OK) fail("entry " + entry_name_);
+  checksums_[entry_name_] = {{"size", entry_size_},
+                             {"xxh3_128", hex128(XXH3_128bits_digest(entry_hash_))}};
+  entry_name_.clear();
+}
+
+void ArchiveWriter::add_bytes(const std::string& name, std::string_view data) {
+  begin_entry(name, data.size());
+  write(data.data(), data.size());
+  end_entry();
+}
+
+void ArchiveWriter::add_file(const std::string& name, const std::string& source_path) {
+  UniqueFd fd = fs::open_or_throw(source_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  struct stat st;
+  if (::fstat(fd.get(), &st) < 0) throw_errno("stat " + source_path);
+  if (!S_ISREG(st.st_mode)) throw Error(source_path + " is not a regular file");
+  begin_entry(name, static_cast<uint64_t>(st.st_size));
+  std::vector<char> buf(1 << 20);
+  uint64_t left = static_cast<uint64_t>(st.st_size);
+  while (left > 0) {
+    ssize_t n = ::read(fd.get(), buf.data(), std::min<uint64_t>(buf.size(), left));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw_errno("read " + source_path);
+    if (n == 0) throw Error(source_path + " shrank while being archived");
+    write(buf.data(), static_cast<size_t>(n));
+    left -= static_cast<uint64_t>(n);
+  }
+  end_entry();
+}
+
+void ArchiveWriter::finish() {
+  std::string text = checksums_.dump(1) + "\n";
+  add_bytes(kChecksumsEntry, text);
+  if (archive_write_close(archive_.get()) != ARCHIVE_OK) fail("close");
+}
+
+// --- reader ---
+
+namespace {
+
+constexpr char kImageMagic[8] = {'C', 'R', 'Y', 'O', 'I', 'M', 'G', '\0'};
+constexpr char kImageEndMagic[8] = {'C', 'R', 'Y', 'O', 'E', 'N', 'D', '\0'};
+// Files of the checkpoint directory that are not framed images.
+const std::set<std::string> kUnframedCheckpointFiles = {"container.json", "dump.log",
+                                                        "restore.log"};
+const std::set<std::string> kTopLevelFiles = {
+    kManifestEntry,    kChecksumsEntry, "config.dump", "spec.dump",     "network.status",
+    "rootfs-diff.tar", "deleted.files", "stats-dump",  "container.log", "devshm-checkpoint.tar"};
+constexpr uint64_t kMaxJsonEntry = 64ull << 20;
+
+// Checks a framed checkpoint image (header, payload XXH3-64, trailer) as its bytes go by.
+class ImageStreamVerifier {
+ public:
+  explicit ImageStreamVerifier(std::string name) : name_(std::move(name)) {
+    state_ = XXH3_createState();
+    if (!state_) throw Error("out of memory");
+    XXH3_64bits_reset(state_);
+  }
+  ~ImageStreamVerifier() { XXH3_freeState(state_); }
+  ImageStreamVerifier(const ImageStreamVerifier&) = delete;
+  ImageStreamVerifier& operator=(const ImageStreamVerifier&) = delete;
+
+  void update(const char* p, size_t n) {
+    while (n > 0) {
+      if (seen_ < ckpt::kImageHeaderSize) {
+        size_t take = std::min(n, ckpt::kImageHeaderSize - static_cast<size_t>(seen_));
+        std::memcpy(header_ + seen_, p, take);
+        advance(p, n, take);
+        if (seen_ == ckpt::kImageHeaderSize) parse_header();
+      } else if (seen_ < ckpt::kImageHeaderSize + payload_size_) {
+        uint64_t left = ckpt::kImageHeaderSize + payload_size_ - seen_;
+        size_t take = static_cast<size_t>(std::min<uint64_t>(n, left));
+        XXH3_64bits_update(state_, p, take);
+        advance(p, n, take);
+      } else {
+        uint64_t at = seen_ - ckpt::kImageHeaderSize - payload_size_;
+        if (at >= ckpt::kImageTrailerSize) bad("data after the trailer");
+        size_t take = std::min(n, ckpt::kImageTrailerSize - static_cast<size_t>(at));
+        std::memcpy(trailer_ + at, p, take);
+        advance(p, n, take);
+      }
+    }
+  }
+
+  void finish() {
+    if (seen_ < ckpt::kImageHeaderSize + payload_size_ + ckpt::kImageTrailerSize) bad("truncated");
+    if (std::memcmp(trailer_ + 8, kImageEndMagic, 8) != 0) bad("bad end magic");
+    uint64_t expected;
+    std::memcpy(&expected, trailer_, 8);
+    if (expected != XXH3_64bits_digest(state_)) bad("checksum mismatch");
+  }
+
+ private:
+  void advance(const char*& p, size_t& n, size_t take) {
+    p += take;
+    n -= take;
+    seen_ += take;
+  }
+  void parse_header() {
+    if (std::memcmp(header_, kImageMagic, 8) != 0) bad("not a cryo image file (bad magic)");
+    uint32_t version, kind;
+    std::memcpy(&version, header_ + 8, 4);
+    std::memcpy(&kind, header_ + 12, 4);
+    std::memcpy(&payload_size_, header_ + 16, 8);
+    if (version != ckpt::kImageFormatVersion)
+      bad("image format version " + std::to_string(version) + " is not supported");
+    if (kind != static_cast<uint32_t>(ckpt::PayloadKind::kJson) &&
+        kind != static_cast<uint32_t>(ckpt::PayloadKind::kRaw))
+      bad("unknown payload kind " + std::to_string(kind));
+    if (payload_size_ > (1ull << 50)) bad("impossible payload size");
+  }
+  [[noreturn]] void bad(const std::string& why) {
+    throw Error("checkpoint image " + name_ + ": " + why);
+  }
+
+  std::string name_;
+  XXH3_state_t* state_;
+  char header_[ckpt::kImageHeaderSize] = {};
+  char trailer_[ckpt::kImageTrailerSize] = {};
+  uint64_t seen_ = 0;
+  uint64_t payload_size_ = 0;
+};
+
+struct ReadArchiveFree {
+  void operator()(archive* a) const { archive_read_free(a); }
+};
+
+[[noreturn]] void refuse(const std::string& entry, const std::string& why) {
+  throw Error("refusing archive entry \"" + entry + "\": " + why);
+}
+
+bool valid_component(const std::string& c) {
+  return !c.empty() && c != "." && c != ".." && c.find('/') == std::string::npos &&
+         c.find('\0') == std::string::npos && c.size() < 256;
+}
+
+// Where an entry may go: "" for the top level, else the directory ("checkpoint", "volumes").
+struct EntryPlace {
+  std::string dir;
+  std::string name;
+};
+
+EntryPlace classify(const std::string& path, bool is_dir) {
+  if (path.empty()) refuse(path, "empty name");
+  if (path[0] == '/') refuse(path, "absolute path");
+  std::vector<std::string> parts = split(path, '/');
+  // A trailing slash on directories.
+  if (is_dir && !parts.empty() && parts.back().empty()) parts.pop_back();
+  for (const auto& c : parts) {
+    if (c == "..") refuse(path, "\"..\" component");
+    if (!valid_component(c)) refuse(path, "malformed path");
+  }
+  if (is_dir) {
+    if (parts.size() == 1 &&
+        (parts[0] == "checkpoint" || parts[0] == "volumes" || parts[0] == "userdata"))
+      return {"", parts[0]};
+    refuse(path, "unexpected directory (the layout has only checkpoint/, volumes/, userdata/)");
+  }
+  if (parts.size() == 1) {
+    if (!kTopLevelFiles.count(parts[0])) refuse(path, "not part of a checkpoint archive");
+    return {"", parts[0]};
+  }
+  if (parts.size() == 2 && parts[0] == "checkpoint") return {"checkpoint", parts[1]};
+  if (parts.size() == 2 && parts[0] == "userdata" &&
+      (parts[1] == "hosts" || parts[1] == "hostname" || parts[1] == "resolv.conf"))
+    return {"userdata", parts[1]};
+  if (parts.size() == 2 && parts[0] == "volumes" && parts[1].size() > 4 &&
+      parts[1].compare(parts[1].size() - 4, 4, ".tar") == 0)
+    return {"volumes", parts[1]};
+  refuse(path, "not part of a checkpoint archive");
+}
+
+UniqueFd open_subdir(int dest_fd, const std::string& dir, const std::string& entry) {
+  if (dir.empty()) {
+    int fd = ::fcntl(dest_fd, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) throw_errno("dup");
+    return UniqueFd(fd);
+  }
+  if (::mkdirat(dest_fd, dir.c_str(), 0700) < 0 && errno != EEXIST) throw_errno("mkdir " + dir);
+  int fd = ::openat(dest_fd, dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOTDIR || errno == ELOOP) refuse(entry, dir + " is not a directory");
+    throw_errno("open " + dir);
+  }
+  return UniqueFd(fd);
+}
+
+}  // namespace
+
+UnpackedArchive unpack_checkpoint_archive(const std::string& path, const std::string& dest,
+                                          TransferProgress* progress) {
+  return with_context("archive " + path, [&] {
+    UniqueFd dest_fd = fs::open_or_throw(dest, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    std::unique_ptr<archive, ReadArchiveFree> a(archive_read_new());
+    if (!a) throw Error("archive_read_new failed");
+    archive_read_support_filter_zstd(a.get());
+    archive_read_support_filter_gzip(a.get());
+    archive_read_support_format_tar(a.get());
+    UniqueFd in = fs::open_or_throw(path, O_RDONLY | O_CLOEXEC);
+    if (archive_read_open_fd(a.get(), in.get(), 1 << 20) != ARCHIVE_OK)
+      throw Error("damaged, truncated or not a checkpoint archive: " + archive_message(a.get()));
+
+    UnpackedArchive out;
+    std::map<std::string, std::pair<uint64_t, std::string>> seen;  // path -> size, hash
+    std::string checksums_text, manifest_text;
+    XXH3_state_t* hash = XXH3_createState();
+    if (!hash) throw Error("out of memory");
+    std::unique_ptr<XXH3_state_t, XXH_errorcode (*)(XXH3_state_t*)> hash_owner(hash,
+                                                                               XXH3_freeState);
+    for (;;) {
+      archive_entry* e = nullptr;
+      int r = archive_read_next_header(a.get(), &e);
+      if (r == ARCHIVE_EOF) break;
+      if (r != ARCHIVE_OK && r != ARCHIVE_WARN)
+        throw Error("damaged or truncated archive: " + archive_message(a.get()));
+      const char* raw = archive_entry_pathname(e);
+      std::string name = raw ? raw : "";
+      mode_t type = archive_entry_filetype(e);
+      if (archive_entry_hardlink(e)) refuse(name, "hard links are not part of the layout");
+      if (type != AE_IFREG && type != AE_IFDIR)
+        refuse(name, "only regular files and directories are part of the layout");
+      EntryPlace place = classify(name, type == AE_IFDIR);
+      std::string key = place.dir.empty() ? place.name : place.dir + "/" + place.name;
+      ++out.entries;
+      if (type == AE_IFDIR) {
+        open_subdir(dest_fd.get(), place.name, name);
+        continue;
+      }
+      if (seen.count(key)) refuse(name, "duplicate entry");
+      if (!archive_entry_size_is_set(e) || archive_entry_size(e) < 0)
+        refuse(name, "entry without a size");
+      uint64_t size = static_cast<uint64_t>(archive_entry_size(e));
+      bool keep_in_memory = key == kChecksumsEntry || key == kManifestEntry;
+      if (keep_in_memory && size > kMaxJsonEntry) refuse(name, "too large");
+      UniqueFd dir = open_subdir(dest_fd.get(), place.dir, name);
+      UniqueFd file(::openat(dir.get(), place.name.c_str(),
+                             O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+      if (!file) {
+        if (errno == EEXIST) refuse(name, "duplicate entry");
+        throw_errno("create " + key);
+      }
+      std::unique_ptr<ImageStreamVerifier> image;
+      if (place.dir == "checkpoint" && !kUnframedCheckpointFiles.count(place.name))
+        image = std::make_unique<ImageStreamVerifier>(place.name);
+      std::string* text = key == kChecksumsEntry  ? &checksums_text
+                          : key == kManifestEntry ? &manifest_text
+                                                  : nullptr;
+      XXH3_128bits_reset(hash);
+      uint64_t written = 0;
+      for (;;) {
+        const void* block;
+        size_t length;
+        la_int64_t offset;
+        int rr = archive_read_data_block(a.get(), &block, &length, &offset);
+        if (rr == ARCHIVE_EOF) break;
+        if (rr != ARCHIVE_OK && rr != ARCHIVE_WARN)
+          throw Error("damaged or truncated archive at entry " + key + ": " +
+                      archive_message(a.get()));
+        if (offset < 0 || static_cast<uint64_t>(offset) != written)
+          refuse(name, "sparse entries are not part of the layout");
+        if (written + length > size) refuse(name, "more data than its size");
+        const char* p = static_cast<const char*>(block);
+        XXH3_128bits_update(hash, p, length);
+        if (image) image->update(p, length);
+        if (text) text->append(p, length);
+        fs::write_all(file.get(), p, length, "extracting " + key);
+        written += length;
+        if (progress) progress->add(length);
+      }
+      if (written != size) throw Error("truncated archive: entry " + key + " is incomplete");
+      if (image) image->finish();
+      seen[key] = {size, hex128(XXH3_128bits_digest(hash))};
+      out.bytes += size;
+    }
+
+    if (checksums_text.empty())
+      throw Error("incomplete archive: no " + std::string(kChecksumsEntry) +
+                  " (truncated, or not made by cryo container checkpoint --export)");
+    nlohmann::json checksums;
+    try {
+      checksums = nlohmann::json::parse(checksums_text);
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(std::string(kChecksumsEntry) + " is not valid JSON: " + e.what());
+    }
+    if (!checksums.is_object()) throw Error(std::string(kChecksumsEntry) + " is not an object");
+    for (auto& [key, value] : seen) {
+      if (key == kChecksumsEntry) continue;
+      if (!checksums.contains(key)) throw Error("entry " + key + " has no checksum");
+      const nlohmann::json& c = checksums[key];
+      if (!c.is_object() || !c.contains("size") || !c["size"].is_number_unsigned() ||
+          !c.contains("xxh3_128") || !c["xxh3_128"].is_string())
+        throw Error("malformed checksum of entry " + key);
+      if (c["size"].get<uint64_t>() != value.first ||
+          c["xxh3_128"].get<std::string>() != value.second)
+        throw Error("entry " + key + " is corrupted (checksum mismatch)");
+    }
+    for (auto& [key, value] : checksums.items())
+      if (!seen.count(key)) throw Error("incomplete archive: entry " + key + " is missing");
+    if (manifest_text.empty()) throw Error("no " + std::string(kManifestEntry));
+    try {
+      out.manifest = nlohmann::json::parse(manifest_text);
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(std::string(kManifestEntry) + " is not valid JSON: " + e.what());
+    }
+    if (!out.manifest.is_object() ||
+        out.manifest.value("format_version", 0) != kArchiveFormatVersion)
+      throw Error("unsupported checkpoint archive format (this cryo reads version " +
+                  std::to_string(kArchiveFormatVersion) + ")");
+    return out;
+  });
+}
+
+// --- host compatibility ---
+
+namespace {
+
+uint64_t read_xcr0() {
+#if defined(__x86_64__)
+  uint32_t eax, ebx, ecx, edx;
+  asm volatile("cpuid" : "=a"(eax), "=b"(ebx), "=c"(ecx), "=d"(edx) : "a"(1), "c"(0));
+  if (!(ecx & (1u << 27))) return 0;  // no OSXSAVE
+  uint32_t lo, hi;
+  asm volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  return (static_cast<uint64_t>(hi) << 32) | lo;
+#else
+  return 0;
+#endif
+}
+
+std::vector<std::string> cpu_flags() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!starts_with(line, "flags")) continue;
+    auto colon = line.find(':');
+    if (colon == std::string::npos) break;
+    std::istringstream words(line.substr(colon + 1));
+    std::vector<std::string> flags;
+    for (std::string w; words >> w;) flags.push_back(w);
+    return flags;
+  }
+  return {};
+}
+
+// Flags whose absence makes code that selected them at startup (glibc's ifuncs, JITs) fault.
+bool user_visible_flag(const std::string& f) {
+  static const std::set<std::string> exact = {
+      "sse",  "sse2",      "ssse3",      "sse4_1", "sse4_2",     "pni",      "avx",
+      "avx2", "fma",       "f16c",       "bmi1",   "bmi2",       "popcnt",   "movbe",
+      "aes",  "pclmulqdq", "sha_ni",     "adx",    "rdrand",     "rdseed",   "lzcnt",
+      "abm",  "xsave",     "xsaveopt",   "xsavec", "clflushopt", "clwb",     "erms",
+      "fsrm", "vaes",      "vpclmulqdq", "gfni",   "amx_tile",   "amx_int8", "amx_bf16"};
+  return exact.count(f) || starts_with(f, "avx512");
+}
+
+std::string hex(uint64_t v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "0x%" PRIx64, v);
+  return buf;
+}
+
+}  // namespace
+
+nlohmann::json describe_host() {
+  struct utsname u;
+  if (::uname(&u) < 0) throw_errno("uname");
+  return {{"arch", u.machine}, {"xcr0", hex(read_xcr0())}, {"cpu_flags", cpu_flags()}};
+}
+
+void check_host_compatibility(const nlohmann::json& manifest) {
+  check_host_compatibility(manifest, describe_host());
+}
+
+void check_host_compatibility(const nlohmann::json& manifest, const nlohmann::json& this_host) {
+  const nlohmann::json& source = manifest.contains("host") && manifest["host"].is_object()
+                                     ? manifest["host"]
+                                     : throw Error("the archive does not describe its host");
+  auto text = [](const nlohmann::json& j, const char* key) {
+    return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : std::string();
+  };
+  std::string arch = text(source, "arch"), here = text(this_host, "arch");
+  if (arch != here)
+    throw ExitCodeError("the checkpoint was made on " + (arch.empty() ? "an unknown" : arch) +
+                            " and cannot be restored on this " + here + " host",
+                        125);
+  uint64_t xcr0 = 0, host_xcr0 = 0;
+  try {
+    xcr0 = std::stoull(text(source, "xcr0"), nullptr, 16);
+    host_xcr0 = std::stoull(text(this_host, "xcr0"), nullptr, 16);
+  } catch (const std::exception&) {
+    throw Error("the archive's host description has no valid xcr0");
+  }
+  if (uint64_t missing = xcr0 & ~host_xcr0)
+    throw ExitCodeError(
+        "the checkpoint needs CPU state components this host does not enable: "
+        "XCR0 " +
+            hex(xcr0) + " at the source, " + hex(host_xcr0) + " here (missing bits " +
+            hex(missing) + ")",
+        125);
+  std::set<std::string> host_flags;
+  if (this_host.contains("cpu_flags") && this_host["cpu_flags"].is_array())
+    for (const auto& f : this_host["cpu_flags"])
+      if (f.is_string()) host_flags.insert(f.get<std::string>());
+  std::vector<std::string> missing;
+  if (source.contains("cpu_flags") && source["cpu_flags"].is_array())
+    for (const auto& f : source["cpu_flags"])
+      if (f.is_string() && user_visible_flag(f.get<std::string>()) &&
+          !host_flags.count(f.get<std::string>()))
+        missing.push_back(f.get<std::string>());
+  if (!missing.empty())
+    throw ExitCodeError("the checkpoint needs CPU features this host lacks: " + join(missing, " "),
+                        125);
+}
+
+}  // namespace cryo::engine

@@ -1,0 +1,207 @@
+// Image sinks: the directory sink writes exactly the documented files (nothing partial on
+// failure), the in-memory sink enforces the sink contract, and a whole dump through the
+// in-memory sink gives the same bytes as the same dump into a directory.
+#include "checkpoint/image/image_sink.h"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+#include <filesystem>
+#include <map>
+#include <string>
+
+#include "checkpoint/checkpoint.h"
+#include "checkpoint/image/image_file.h"
+#include "common/error.h"
+#include "common/fs.h"
+
+namespace cryo::ckpt {
+namespace {
+
+class ImageSinkTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/cryo-sink-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  std::map<std::string, std::string> directory_files(const std::string& dir) {
+    std::map<std::string, std::string> files;
+    for (const auto& entry : std::filesystem::directory_iterator(dir))
+      files[entry.path().filename()] = fs::read_file(entry.path());
+    return files;
+  }
+
+  std::string dir_;
+};
+
+std::string pattern(size_t size, char seed) {
+  std::string s(size, '\0');
+  for (size_t i = 0; i < size; ++i) s[i] = static_cast<char>(seed + i * 7 + (i >> 12));
+  return s;
+}
+
+TEST_F(ImageSinkTest, DirectorySinkWritesExactFilesSmallAndMapped) {
+  DirectorySink sink(dir_ + "/images");  // created by the sink
+  std::string small = pattern(1000, 'a');
+  std::string large = pattern(DirectorySink::kMapThreshold * 3 + 4096, 'b');
+  {
+    auto out = sink.create("small.img", small.size());
+    out->write(small.data(), 600);
+    out->write(small.data() + 600, 400);
+    out->commit();
+  }
+  {
+    auto out = sink.create("large.img", large.size());
+    // Half by write(), half filled in place.
+    size_t half = large.size() / 2;
+    out->write(large.data(), half);
+    uint8_t* room = out->reserve_in_place(large.size() - half);
+    ASSERT_NE(room, nullptr);
+    memcpy(room, large.data() + half, large.size() - half);
+    out->advance(large.size() - half);
+    out->commit();
+  }
+  sink.finish();
+  auto files = directory_files(dir_ + "/images");
+  ASSERT_EQ(files.size(), 2u);
+  EXPECT_EQ(files["small.img"], small);
+  EXPECT_EQ(files["large.img"], large);
+}
+
+TEST_F(ImageSinkTest, DirectorySinkRefusesWrongSizesAndAbortsCleanly) {
+  DirectorySink sink(dir_);
+  {
+    auto out = sink.create("short.img", 100);
+    out->write("0123456789", 10);
+    EXPECT_THROW(out->commit(), Error);  // 90 bytes missing
+  }
+  {
+    auto out = sink.create("long.img", 4);
+    EXPECT_THROW(out->write("0123456789", 10), Error);
+  }
+  {
+    auto out = sink.create("mapped.img", DirectorySink::kMapThreshold);
+    EXPECT_THROW(out->advance(DirectorySink::kMapThreshold + 1), Error);
+  }
+  EXPECT_THROW(sink.create("../escape.img", 1), Error);
+  // Every output above was aborted: nothing is left, not even a temporary file.
+  EXPECT_TRUE(std::filesystem::is_empty(dir_));
+}
+
+TEST_F(ImageSinkTest, RawImageWriterThroughMemorySinkMatchesDirectory) {
+  std::string payload = pattern(3 * DirectorySink::kMapThreshold, 'c');
+  auto write_into = [&](ImageSink& sink) {
+    RawImageWriter writer(sink, "pages-7.img", payload.size());
+    writer.append(payload.data(), 5000);
+    if (uint8_t* room = writer.reserve_in_place(payload.size() - 5000)) {
+      memcpy(room, payload.data() + 5000, payload.size() - 5000);
+      writer.commit_in_place(payload.size() - 5000);
+    } else {
+      writer.append(payload.data() + 5000, payload.size() - 5000);
+    }
+    writer.finish();
+    write_json_image(sink, "core-7.img", json{{"pid", 7}});
+    sink.finish();
+  };
+  DirectorySink directory(dir_);
+  write_into(directory);
+  MemorySink memory;
+  write_into(memory);
+  EXPECT_TRUE(memory.finished());
+  EXPECT_EQ(memory.images(), directory_files(dir_));
+  RawImageReader reader(dir_, "pages-7.img");
+  reader.verify_checksum();
+  EXPECT_EQ(reader.payload_size(), payload.size());
+}
+
+TEST_F(ImageSinkTest, RawImageWriterRefusesAPayloadOfAnotherSize) {
+  MemorySink sink;
+  {
+    RawImageWriter writer(sink, "pipe-1.img", 10);
+    EXPECT_THROW(writer.append("0123456789ab", 12), Error);
+    writer.append("01234", 5);
+    EXPECT_THROW(writer.finish(), Error);
+  }
+  EXPECT_TRUE(sink.images().empty());
+}
+
+TEST_F(ImageSinkTest, MemorySinkEnforcesOneOpenOutputAndFinishLast) {
+  MemorySink sink;
+  auto first = sink.create("a.img", 1);
+  EXPECT_THROW(sink.create("b.img", 1), Error);
+  EXPECT_THROW(sink.finish(), Error);
+  first->write("x", 1);
+  first->commit();
+  first.reset();
+  EXPECT_THROW(sink.create("a.img", 1), Error);  // written twice
+  sink.finish();
+  EXPECT_THROW(sink.create("c.img", 1), Error);
+  EXPECT_EQ(sink.images().at("a.img"), "x");
+}
+
+// A quiet process: its own session, pinned to one CPU (rseq's cpu_id stays put), no fds but
+// /dev/null, blocked in pause().
+pid_t start_quiet_process(size_t touched_bytes) {
+  pid_t child = fork();
+  if (child == 0) {
+    cpu_set_t cpus;
+    CPU_ZERO(&cpus);
+    CPU_SET(0, &cpus);
+    sched_setaffinity(0, sizeof cpus, &cpus);
+    setsid();
+    int null = open("/dev/null", O_RDWR);
+    for (int fd = 0; fd < 3; ++fd) dup2(null, fd);
+    close_range(3, ~0u, 0);
+    auto* memory = static_cast<char*>(malloc(touched_bytes));
+    for (size_t i = 0; i < touched_bytes; ++i) memory[i] = static_cast<char>(i * 31 + (i >> 12));
+    for (size_t i = 0; i < touched_bytes; i += 3 * 4096) memory[i + 100] = 0;
+    kill(getpid(), SIGSTOP);
+    for (;;) pause();
+  }
+  int status = 0;
+  waitpid(child, &status, WUNTRACED);
+  kill(child, SIGCONT);
+  // Blocked in pause() (syscall 34) for good: both dumps then see the same registers.
+  std::string syscall_file = "/proc/" + std::to_string(child) + "/syscall";
+  while (fs::read_file(syscall_file).rfind("34 ", 0) != 0) usleep(1000);
+  return child;
+}
+
+TEST_F(ImageSinkTest, DumpThroughMemorySinkGivesTheDirectoryDumpsBytes) {
+  pid_t child = start_quiet_process(8 << 20);
+  DumpOptions options;
+  options.leave_running = true;
+  std::string images = dir_ + "/images";
+  try {
+    dump(child, images, options);
+    MemorySink memory;
+    options.sink = &memory;
+    dump(child, dir_ + "/unused", options);
+    EXPECT_TRUE(memory.finished());
+    EXPECT_FALSE(fs::exists(dir_ + "/unused"));
+    auto files = directory_files(images);
+    EXPECT_TRUE(files.count("pages-" + std::to_string(child) + ".img"));
+    EXPECT_TRUE(files.count("inventory.img"));
+    ASSERT_EQ(memory.images().size(), files.size());
+    for (const auto& [name, bytes] : files) {
+      ASSERT_TRUE(memory.images().count(name)) << name;
+      EXPECT_TRUE(memory.images().at(name) == bytes) << name << " differs";
+    }
+  } catch (...) {
+    kill(child, SIGKILL);
+    waitpid(child, nullptr, 0);
+    throw;
+  }
+  kill(child, SIGKILL);
+  waitpid(child, nullptr, 0);
+}
+
+}  // namespace
+}  // namespace cryo::ckpt
