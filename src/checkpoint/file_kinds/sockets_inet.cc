@@ -187,10 +187,10 @@ void dump_established(DumpContext& ctx, const DumpedFd& fd, const json& local, c
   bool first_connection = false;
   auto& hold = ctx.kind_state<sockets::TcpPacketHold>("tcp_packet_hold", &first_connection);
   if (first_connection) ctx.add_kill_action([&hold] { hold.keep(); });
-  sockets::TcpConnection connection{
-      sockets::identify(s).domain, local.at("ip").get<std::string>(),
-      local.at("port").get<uint16_t>(), peer.at("ip").get<std::string>(),
-      peer.at("port").get<uint16_t>()};
+  sockets::TcpConnection connection{sockets::identify(s).domain, local.at("ip").get<std::string>(),
+                                    local.at("port").get<uint16_t>(),
+                                    peer.at("ip").get<std::string>(),
+                                    peer.at("port").get<uint16_t>()};
   hold.hold(s, connection, ctx.image_dir());
   // From here on the connection sends nothing, not even ACKs or FIN/RST when the tree dies.
   sockets::set_int_option(s, IPPROTO_TCP, TCP_REPAIR, 1, "TCP_REPAIR");
@@ -239,7 +239,8 @@ void dump_established(DumpContext& ctx, const DumpedFd& fd, const json& local, c
     ctx.add_finish_check([&dumped, key, reverse] {
       if (dumped.seen.count(reverse) == 0)
         throw Error("not supported yet: half-closed TCP connection " + key +
-                    " whose peer outside the tree has closed its side (FIN received)");
+                    " whose peer has closed its side (FIN received) and is not a socket of the "
+                    "tree (a peer outside it, or one no process holds any more)");
     });
   }
   tcp["recv_seq"] = received.first_seq;
@@ -249,6 +250,8 @@ void dump_established(DumpContext& ctx, const DumpedFd& fd, const json& local, c
       sockets::write_bytes_image(ctx.image_dir(), base + "-recv.img", received.data);
   tcp["send_queue"] = sockets::write_bytes_image(ctx.image_dir(), base + "-send.img", sending.data);
   tcp["send_unsent"] = std::min<size_t>(static_cast<size_t>(notsent), sending.data.size());
+  // Images of dumps without the packet hold recorded an unsent count the peer may have seen.
+  tcp["unsent_held"] = true;
 
   tcp_info info = get_tcp_info(s);
   tcp["mss"] = sockets::get_int_option(s, IPPROTO_TCP, TCP_MAXSEG, "TCP_MAXSEG");
@@ -331,7 +334,9 @@ void restore_established(RestoreContext& ctx, int s, const SocketIdentity& id,
   // the peer does not acknowledge it); the unsent tail is written after repair mode is off, as
   // new data that the kernel transmits at once (written in repair mode it would count as sent
   // and go out only on the retransmit timeout, a second for a fresh socket).
-  size_t unsent = std::min<size_t>(tcp.value("send_unsent", size_t{0}), sending.size());
+  size_t unsent = tcp.value("unsent_held", false)
+                      ? std::min<size_t>(tcp.value("send_unsent", size_t{0}), sending.size())
+                      : 0;
   auto unsent_tail = std::make_shared<std::string>(sending.substr(sending.size() - unsent));
   sending.resize(sending.size() - unsent);
   select_queue(s, TCP_SEND_QUEUE);
@@ -446,9 +451,10 @@ void inet_dump(DumpContext& ctx, const DumpedFd& fd, json& description) {
     case TCP_CLOSING: {
       json peer = peer_address(s);
       if (!ctx.options().tcp_established)
-        throw Error(std::string(info.tcpi_state == TCP_ESTABLISHED ? "established" : "half-closed") +
-                    " TCP connection " + address_text(local) + " -> " + address_text(peer) + " (" +
-                    tcp_state_name(info.tcpi_state) + "; use --tcp-established)");
+        throw Error(
+            std::string(info.tcpi_state == TCP_ESTABLISHED ? "established" : "half-closed") +
+            " TCP connection " + address_text(local) + " -> " + address_text(peer) + " (" +
+            tcp_state_name(info.tcpi_state) + "; use --tcp-established)");
       dump_established(ctx, fd, local, peer, info.tcpi_state, description);
       return;
     }

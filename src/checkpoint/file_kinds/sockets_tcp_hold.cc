@@ -70,9 +70,9 @@ std::string drop_rule(const std::string& table, const std::string& chain, const 
                       uint16_t from_port, const std::string& to, uint16_t to_port) {
   auto [family, source] = nft_address(from);
   auto destination = nft_address(to).second;
-  return "add rule inet " + table + " " + chain + " " + family + " saddr " + source + " " +
-         family + " daddr " + destination + " tcp sport " + std::to_string(from_port) +
-         " tcp dport " + std::to_string(to_port) + " drop\n";
+  return "add rule inet " + table + " " + chain + " " + family + " saddr " + source + " " + family +
+         " daddr " + destination + " tcp sport " + std::to_string(from_port) + " tcp dport " +
+         std::to_string(to_port) + " drop\n";
 }
 
 // Unique per dump: cryo's pid and a clock reading.

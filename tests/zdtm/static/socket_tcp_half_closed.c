@@ -61,8 +61,7 @@ int main(int argc, char** argv) {
   test_fill_random(first, first_size, 21);
   if (write(writer, first, first_size) != (ssize_t)first_size) test_fail("write first");
   if (shutdown(writer, SHUT_WR) < 0) test_fail("shutdown writer");
-  while (tcp_state(reader) != TCP_CLOSE_WAIT || tcp_state(writer) != TCP_FIN_WAIT2)
-    usleep(1000);
+  while (tcp_state(reader) != TCP_CLOSE_WAIT || tcp_state(writer) != TCP_FIN_WAIT2) usleep(1000);
 
   /* Second connection: the sender's bytes back up behind a small receive window, then it shuts
    * its side: the FIN waits behind the unsent bytes. */
