@@ -450,11 +450,13 @@ void inet_dump(DumpContext& ctx, const DumpedFd& fd, json& description) {
     case TCP_LAST_ACK:
     case TCP_CLOSING: {
       json peer = peer_address(s);
-      if (!ctx.options().tcp_established)
-        throw Error(
-            std::string(info.tcpi_state == TCP_ESTABLISHED ? "established" : "half-closed") +
-            " TCP connection " + address_text(local) + " -> " + address_text(peer) + " (" +
-            tcp_state_name(info.tcpi_state) + "; use --tcp-established)");
+      if (!ctx.options().tcp_established) {
+        bool established = info.tcpi_state == TCP_ESTABLISHED;
+        throw Error(std::string(established ? "established" : "half-closed") + " TCP connection " +
+                    address_text(local) + " -> " + address_text(peer) + " (" +
+                    (established ? "" : std::string(tcp_state_name(info.tcpi_state)) + "; ") +
+                    "use --tcp-established)");
+      }
       dump_established(ctx, fd, local, peer, info.tcpi_state, description);
       return;
     }
