@@ -186,7 +186,12 @@ void dump_established(DumpContext& ctx, const DumpedFd& fd, const json& local, c
   // sees as unsent. The hold outlives the dump when the tree is killed (the restore lifts it).
   bool first_connection = false;
   auto& hold = ctx.kind_state<sockets::TcpPacketHold>("tcp_packet_hold", &first_connection);
-  if (first_connection) ctx.add_kill_action([&hold] { hold.keep(); });
+  if (first_connection) {
+    ctx.add_kill_action([&hold] { hold.keep(); });
+    // A tree that runs on gets its connections back before it resumes, not after the dumper
+    // is gone (its segments would wait for a retransmission meanwhile).
+    ctx.add_resume_action([&hold] { hold.release(); });
+  }
   sockets::TcpConnection connection{sockets::identify(s).domain, local.at("ip").get<std::string>(),
                                     local.at("port").get<uint16_t>(),
                                     peer.at("ip").get<std::string>(),
