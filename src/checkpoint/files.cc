@@ -376,6 +376,7 @@ FileDumper::~FileDumper() {
 }
 
 void FileDumper::keep_tcp_repair_for_kill() {
+  impl_->ctx.run_kill_actions();
   impl_->ctx.drop_resume_actions();
 }
 

@@ -91,6 +91,13 @@ class DumpContext {
     resume_actions_.clear();
   }
   void drop_resume_actions() { resume_actions_.clear(); }
+  // Actions run when the dumped tree is killed (FileDumper::keep_tcp_repair_for_kill), instead
+  // of the resume actions: e.g. handing the TCP packet hold over to the checkpoint.
+  void add_kill_action(std::function<void()> action) { kill_actions_.push_back(std::move(action)); }
+  void run_kill_actions() {
+    for (const auto& action : kill_actions_) action();
+    kill_actions_.clear();
+  }
   // State a kind keeps across the descriptions of one dump, created on first use (`created`).
   template <typename T>
   T& kind_state(const std::string& kind, bool* created = nullptr) {
@@ -104,6 +111,7 @@ class DumpContext {
   std::map<std::string, std::shared_ptr<void>> kind_states_;
   std::vector<std::function<void()>> finish_checks_;
   std::vector<std::function<void()>> resume_actions_;
+  std::vector<std::function<void()>> kill_actions_;
   ImageSink& sink_;
   FileDumpOptions options_;
   uint64_t next_id_ = 1;
@@ -141,6 +149,14 @@ class RestoreContext {
     for (const auto& step : after_open_) step();
     after_open_.clear();
   }
+  // State a kind keeps across the descriptions of one restore, created on first use.
+  template <typename T>
+  T& kind_state(const std::string& kind, bool* created = nullptr) {
+    auto& slot = kind_states_[kind];
+    if (created != nullptr) *created = !slot;
+    if (!slot) slot = std::make_shared<T>();
+    return *std::static_pointer_cast<T>(slot);
+  }
   // Pids (as dumped) of every process of the restored tree.
   const std::set<pid_t>& tree_pids() const { return tree_pids_; }
   void set_tree_pids(std::set<pid_t> pids) { tree_pids_ = std::move(pids); }
@@ -157,6 +173,7 @@ class RestoreContext {
   std::set<pid_t> tree_pids_;
   UniqueFd root_fd_;
   std::vector<std::function<void()>> after_open_;
+  std::map<std::string, std::shared_ptr<void>> kind_states_;
 };
 
 struct FileKind {

@@ -14,10 +14,12 @@
 
 #include <algorithm>
 #include <memory>
+#include <set>
 #include <string>
 
 #include "checkpoint/file_kinds/file_kind.h"
 #include "checkpoint/file_kinds/socket_options.h"
+#include "checkpoint/file_kinds/sockets_tcp_hold.h"
 #include "common/error.h"
 #include "common/log.h"
 
@@ -127,10 +129,10 @@ void select_queue(int fd, int queue) {
   sockets::set_int_option(fd, IPPROTO_TCP, TCP_REPAIR_QUEUE, queue, "TCP_REPAIR_QUEUE");
 }
 
-// The selected queue (repair mode) and the sequence number of its first byte. Incoming
-// segments and ACKs are still processed in repair mode (until the container engine holds packets
-// back), so the queue may change under the dump: the end sequence (rcv_nxt, write_seq) is read
-// around one peek of the whole queue and the peek retried until both readings agree.
+// The selected queue (repair mode) and the sequence number of its first byte. Segments that got
+// past the packet hold before it was in place may still be processed while the queue is read:
+// the end sequence (rcv_nxt, write_seq) is read around one peek of the whole queue and the peek
+// retried until both readings agree.
 struct QueueSnapshot {
   uint32_t first_seq;
   std::string data;
@@ -159,9 +161,42 @@ QueueSnapshot snapshot_queue(int fd, int queue, size_t room, const char* what) {
   }
 }
 
+bool fin_was_sent(int state) {
+  return state == TCP_FIN_WAIT1 || state == TCP_FIN_WAIT2 || state == TCP_LAST_ACK ||
+         state == TCP_CLOSING;
+}
+
+bool fin_was_received(int state) {
+  return state == TCP_CLOSE_WAIT || state == TCP_LAST_ACK || state == TCP_CLOSING;
+}
+
+// Connections dumped so far ("local -> peer"), to know at finish whether a peer that closed its
+// side is in the tree (and will send its FIN again when restored).
+struct DumpedTcpConnections {
+  std::set<std::string> seen;
+};
+
+// An established or half-closed connection (FIN sent and/or received: `state`).
 void dump_established(DumpContext& ctx, const DumpedFd& fd, const json& local, const json& peer,
-                      json& description) {
+                      int state, json& description) {
   int s = fd.stolen;
+  // First the connection's packets are held back (both ways), so that nothing the queues and
+  // sequence numbers read below depend on changes any more: no ACK frees the send queue, and
+  // whatever the socket still transmits is dropped, so the peer has received nothing the dump
+  // sees as unsent. The hold outlives the dump when the tree is killed (the restore lifts it).
+  bool first_connection = false;
+  auto& hold = ctx.kind_state<sockets::TcpPacketHold>("tcp_packet_hold", &first_connection);
+  if (first_connection) {
+    ctx.add_kill_action([&hold] { hold.keep(); });
+    // A tree that runs on gets its connections back before it resumes, not after the dumper
+    // is gone (its segments would wait for a retransmission meanwhile).
+    ctx.add_resume_action([&hold] { hold.release(); });
+  }
+  sockets::TcpConnection connection{sockets::identify(s).domain, local.at("ip").get<std::string>(),
+                                    local.at("port").get<uint16_t>(),
+                                    peer.at("ip").get<std::string>(),
+                                    peer.at("port").get<uint16_t>()};
+  hold.hold(s, connection, ctx.sink());
   // From here on the connection sends nothing, not even ACKs or FIN/RST when the tree dies.
   sockets::set_int_option(s, IPPROTO_TCP, TCP_REPAIR, 1, "TCP_REPAIR");
   auto held = std::make_shared<UniqueFd>(::fcntl(s, F_DUPFD_CLOEXEC, 0));
@@ -174,9 +209,9 @@ void dump_established(DumpContext& ctx, const DumpedFd& fd, const json& local, c
   int inq = 0, outq = 0, notsent = 0;
   if (::ioctl(s, SIOCINQ, &inq) < 0) throw_errno("ioctl SIOCINQ");
   if (::ioctl(s, SIOCOUTQ, &outq) < 0) throw_errno("ioctl SIOCOUTQ");
-  // Informational only: repair mode does not stop an original whose queue is not selected from
-  // transmitting when an ACK opens the window (only the engine's packet hold-back does), so the
-  // unsent tail may shrink under the dump.
+  // The unsent tail (write_seq - snd_nxt). It may still shrink while the queue is read (repair
+  // mode does not stop a socket whose queue is not selected from transmitting), but what leaves
+  // now is dropped by the hold: bytes counted here as unsent never reached the peer.
   if (::ioctl(s, SIOCOUTQNSD, &notsent) < 0) throw_errno("ioctl SIOCOUTQNSD");
   auto room = [&](int queued, int buffer_option) {
     return static_cast<size_t>(std::max(
@@ -190,13 +225,37 @@ void dump_established(DumpContext& ctx, const DumpedFd& fd, const json& local, c
 
   // Sequence numbers of the first queued byte: writing the queue back advances them to the
   // dumped rcv_nxt / write_seq.
+  // A FIN takes a sequence number of its own, counted in rcv_nxt / write_seq but not in the
+  // queues: the restore rebuilds the connection as established up to the FIN, and the FIN is
+  // sent again (by shutdown after repair mode: ours to the peer, the peer's to us).
+  bool fin_sent = fin_was_sent(state), fin_received = fin_was_received(state);
+  if (fin_received) received.first_seq -= 1;
+  if (fin_sent) {
+    sending.first_seq -= 1;
+    if (notsent > 0) notsent -= 1;  // the FIN itself was not sent yet (a closed window)
+  }
+  tcp["fin_sent"] = fin_sent;
+  tcp["fin_received"] = fin_received;
+  std::string key = address_text(local) + " -> " + address_text(peer);
+  auto& dumped = ctx.kind_state<DumpedTcpConnections>("tcp_connections");
+  dumped.seen.insert(key);
+  if (fin_received) {
+    std::string reverse = address_text(peer) + " -> " + address_text(local);
+    ctx.add_finish_check([&dumped, key, reverse] {
+      if (dumped.seen.count(reverse) == 0)
+        throw Error("not supported yet: half-closed TCP connection " + key +
+                    " whose peer has closed its side (FIN received) and is not a socket of the "
+                    "tree (a peer outside it, or one no process holds any more)");
+    });
+  }
   tcp["recv_seq"] = received.first_seq;
   tcp["send_seq"] = sending.first_seq;
   std::string base = "tcp-" + std::to_string(description.at("id").get<uint64_t>());
-  tcp["recv_queue"] =
-      sockets::write_bytes_image(ctx.sink(), base + "-recv.img", received.data);
+  tcp["recv_queue"] = sockets::write_bytes_image(ctx.sink(), base + "-recv.img", received.data);
   tcp["send_queue"] = sockets::write_bytes_image(ctx.sink(), base + "-send.img", sending.data);
-  tcp["send_unsent"] = notsent;
+  tcp["send_unsent"] = std::min<size_t>(static_cast<size_t>(notsent), sending.data.size());
+  // Images of dumps without the packet hold recorded an unsent count the peer may have seen.
+  tcp["unsent_held"] = true;
 
   tcp_info info = get_tcp_info(s);
   tcp["mss"] = sockets::get_int_option(s, IPPROTO_TCP, TCP_MAXSEG, "TCP_MAXSEG");
@@ -222,6 +281,7 @@ void dump_established(DumpContext& ctx, const DumpedFd& fd, const json& local, c
   tcp["sndbuf"] = sockets::get_int_option(s, SOL_SOCKET, SO_SNDBUF, "SO_SNDBUF");
   tcp["rcvbuf"] = sockets::get_int_option(s, SOL_SOCKET, SO_RCVBUF, "SO_RCVBUF");
   description["state"] = "established";
+  description["tcp_state"] = tcp_state_name(state);
   description["local"] = local;
   description["peer"] = peer;
   description["tcp"] = std::move(tcp);
@@ -274,9 +334,15 @@ void restore_established(RestoreContext& ctx, int s, const SocketIdentity& id,
     sockets::set_int_option(s, IPPROTO_TCP, TCP_TIMESTAMP, tcp.at("timestamp").get<int>(),
                             "TCP_TIMESTAMP");
 
-  // The whole send queue goes in as sent (the kernel retransmits what the peer did not get): the
-  // peer may have received, and will acknowledge, bytes the dump saw as unsent (see above), and
-  // an ACK beyond the restored snd_nxt would be dropped as acknowledging unsent data.
+  // The part of the send queue that was sent goes in as sent (the kernel retransmits it when
+  // the peer does not acknowledge it); the unsent tail is written after repair mode is off, as
+  // new data that the kernel transmits at once (written in repair mode it would count as sent
+  // and go out only on the retransmit timeout, a second for a fresh socket).
+  size_t unsent = tcp.value("unsent_held", false)
+                      ? std::min<size_t>(tcp.value("send_unsent", size_t{0}), sending.size())
+                      : 0;
+  auto unsent_tail = std::make_shared<std::string>(sending.substr(sending.size() - unsent));
+  sending.resize(sending.size() - unsent);
   select_queue(s, TCP_SEND_QUEUE);
   sockets::send_all(s, sending, 0, "refilling the send queue");
   select_queue(s, TCP_RECV_QUEUE);
@@ -290,6 +356,12 @@ void restore_established(RestoreContext& ctx, int s, const SocketIdentity& id,
   window.max_window = w.at("max_window").get<uint32_t>();
   window.rcv_wnd = w.at("rcv_wnd").get<uint32_t>();
   window.rcv_wup = w.at("rcv_wup").get<uint32_t>();
+  // A received FIN is not part of the restored rcv_nxt (it comes again from the peer): the
+  // window edges the kernel checks against rcv_nxt may be one beyond it.
+  uint32_t rcv_nxt = tcp.at("recv_seq").get<uint32_t>() + static_cast<uint32_t>(received.size());
+  auto after = [](uint32_t a, uint32_t b) { return static_cast<int32_t>(a - b) > 0; };
+  if (after(window.rcv_wup, rcv_nxt)) window.rcv_wup = rcv_nxt;
+  if (after(window.snd_wl1, rcv_nxt + window.rcv_wnd)) window.snd_wl1 = rcv_nxt + window.rcv_wnd;
   if (::setsockopt(s, IPPROTO_TCP, TCP_REPAIR_WINDOW, &window, sizeof window) < 0)
     throw_errno("setsockopt TCP_REPAIR_WINDOW");
   // Repair mode goes off once every description exists (a peer inside the tree must be back
@@ -301,9 +373,23 @@ void restore_established(RestoreContext& ctx, int s, const SocketIdentity& id,
   std::string what =
       address_text(description.at("local")) + " -> " + address_text(description.at("peer"));
   int reuse_address = options.value("SO_REUSEADDR", 0);
-  ctx.add_after_open([held, what, reuse_address] {
+  // The dump's packet hold is lifted once every connection exists again, before the first one
+  // leaves repair mode (its window probe and unsent bytes must reach the peer).
+  bool first_connection = false;
+  ctx.kind_state<bool>("tcp_packet_hold_release", &first_connection);
+  if (first_connection) {
+    ctx.add_after_open([held, image_dir = ctx.image_dir()] {
+      with_context("lifting the dump's TCP packet hold",
+                   [&] { sockets::release_recorded_hold(image_dir, held->get()); });
+    });
+  }
+  bool fin_sent = tcp.value("fin_sent", false);
+  ctx.add_after_open([held, what, reuse_address, unsent_tail, fin_sent] {
     with_context("TCP connection " + what, [&] {
       sockets::set_int_option(held->get(), IPPROTO_TCP, TCP_REPAIR, 0, "TCP_REPAIR off");
+      sockets::send_all(held->get(), *unsent_tail, MSG_DONTWAIT, "writing the unsent bytes");
+      if (fin_sent && ::shutdown(held->get(), SHUT_WR) < 0)
+        throw_errno("shutdown SHUT_WR (the FIN it had sent)");
       if (reuse_address != 0)
         sockets::set_int_option(held->get(), SOL_SOCKET, SO_REUSEADDR, reuse_address,
                                 "SO_REUSEADDR");
@@ -361,12 +447,21 @@ void inet_dump(DumpContext& ctx, const DumpedFd& fd, json& description) {
     case TCP_CLOSE:
       description["state"] = "closed";  // new, or bound, or a finished connection
       return;
-    case TCP_ESTABLISHED: {
+    case TCP_ESTABLISHED:
+    case TCP_FIN_WAIT1:
+    case TCP_FIN_WAIT2:
+    case TCP_CLOSE_WAIT:
+    case TCP_LAST_ACK:
+    case TCP_CLOSING: {
       json peer = peer_address(s);
-      if (!ctx.options().tcp_established)
-        throw Error("established TCP connection " + address_text(local) + " -> " +
-                    address_text(peer) + " (use --tcp-established)");
-      dump_established(ctx, fd, local, peer, description);
+      if (!ctx.options().tcp_established) {
+        bool established = info.tcpi_state == TCP_ESTABLISHED;
+        throw Error(std::string(established ? "established" : "half-closed") + " TCP connection " +
+                    address_text(local) + " -> " + address_text(peer) + " (" +
+                    (established ? "" : std::string(tcp_state_name(info.tcpi_state)) + "; ") +
+                    "use --tcp-established)");
+      }
+      dump_established(ctx, fd, local, peer, info.tcpi_state, description);
       return;
     }
     default: {
