@@ -97,7 +97,7 @@ class ShmAttachment {
     address_ = at;
     size_t mapped = (size + kPageSize - 1) / kPageSize * kPageSize;
     char range[96];
-    std::snprintf(range, sizeof range, "/proc/thread-self/map_files/%lx-%lx",
+    std::snprintf(range, sizeof range, "/proc/self/map_files/%lx-%lx",
                   reinterpret_cast<unsigned long>(at),
                   reinterpret_cast<unsigned long>(at) + mapped);
     file_.reset(::open(range, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC));

@@ -93,8 +93,9 @@ rounds=1
 [ "$mode" = two-rounds ] && rounds=2
 for round in $(seq 1 $rounds); do
   images="$work/images-$round"
-  # Every process of the test's session (and group): their PIDs must be free before the restore.
-  members=$( (ps -o pid= -s "$pid"; ps -o pid= -g "$pid") | sort -u)
+  # Every process of the test's session (and group) and every descendant (some start sessions of
+  # their own): their PIDs must be free before the restore.
+  members=$(ours | tr ' ' '\n' | sort -u)
   if [ "$mode" = leave-running ]; then
     "$CRYO" cr dump "${opts[@]}" -t "$pid" -D "$images" -R || fail "dump (leave running) failed"
     kill -0 "$pid" 2>/dev/null || fail "the original died after dump -R"

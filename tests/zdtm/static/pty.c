@@ -51,19 +51,22 @@ static int same_termios(const struct termios* a, const struct termios* b) {
 static int child_checks(int slave, pid_t grandchild) {
   if (tcgetsid(slave) != getpid()) return 10;
   if (tcgetpgrp(slave) != grandchild) return 11;
+  /* The controlling terminal (/proc/self/stat tty_nr) is the slave, and /dev/tty opens. */
   int tty = open("/dev/tty", O_RDWR | O_NOCTTY);
   if (tty < 0) return 12;
-  struct stat a, b;
-  if (fstat(tty, &a) != 0 || fstat(slave, &b) != 0 || a.st_rdev != b.st_rdev) return 13;
   close(tty);
+  char stat_text[512] = {0};
+  int stat_fd = open("/proc/self/stat", O_RDONLY);
+  if (stat_fd < 0 || read(stat_fd, stat_text, sizeof stat_text - 1) <= 0) return 13;
+  close(stat_fd);
+  unsigned long tty_nr = 0;
+  if (sscanf(strrchr(stat_text, ')') + 2, "%*c %*d %*d %*d %lu", &tty_nr) != 1) return 13;
+  struct stat st;
+  if (fstat(slave, &st) != 0 || tty_nr != st.st_rdev) return 13;
   struct termios now, wanted = wanted_termios();
   if (tcgetattr(slave, &now) != 0 || !same_termios(&now, &wanted)) return 14;
   struct winsize ws;
   if (ioctl(slave, TIOCGWINSZ, &ws) != 0 || ws.ws_row != 33 || ws.ws_col != 101) return 15;
-  /* Canonical reads: the whole line alone, then the partial one once the parent ends it. */
-  char buf[128];
-  ssize_t n = read(slave, buf, sizeof buf);
-  if (n != 13 || memcmp(buf, "a whole line\n", 13) != 0) return 16;
   return 0;
 }
 
@@ -85,11 +88,25 @@ int main(int argc, char** argv) {
     struct termios t = wanted_termios();
     struct winsize ws = {.ws_row = 33, .ws_col = 101};
     if (tcsetattr(slave, TCSANOW, &t) != 0 || ioctl(slave, TIOCSWINSZ, &ws) != 0) _exit(4);
+    int to_grandchild[2];
+    if (pipe(to_grandchild) != 0) _exit(2);
     pid_t grandchild = fork();
     if (grandchild == 0) {
+      /* The foreground group: the one that may read the terminal. Canonical reads after restore:
+       * the whole line alone, then the partial one once the parent has ended it. */
       setpgid(0, 0);
-      for (;;) pause();
+      close(to_grandchild[1]);
+      char go;
+      if (read(to_grandchild[0], &go, 1) != 1) _exit(30);
+      char buf[128];
+      ssize_t n = read(slave, buf, sizeof buf);
+      if (n != 13 || memcmp(buf, "a whole line\n", 13) != 0) _exit(31);
+      if (write(from_child[1], "1", 1) != 1) _exit(32);
+      n = read(slave, buf, sizeof buf);
+      if (n != 8 || memcmp(buf, "partial\n", 8) != 0) _exit(33);
+      _exit(0);
     }
+    close(to_grandchild[0]);
     if (setpgid(grandchild, grandchild) != 0 && errno != EACCES) _exit(5);
     signal(SIGTTOU, SIG_IGN);
     if (tcsetpgrp(slave, grandchild) != 0) _exit(6);
@@ -98,17 +115,17 @@ int main(int argc, char** argv) {
     char c;
     if (read(to_child[0], &c, 1) != 1) _exit(9);
     int r = child_checks(slave, grandchild);
-    if (r == 0) {
-      if (write(from_child[1], "1", 1) != 1) r = 20;
-      /* The parent ends the partial line. */
-      char buf[128];
-      ssize_t n = read(slave, buf, sizeof buf);
-      if (r == 0 && (n != 8 || memcmp(buf, "partial\n", 8) != 0)) r = 17;
-    }
-    kill(grandchild, SIGKILL);
-    waitpid(grandchild, NULL, 0);
+    if (r != 0) kill(grandchild, SIGKILL);
+    close(from_child[1]);
+    if (r == 0 && write(to_grandchild[1], "g", 1) != 1) r = 20;
+    int status;
+    if (waitpid(grandchild, &status, 0) != grandchild) r = r ? r : 21;
+    if (r == 0 && !(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+      r = WIFEXITED(status) ? WEXITSTATUS(status) : 22;
     _exit(r);
   }
+  close(to_child[0]);
+  close(from_child[1]);
   char c;
   if (read(from_child[0], &c, 1) != 1) test_fail("the child did not set up the terminal");
   if (write(master, TYPED, strlen(TYPED)) != (ssize_t)strlen(TYPED)) test_fail("write master");
