@@ -173,10 +173,12 @@ void refill_pty(int master, int slave, const std::string& output, const std::str
   if (::tcsetattr(slave, TCSANOW, &final_termios) < 0) throw_errno("tcsetattr");
 }
 
-// Dump-time state of the ptys met so far: index -> object id; indexes whose master was met.
+// Dump-time state of the ptys met so far: index -> object id; indexes whose master was met; the
+// first slave fd of each (for messages).
 struct PtyDumpState {
   std::map<int, uint64_t> objects;
   std::set<int> masters;
+  std::map<int, std::string> first_slave_fd;
 };
 
 PtyDumpState& pty_state(DumpContext& ctx) {
@@ -186,9 +188,9 @@ PtyDumpState& pty_state(DumpContext& ctx) {
     ctx.add_finish_check([&state] {
       for (auto& [i, object_id] : state.objects)
         if (!state.masters.count(i))
-          throw Error("the pty slave /dev/pts/" + std::to_string(i) +
-                      " of the tree has its master outside it: not supported (for the "
-                      "terminal of a shell job, dump with --shell-job)");
+          throw Error(state.first_slave_fd[i] + ": the terminal /dev/pts/" + std::to_string(i) +
+                      " is outside the checkpointed tree (its master is): checkpoint it as a "
+                      "shell job (--shell-job)");
     });
   return state;
 }
@@ -277,6 +279,7 @@ void dump_pty_slave(DumpContext& ctx, const DumpedFd& fd, json& description) {
   int index = pty_slave_index(fd.st.st_rdev);
   uint64_t id = 0;
   json& entry = pty_object(ctx, index, &id);
+  pty_state(ctx).first_slave_fd.try_emplace(index, fd.describe());
   record_controlling_session(fd, index, entry);
   description["kind"] = "pty-slave";
   description["pty"] = id;
