@@ -2,7 +2,7 @@
  * modes and contents; attached segments are attached again at the same addresses (a real
  * attachment: shmdt works, a new shmat sees the same memory, the child and the parent still
  * share it); a segment removed while attached is still removed; one attached read-only stays
- * read-only. */
+ * read-only; one whose attachment was partly unmapped and partly made read-only comes back so. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <sched.h>
@@ -56,6 +56,14 @@ int main(int argc, char** argv) {
   }
   char* readonly_at = shmat(readonly, NULL, SHM_RDONLY);
   if (readonly_at == (void*)-1) test_fail("shmat read-only: %m");
+  /* 6 pages: the first and the last unmapped, the fourth read-only. */
+  int split = shmget(IPC_PRIVATE, 6 * 4096, 0600);
+  char* split_at = split < 0 ? (void*)-1 : shmat(split, NULL, 0);
+  if (split_at == (void*)-1) test_fail("shmat split: %m");
+  test_fill_random(split_at, 6 * 4096, 23);
+  if (munmap(split_at, 4096) != 0 || munmap(split_at + 5 * 4096, 4096) != 0 ||
+      mprotect(split_at + 3 * 4096, 4096, PROT_READ) != 0)
+    test_fail("splitting the attachment: %m");
   if (shmctl(removed, IPC_RMID, NULL) != 0) test_fail("IPC_RMID: %m");
   struct shmid_ds ds;
   if (shmctl(detached, IPC_STAT, &ds) != 0) test_fail("IPC_STAT: %m");
@@ -86,6 +94,15 @@ int main(int argc, char** argv) {
   if (test_check_random(removed_at, REMOVED_SIZE, 13) != (size_t)-1)
     test_fail("removed segment's contents differ");
   if (memcmp(readonly_at, "read only", 10) != 0) test_fail("read-only segment's contents differ");
+  {
+    char expected[6 * 4096];
+    test_fill_random(expected, sizeof expected, 23);
+    if (memcmp(split_at + 4096, expected + 4096, 4 * 4096) != 0)
+      test_fail("split attachment's contents differ");
+    if (msync(split_at, 4096, MS_ASYNC) == 0 || msync(split_at + 5 * 4096, 4096, MS_ASYNC) == 0)
+      test_fail("unmapped pages of the split attachment are mapped again");
+    split_at[2 * 4096] = 'w'; /* still writable */
+  }
 
   if (shmctl(detached, IPC_STAT, &ds) != 0) test_fail("IPC_STAT detached: %m");
   if (ds.shm_perm.uid != 1234 || ds.shm_perm.gid != 2345 || (ds.shm_perm.mode & 0777) != 0604)
@@ -129,14 +146,17 @@ int main(int argc, char** argv) {
     test_fail("the removed segment still exists after its last detach");
   if (shmdt(shared_at) != 0) test_fail("shmdt: %m");
 
-  /* The read-only attachment refuses writes. */
+  /* The read-only attachment and the read-only part of the split one refuse writes. */
   signal(SIGSEGV, on_segv);
-  pid_t writer = fork();
-  if (writer == 0) {
-    readonly_at[0] = 'x';
-    _exit(0);
+  char* read_only_places[] = {readonly_at, split_at + 3 * 4096};
+  for (int i = 0; i < 2; i++) {
+    pid_t writer = fork();
+    if (writer == 0) {
+      read_only_places[i][0] = 'x';
+      _exit(0);
+    }
+    if (waitpid(writer, &status, 0) != writer || !WIFEXITED(status) || WEXITSTATUS(status) != 7)
+      test_fail("a write into read-only attachment %d did not fault", i);
   }
-  if (waitpid(writer, &status, 0) != writer || !WIFEXITED(status) || WEXITSTATUS(status) != 7)
-    test_fail("a write into the read-only attachment did not fault");
   test_pass();
 }
