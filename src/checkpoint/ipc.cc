@@ -19,6 +19,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <optional>
+#include <string_view>
 
 #include "checkpoint/file_kinds/file_kind.h"
 #include "checkpoint/image/image_file.h"
@@ -59,9 +61,32 @@ std::string ns_link(const std::string& pid) {
   return fs::read_link("/proc/" + pid + "/ns/ipc");
 }
 
+// A procfs of our own PID namespace, mounted nowhere: a container restore runs inside the
+// container's root, where /proc/sys is read-only and /proc may be another PID namespace's. The
+// IPC sysctls it shows are those of the calling thread's IPC namespace.
+int own_proc() {
+  static UniqueFd proc;
+  if (proc) return proc.get();
+  UniqueFd context(static_cast<int>(::syscall(SYS_fsopen, "proc", FSOPEN_CLOEXEC)));
+  if (context &&
+      ::syscall(SYS_fsconfig, context.get(), FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) == 0)
+    proc.reset(static_cast<int>(::syscall(SYS_fsmount, context.get(), FSMOUNT_CLOEXEC, 0)));
+  if (!proc) proc = fs::open_or_throw("/proc", O_PATH | O_DIRECTORY | O_CLOEXEC);
+  return proc.get();
+}
+
+std::optional<std::string> read_proc_sys(const std::string& name) {
+  UniqueFd fd(::openat(own_proc(), ("sys/" + name).c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return std::nullopt;
+  char buffer[256];
+  ssize_t n = ::read(fd.get(), buffer, sizeof buffer - 1);
+  if (n < 0) throw_errno("read /proc/sys/" + name);
+  return std::string(trim(std::string_view(buffer, static_cast<size_t>(n))));
+}
+
 void write_proc_sys(const std::string& name, const std::string& value) {
   std::string path = "/proc/sys/" + name;
-  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  UniqueFd fd(::openat(own_proc(), ("sys/" + name).c_str(), O_WRONLY | O_CLOEXEC));
   if (!fd) throw_errno("open " + path);
   if (::write(fd.get(), value.data(), value.size()) != static_cast<ssize_t>(value.size()))
     throw_errno("write " + value + " to " + path);
@@ -97,14 +122,14 @@ class ShmAttachment {
     address_ = at;
     size_t mapped = (size + kPageSize - 1) / kPageSize * kPageSize;
     char range[96];
-    std::snprintf(range, sizeof range, "/proc/self/map_files/%lx-%lx",
+    std::snprintf(range, sizeof range, "%d/map_files/%lx-%lx", static_cast<int>(::getpid()),
                   reinterpret_cast<unsigned long>(at),
                   reinterpret_cast<unsigned long>(at) + mapped);
-    file_.reset(::open(range, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC));
+    file_.reset(::openat(own_proc(), range, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC));
     if (!file_) {
       int err = errno;
       ::shmdt(address_);
-      throw_errno(std::string("open ") + range, err);
+      throw_errno(std::string("open /proc/") + range, err);
     }
   }
   ~ShmAttachment() { ::shmdt(address_); }
@@ -287,8 +312,7 @@ json dump_mqueues() {
 json dump_sysctls() {
   json values = json::object();
   for (const char* name : kIpcSysctls) {
-    auto text = fs::read_file_if_exists(std::string("/proc/sys/") + name);
-    if (text) values[name] = std::string(trim(*text));
+    if (auto text = read_proc_sys(name)) values[name] = *text;
   }
   return values;
 }
@@ -435,9 +459,8 @@ std::unique_ptr<IpcNamespaceRestore> IpcNamespaceRestore::create(const std::stri
       if (::unshare(CLONE_NEWIPC) < 0) throw_errno("unshare CLONE_NEWIPC");
     }
     for (auto& [name, value] : image.at("sysctls").items()) {
-      std::string path = "/proc/sys/" + name;
-      auto current = fs::read_file_if_exists(path);
-      if (!current || trim(*current) == value.get<std::string>()) continue;
+      auto current = read_proc_sys(name);
+      if (!current || *current == value.get<std::string>()) continue;
       with_context("restoring sysctl " + name, [&] { write_proc_sys(name, value); });
     }
     for (const json& entry : image.at("shm"))
