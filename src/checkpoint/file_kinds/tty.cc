@@ -216,8 +216,12 @@ void record_controlling_session(const DumpedFd& fd, int index, json& entry) {
   long ppid = 0, pgrp = 0, session = 0, tty_nr = 0, tpgid = 0;
   fields >> state >> ppid >> pgrp >> session >> tty_nr >> tpgid;
   if (static_cast<dev_t>(tty_nr) != pty_slave_rdev(index) || session <= 0) return;
-  entry["session"] = innermost_pid(static_cast<pid_t>(session));
-  entry["foreground"] = tpgid > 0 ? innermost_pid(static_cast<pid_t>(tpgid)) : 0;
+  with_context("session " + std::to_string(session) + " of the controlling terminal /dev/pts/" +
+                   std::to_string(index),
+               [&] {
+                 entry["session"] = innermost_pid(static_cast<pid_t>(session));
+                 entry["foreground"] = tpgid > 0 ? innermost_pid(static_cast<pid_t>(tpgid)) : 0;
+               });
 }
 
 void dump_pty_master(DumpContext& ctx, const DumpedFd& fd, json& description) {
@@ -324,13 +328,14 @@ UniqueFd terminal_open(RestoreContext& ctx, const json& description) {
 }
 
 // A new master on `path` (the dumped tree's ptmx) with index `wanted` if it is free: devpts hands
-// out the lowest free index, so the masters opened on the way are held until it comes.
+// out the lowest free index, so the masters opened on the way are held until it comes (at most
+// `wanted` of them, unless other processes free indexes meanwhile: then the index we got is used).
 UniqueFd open_master_at(RestoreContext& ctx, const std::string& path, int wanted, int* index) {
   std::vector<UniqueFd> below;
   for (;;) {
     UniqueFd master = ctx.open_path(path, O_RDWR | O_NOCTTY | O_CLOEXEC);
     if (::ioctl(master.get(), TIOCGPTN, index) < 0) throw_errno("TIOCGPTN");
-    if (*index >= wanted) return master;
+    if (*index >= wanted || below.size() > static_cast<size_t>(wanted)) return master;
     below.push_back(std::move(master));
   }
 }
