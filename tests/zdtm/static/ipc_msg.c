@@ -69,7 +69,8 @@ int main(int argc, char** argv) {
   for (int i = 0; i < COUNT; i++) {
     if (i % 3 == 1) continue;
     ssize_t n = msgrcv(queue, &m, BIG, 0, IPC_NOWAIT);
-    if (n != BIG - i || m.type != 1 + i % 3) test_fail("message %d: %zd bytes type %ld", i, n, m.type);
+    if (n != BIG - i || m.type != 1 + i % 3)
+      test_fail("message %d: %zd bytes type %ld", i, n, m.type);
     char expected[BIG];
     test_fill_random(expected, BIG, (uint64_t)i + 100);
     if (memcmp(m.text, expected, (size_t)n) != 0) test_fail("message %d differs", i);

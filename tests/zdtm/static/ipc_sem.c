@@ -44,12 +44,13 @@ int main(int argc, char** argv) {
 
   if (semget(KEY, 0, 0) != keyed) test_fail("key %#x: id changed", KEY);
   arg.buf = &ds;
-  if (semctl(private_set, 0, IPC_STAT, arg) != 0) test_fail("private set %d is gone: %m", private_set);
+  if (semctl(private_set, 0, IPC_STAT, arg) != 0)
+    test_fail("private set %d is gone: %m", private_set);
   if (ds.sem_nsems != 2) test_fail("private set has %lu semaphores", (unsigned long)ds.sem_nsems);
   if (semctl(keyed, 0, IPC_STAT, arg) != 0) test_fail("IPC_STAT: %m");
   if (ds.sem_nsems != 3 || ds.sem_perm.uid != 4321 || (ds.sem_perm.mode & 0777) != 0606)
-    test_fail("keyed set: nsems %lu uid %u mode %o", (unsigned long)ds.sem_nsems,
-              ds.sem_perm.uid, ds.sem_perm.mode);
+    test_fail("keyed set: nsems %lu uid %u mode %o", (unsigned long)ds.sem_nsems, ds.sem_perm.uid,
+              ds.sem_perm.mode);
   unsigned short now[3] = {0};
   arg.array = now;
   if (semctl(keyed, 0, GETALL, arg) != 0) test_fail("GETALL: %m");
