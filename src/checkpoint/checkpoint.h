@@ -64,6 +64,11 @@ struct RestoreOptions {
   bool new_time_namespace = false;
   // container-cr: external fds of the dump (key -> fd of the caller), FileRestoreOptions.
   std::map<std::string, int> inherit_fds;
+  // When the images hold an IPC namespace (ipc.h: the tree had one of its own), its objects are
+  // recreated in a new IPC namespace that the root inherits (CLONE_NEWIPC in root_clone_flags is
+  // then redundant). With this set, the caller has already moved into a fresh IPC namespace made
+  // for the tree (a container restore's helper), and the objects are recreated in that one.
+  bool ipc_namespace_prepared = false;
 };
 
 struct RestoreStats {

@@ -11,6 +11,7 @@
 #include "checkpoint/files.h"
 #include "checkpoint/image/image_file.h"
 #include "checkpoint/inventory.h"
+#include "checkpoint/ipc.h"
 #include "checkpoint/memory.h"
 #include "checkpoint/namespaces.h"
 #include "checkpoint/process_attrs.h"
@@ -118,6 +119,13 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
   if (!sid_in_tree && !options.shell_job)
     throw Error("the session leader " + std::to_string(root.sid) + " of pid " +
                 std::to_string(pid) + " is outside the tree (a shell job): use --shell-job");
+
+  {
+    std::vector<pid_t> live;
+    for (auto& p : processes)
+      if (!p.info.zombie) live.push_back(p.info.pid);
+    dump_ipc_namespace(pid, live, image_dir);
+  }
 
   FileDumpOptions file_options;
   file_options.shell_job = options.shell_job;

@@ -35,6 +35,7 @@ namespace {
 // Dump time: asked in this order; the first kind that claims an fd dumps it.
 const FileKind* const kFileKinds[] = {
     &files::kMemfdKind,
+    &files::kMqueueKind,  // before plain files: its fds look like regular files
     &files::kPathFileKind,
     &files::kFifoKind,
     &files::kPipeKind,

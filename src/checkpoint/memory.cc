@@ -253,6 +253,8 @@ const char* vma_kind_name(VmaKind kind) {
       return "file_shared";
     case VmaKind::kSharedAnon:
       return "shared_anon";
+    case VmaKind::kSysvShm:
+      return "sysv_shm";
     case VmaKind::kVdso:
       return "vdso";
     case VmaKind::kVvar:
@@ -268,7 +270,7 @@ const char* vma_kind_name(VmaKind kind) {
 VmaKind vma_kind_from_name(const std::string& name) {
   for (VmaKind k :
        {VmaKind::kAnon, VmaKind::kFilePrivate, VmaKind::kFileShared, VmaKind::kSharedAnon,
-        VmaKind::kVdso, VmaKind::kVvar, VmaKind::kVvarVclock, VmaKind::kVsyscall})
+        VmaKind::kSysvShm, VmaKind::kVdso, VmaKind::kVvar, VmaKind::kVvarVclock, VmaKind::kVsyscall})
     if (name == vma_kind_name(k)) return k;
   throw Error("unknown VMA kind in image: " + name);
 }
@@ -310,8 +312,10 @@ std::vector<Vma> read_vmas(pid_t pid) {
         vma.kind = VmaKind::kVvarVclock;
       else if (vma.path == "[vsyscall]")
         vma.kind = VmaKind::kVsyscall;
-      else if (vma.shared && (vma.path.rfind("/dev/zero", 0) == 0 ||
-                              vma.path.rfind("/SYSV", 0) == 0 || vma.path.rfind("/memfd:", 0) == 0))
+      else if (vma.shared && vma.path.rfind("/SYSV", 0) == 0)
+        vma.kind = VmaKind::kSysvShm;
+      else if (vma.shared &&
+               (vma.path.rfind("/dev/zero", 0) == 0 || vma.path.rfind("/memfd:", 0) == 0))
         vma.kind = VmaKind::kSharedAnon;
       else if (vma.path.empty() || vma.path[0] == '[')
         vma.kind = VmaKind::kAnon;
@@ -432,7 +436,7 @@ json dump_memory(pid_t pid, ImageSink& sink, MemoryDumpCounters& counters,
     vma_list.push_back(vma_to_json(vma));
     if (vma.kind == VmaKind::kVdso || vma.kind == VmaKind::kVvar ||
         vma.kind == VmaKind::kVvarVclock || vma.kind == VmaKind::kVsyscall ||
-        vma.kind == VmaKind::kFileShared)
+        vma.kind == VmaKind::kFileShared || vma.kind == VmaKind::kSysvShm)
       continue;
     if (vma.has_flag("io") || vma.has_flag("pf"))
       throw Error("process " + std::to_string(pid) + ": device mapping " + vma.path + " at " +

@@ -25,6 +25,7 @@ enum class VmaKind {
   kFilePrivate,
   kFileShared,
   kSharedAnon,
+  kSysvShm,  // a System V shared memory attachment (ipc.h): re-attached, contents not in pages
   kVdso,
   kVvar,
   kVvarVclock,

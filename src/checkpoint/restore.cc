@@ -28,12 +28,14 @@
 #include "checkpoint/files.h"
 #include "checkpoint/image/image_file.h"
 #include "checkpoint/inventory.h"
+#include "checkpoint/ipc.h"
 #include "checkpoint/memory.h"
 #include "checkpoint/namespaces.h"
 #include "checkpoint/process_attrs.h"
 #include "checkpoint/ptrace.h"
 #include "checkpoint/remote_syscall.h"
 #include "checkpoint/restorer.h"
+#include "checkpoint/terminals.h"
 #include "checkpoint/threads.h"
 #include "common/clock.h"
 #include "common/error.h"
@@ -134,6 +136,7 @@ void unregister_rseq() {
     } else if (::getpgid(0) != pgid && ::setpgid(0, pgid) < 0) {
       throw_errno("setpgid to group " + std::to_string(pgid));
     }
+    if (!keep_session) restore_terminal_control(pid, sid, pgid);  // before the children fork
     for (const json& child_pid : entry.at("children")) {
       pid_t child = child_pid;
       pid_t r = clone_with_pid(child, 0);
@@ -314,6 +317,10 @@ RestoreResult restore(const std::string& image_dir, const RestoreOptions& option
   ctx.dir = image_dir;
   ctx.options = options;
   load_images(ctx);
+  // The tree's IPC namespace with its objects, before the files (message queue fds) and the root.
+  RestoredTerminalsScope terminals;
+  std::unique_ptr<IpcNamespaceRestore> ipc =
+      IpcNamespaceRestore::create(image_dir, options.ipc_namespace_prepared);
   FileRestoreOptions file_options;
   file_options.shell_job = options.shell_job;
   file_options.file_locks = options.file_locks;
@@ -330,6 +337,7 @@ RestoreResult restore(const std::string& image_dir, const RestoreOptions& option
 
   // container-cr: PID and time namespaces of the restored tree.
   uint64_t root_flags = options.root_clone_flags;
+  if (ipc) root_flags &= ~static_cast<uint64_t>(CLONE_NEWIPC);  // made above
   if (options.new_pid_namespace) {
     if (ctx.root != 1)
       throw Error("the images were not dumped from the init of a PID namespace (root pid " +
@@ -462,6 +470,7 @@ RestoreResult restore(const std::string& image_dir, const RestoreOptions& option
         threads.push_back({std::move(main), &images.at(0)});
       });
     }
+    if (ipc) ipc->after_processes_attached();
     // All processes are ready: let every thread go.
     for (RestoredThread& t : threads) t.attachment.detach();
   } catch (Error& e) {

@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "checkpoint/arch/x86_64/blob.h"
+#include "checkpoint/ipc.h"
 #include "checkpoint/image/image_file.h"
 #include "checkpoint/memory.h"
 #include "checkpoint/threads.h"
@@ -237,6 +238,17 @@ RestorerPlan prepare_restorer(const json& core, const json& mm, const RestorerFd
         flags |= MAP_SHARED;
         what += " shared " + v.path;
         break;
+      }
+      case VmaKind::kSysvShm: {
+        // The segment itself was recreated with its contents (ipc.h): attach it again.
+        size_t last = i;
+        for (const SysvAttachCall& call : sysv_shm_attach_calls(dumped, i, &last)) {
+          size_t index = b.add(call.what, call.nr, {call.args[0], call.args[1], call.args[2]});
+          if (call.check_result)
+            plan.expected_results.push_back({index, static_cast<int64_t>(call.args[1])});
+        }
+        i = last;
+        continue;
       }
       default:
         break;

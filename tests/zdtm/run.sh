@@ -93,8 +93,15 @@ rounds=1
 [ "$mode" = two-rounds ] && rounds=2
 for round in $(seq 1 $rounds); do
   images="$work/images-$round"
-  # Every process of the test's session (and group): their PIDs must be free before the restore.
-  members=$( (ps -o pid= -s "$pid"; ps -o pid= -g "$pid") | sort -u)
+  # Every process of the test's session (and group) and every descendant (some start sessions of
+  # their own): their PIDs must be free before the restore.
+  members=$(ps -e -o pid=,ppid=,pgid=,sid= | awk -v root="$pid" '
+    { parent[$1] = $2; group[$1] = $3; session[$1] = $4 }
+    END {
+      for (p in parent)
+        for (q = p; q != "" && q > 1; q = parent[q])
+          if (q == root || group[q] == root || session[q] == root) { print p; break }
+    }')
   if [ "$mode" = leave-running ]; then
     "$CRYO" cr dump "${opts[@]}" -t "$pid" -D "$images" -R || fail "dump (leave running) failed"
     kill -0 "$pid" 2>/dev/null || fail "the original died after dump -R"

@@ -208,6 +208,7 @@ extern const FileKind kSignalFdKind;
 extern const FileKind kTimerFdKind;
 extern const FileKind kInotifyKind;
 extern const FileKind kPidFdKind;
+extern const FileKind kMqueueKind;   // POSIX message queues (mqueue.cc)
 extern const FileKind kExternalKind;  // container-cr: fds outside the tree (external.cc)
 
 // Helpers shared by kinds.
