@@ -10,6 +10,7 @@
 
 #include "common/error.h"
 #include "common/fs.h"
+#include "common/log.h"
 #include "common/strings.h"
 
 namespace cryo::engine {
@@ -245,6 +246,7 @@ ContainerRecord ContainerStore::create(ContainerRecord record,
   fs::mkdir_p(paths_.containers_dir(), 0700);
   fs::mkdir_p(paths_.locks_dir(), 0700);
   FileLock names_lock = FileLock::exclusive(paths_.locks_dir() + "/names.lock");
+  remove_incomplete_locked();
   std::vector<ContainerRecord> existing = list();
   auto name_taken = [&](const std::string& name) -> const ContainerRecord* {
     for (const auto& c : existing)
@@ -280,6 +282,30 @@ ContainerRecord ContainerStore::create(ContainerRecord record,
     throw;
   }
   return record;
+}
+
+void ContainerStore::remove_incomplete() const {
+  if (!fs::exists(paths_.locks_dir())) return;
+  FileLock names_lock = FileLock::exclusive(paths_.locks_dir() + "/names.lock");
+  remove_incomplete_locked();
+}
+
+void ContainerStore::remove_incomplete_locked() const {
+  // A container is created whole under the names lock, so a directory without a record seen
+  // under it is what a create killed midway left.
+  for (const std::string& dir : {paths_.containers_dir(), paths_.runroot + "/containers"}) {
+    DIR* d = ::opendir(dir.c_str());
+    if (!d) continue;
+    std::vector<std::string> ids;
+    while (struct dirent* entry = ::readdir(d))
+      if (is_hex_id(entry->d_name)) ids.emplace_back(entry->d_name);
+    ::closedir(d);
+    for (const auto& id : ids)
+      if (!fs::exists(record_path(id))) {
+        LOG_WARN << "removing the remains of container " << id << ", whose creation was cut short";
+        remove(id);
+      }
+  }
 }
 
 void ContainerStore::save(const ContainerRecord& record) const {

@@ -140,8 +140,11 @@ class ContainerStore {
   FileLock lock(const std::string& id) const;
   // Removes the record and the container's directories (persistent and runtime).
   void remove(const std::string& id) const;
+  // Removes what creates killed midway left: container directories without a record.
+  void remove_incomplete() const;
 
  private:
+  void remove_incomplete_locked() const;
   StorePaths paths_;
 };
 
