@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/error.h"
 #include "common/fs.h"
 #include "engine/runtime/rootfs_path.h"
 

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 #include <array>
 #include <ctime>
@@ -308,8 +309,27 @@ void ContainerStore::remove_incomplete_locked() const {
   }
 }
 
-void ContainerStore::save(const ContainerRecord& record) const {
-  fs::write_file_atomic(record_path(record.id), to_json(record).dump(2) + "\n", 0600);
+void ContainerStore::save(const ContainerRecord& record, bool durable) const {
+  std::string path = record_path(record.id);
+  std::string text = to_json(record).dump(2) + "\n";
+  if (durable) {
+    fs::write_file_atomic(path, text, 0600);
+    return;
+  }
+  // Writers hold the container's lock: the temp name needs no more than the pid.
+  std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  try {
+    UniqueFd fd = fs::open_or_throw(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    fs::write_all(fd.get(), text.data(), text.size(), tmp);
+  } catch (...) {
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  if (::rename(tmp.c_str(), path.c_str()) < 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    throw_errno("rename " + tmp + " to " + path, err);
+  }
 }
 
 std::optional<ContainerRecord> ContainerStore::try_load(const std::string& id) const {

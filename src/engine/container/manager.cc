@@ -319,7 +319,7 @@ MonitorStart ContainerManager::start(const std::string& id, bool attach,
       NetworkStatus status = NetworkManager(paths_).setup(id, request);
       timer.step("network");
       record.network_status = to_json(status);
-      store_.save(record);
+      store_.save(record, false);
       timer.step("record");
       try {
         if (status.netns_path != NetworkManager(paths_).netns_path(id))

@@ -243,9 +243,13 @@ void NetworkManager::setup_bridge(const std::string& container_id, const Network
 
     RtNetlink host;
     int bridge_index = ensure_bridge(host, config);
-    Nftables nft;
+    std::optional<Nftables> nft;
+    auto nftables = [&]() -> Nftables& {
+      if (!nft) nft.emplace();
+      return *nft;
+    };
     timer.step("bridge");
-    ensure_nat_table(nft, config);
+    ensure_nat_table(nftables, config);
     timer.step("nat table");
 
     UniqueFd netns = open_netns(status.netns_path);
@@ -273,7 +277,7 @@ void NetworkManager::setup_bridge(const std::string& container_id, const Network
     host.delete_neighbour(bridge_index, parse_ipv4(lease.ip));
     timer.step("addresses and routes");
 
-    add_port_rules(nft, lease.ip, ports);
+    if (!ports.empty()) add_port_rules(nftables(), lease.ip, ports);
     timer.step("port rules");
     status.ports = ports;
     status.interface = "eth0";
