@@ -124,5 +124,21 @@ cryo create -i --name cat busybox cat >/dev/null
 expect_eq "$(echo through-start | cryo start -a -i cat)" "through-start" "start -a -i"
 cryo rm cat >/dev/null
 
+# --- -t: a pty of the container's own devpts (script(1) gives this test a terminal) ---
+cryo_cmd="$cryo_bin --root $tmp/root --runroot $tmp/run"
+expect_eq "$(script -qec "$cryo_cmd run --rm -t busybox sh -c 'tty; echo \$TERM'" /dev/null | tr -d '\r')" \
+  "/dev/pts/0
+xterm" "run -t"
+cryo run -d --name tty busybox sleep 1000 >/dev/null
+rc=0
+echo | script -qec "$cryo_cmd exec -it tty sh -c 'exit 4'" /dev/null >/dev/null || rc=$?
+expect_eq "$rc" "4" "exec -it exit code through script"
+cryo rm -f -t 0 tty >/dev/null
+
+# --- -p with the container port only: a free host port is picked ---
+cryo run -d --name anyport -p 8080 busybox sleep 1000 >/dev/null
+[[ $(cryo port anyport) =~ ^8080/tcp\ -\>\ 0\.0\.0\.0:[0-9]+$ ]] || fail "port of -p 8080: $(cryo port anyport)"
+cryo rm -f -t 0 anyport >/dev/null
+
 [[ -z $(cryo ps -aq) ]] || fail "containers left: $(cryo ps -a)"
 echo "lifecycle_flags: all checks passed"
