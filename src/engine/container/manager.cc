@@ -381,7 +381,7 @@ ContainerRecord ContainerManager::reconcile(ContainerRecord record) {
   record.pid = 0;
   record.monitor_pid = 0;
   record.monitor_start_time = 0;
-  store_.save(record);
+  store_.save(record, false);
   // Whatever is left in its cgroup is ended there, and its network goes.
   release_resources_locked(record);
   return record;
@@ -486,7 +486,8 @@ void ContainerManager::record_exit(const std::string& id, int exit_code, int64_t
   record.pid = 0;
   record.monitor_pid = 0;
   record.monitor_start_time = 0;
-  store_.save(record);
+  // Live state: after a power loss the container is not running whatever this write said.
+  store_.save(record, false);
   fs::write_file(store_.exit_file_path(id), std::to_string(exit_code));
 }
 

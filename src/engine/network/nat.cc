@@ -82,7 +82,7 @@ void accept_in_foreign_forward_chain(Nftables& nft, const BridgeNetworkConfig& c
 
 bool nft_ip_table_exists(const std::string& name) {
   std::unique_ptr<mnl_socket, decltype(&mnl_socket_close)> nl(mnl_socket_open(NETLINK_NETFILTER),
-                                                               &mnl_socket_close);
+                                                              &mnl_socket_close);
   if (!nl) throw_errno("open netfilter netlink socket");
   if (mnl_socket_bind(nl.get(), 0, MNL_SOCKET_AUTOPID) < 0)
     throw_errno("bind netfilter netlink socket");
@@ -92,8 +92,8 @@ bool nft_ip_table_exists(const std::string& name) {
   request->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
   uint32_t seq = static_cast<uint32_t>(::getpid());
   request->nlmsg_seq = seq;
-  auto* header = static_cast<struct nfgenmsg*>(
-      mnl_nlmsg_put_extra_header(request, sizeof(struct nfgenmsg)));
+  auto* header =
+      static_cast<struct nfgenmsg*>(mnl_nlmsg_put_extra_header(request, sizeof(struct nfgenmsg)));
   header->nfgen_family = NFPROTO_IPV4;
   header->version = NFNETLINK_V0;
   header->res_id = 0;
