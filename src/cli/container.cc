@@ -38,21 +38,7 @@ engine::StorePaths store_paths(const GlobalOptions& g) {
   return {g.root, g.runroot};
 }
 
-int parse_signal(const std::string& text) {
-  std::string name = text;
-  for (auto& c : name) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  if (!name.empty() && std::isdigit(static_cast<unsigned char>(name[0]))) {
-    int sig = std::atoi(name.c_str());
-    if (sig > 0 && sig < NSIG) return sig;
-  } else {
-    if (starts_with(name, "SIG")) name = name.substr(3);
-    for (int sig = 1; sig < NSIG; ++sig) {
-      const char* abbrev = ::sigabbrev_np(sig);
-      if (abbrev && name == abbrev) return sig;
-    }
-  }
-  throw ExitCodeError("invalid signal: " + text, 125);
-}
+using engine::parse_signal;
 
 void write_out(int fd, const std::string& data) {
   fs::write_all(fd, data.data(), data.size(), fd == 1 ? "stdout" : "stderr");
@@ -397,6 +383,8 @@ struct CreateOptions {
   std::string entrypoint;
   bool entrypoint_set = false;
   int stop_timeout = -1;
+  std::string stop_signal;
+  std::vector<std::string> never_filled;
 };
 
 void add_create_options(CLI::App* cmd, CreateOptions& o, bool is_run) {
@@ -433,18 +421,32 @@ void add_create_options(CLI::App* cmd, CreateOptions& o, bool is_run) {
       ->each([&](const std::string&) { o.entrypoint_set = true; });
   cmd->add_option("-l,--label", o.labels, "Set metadata on container")->allow_extra_args(false);
   cmd->add_option("--stop-timeout", o.stop_timeout, "Timeout (in seconds) to stop a container");
+  cmd->add_option("--stop-signal", o.stop_signal, "Signal to stop a container (default SIGTERM)");
+  // Never takes a value: it only makes CLI11 keep a `--` (the end of the options) in remaining()
+  // instead of handing the rest of the line back to the parent command.
+  cmd->add_option("IMAGE", o.never_filled, "IMAGE [COMMAND [ARG...]]")
+      ->check(CLI::Validator([](std::string&) { return std::string("taken by remaining()"); }, "",
+                             "image"));
+  cmd->validate_positionals();
 }
 
 engine::CreateRequest finish_create_request(CLI::App* cmd, CreateOptions& o) {
   engine::CreateRequest r = o.request;
   std::vector<std::string> rest = cmd->remaining();
+  // `--` ends the options: `run [OPTIONS] -- IMAGE CMD...` and `run [OPTIONS] IMAGE -- CMD...`.
+  bool options_ended = !rest.empty() && rest[0] == "--";
+  if (options_ended) rest.erase(rest.begin());
   if (rest.empty()) throw ExitCodeError("requires at least 1 arg(s), only received 0", 125);
-  if (rest[0].size() > 1 && rest[0][0] == '-') throw ExitCodeError("unknown flag: " + rest[0], 125);
+  if (!options_ended && rest[0].size() > 1 && rest[0][0] == '-')
+    throw ExitCodeError("unknown flag: " + rest[0], 125);
   r.image = rest[0];
-  r.command.assign(rest.begin() + 1, rest.end());
+  auto command_start = rest.begin() + 1;
+  if (command_start != rest.end() && *command_start == "--") ++command_start;
+  r.command.assign(command_start, rest.end());
   if (!o.memory.empty()) r.memory_limit = engine::parse_memory_size(o.memory);
   if (o.entrypoint_set) r.entrypoint = o.entrypoint;
   if (o.stop_timeout >= 0) r.stop_timeout = static_cast<unsigned>(o.stop_timeout);
+  if (!o.stop_signal.empty()) r.stop_signal = parse_signal(o.stop_signal);
   std::vector<std::string> env;
   for (const auto& f : o.env_files)
     for (auto& e : read_env_file(f)) env.push_back(e);
@@ -558,21 +560,12 @@ void print_logs(const std::string& path, bool follow, ContainerManager& manager,
   if (fd) {
     std::string all = fs::read_file(path);
     if (tail >= 0) {
-      size_t count = 0, pos = all.size();
-      while (pos > 0 && count <= static_cast<size_t>(tail)) {
-        size_t nl = all.rfind('\n', pos - 1);
-        if (nl == std::string::npos) {
-          pos = 0;
-          break;
-        }
-        if (nl != all.size() - 1) ++count;
-        if (count > static_cast<size_t>(tail)) {
-          pos = nl + 1;
-          break;
-        }
-        pos = nl;
+      // The last `tail` records: every record of the log file ends with a newline.
+      size_t pos = all.size();
+      for (int count = 0; count < tail && pos > 0; ++count) {
+        size_t nl = pos >= 2 ? all.rfind('\n', pos - 2) : std::string::npos;
+        pos = nl == std::string::npos ? 0 : nl + 1;
       }
-      if (count <= static_cast<size_t>(tail)) pos = 0;
       all = all.substr(pos);
     }
     pending = all;
@@ -744,8 +737,10 @@ void register_container_commands(CLI::App& app, CLI::App& container, GlobalOptio
       std::optional<unsigned> t;
       if (*timeout >= 0) t = static_cast<unsigned>(*timeout);
       std::vector<std::string> targets = *names;
-      if (*all)
+      if (*all) {
+        manager.store().remove_incomplete();
         for (const auto& r : manager.list()) targets.push_back(r.id);
+      }
       if (targets.empty() && !*all)
         throw ExitCodeError("you must provide at least one name or id", 125);
       int failures = 0;

@@ -4,12 +4,14 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 #include <array>
 #include <ctime>
 
 #include "common/error.h"
 #include "common/fs.h"
+#include "common/log.h"
 #include "common/strings.h"
 
 namespace cryo::engine {
@@ -245,6 +247,7 @@ ContainerRecord ContainerStore::create(ContainerRecord record,
   fs::mkdir_p(paths_.containers_dir(), 0700);
   fs::mkdir_p(paths_.locks_dir(), 0700);
   FileLock names_lock = FileLock::exclusive(paths_.locks_dir() + "/names.lock");
+  remove_incomplete_locked();
   std::vector<ContainerRecord> existing = list();
   auto name_taken = [&](const std::string& name) -> const ContainerRecord* {
     for (const auto& c : existing)
@@ -282,8 +285,51 @@ ContainerRecord ContainerStore::create(ContainerRecord record,
   return record;
 }
 
-void ContainerStore::save(const ContainerRecord& record) const {
-  fs::write_file_atomic(record_path(record.id), to_json(record).dump(2) + "\n", 0600);
+void ContainerStore::remove_incomplete() const {
+  if (!fs::exists(paths_.locks_dir())) return;
+  FileLock names_lock = FileLock::exclusive(paths_.locks_dir() + "/names.lock");
+  remove_incomplete_locked();
+}
+
+void ContainerStore::remove_incomplete_locked() const {
+  // A container is created whole under the names lock, so a directory without a record seen
+  // under it is what a create killed midway left.
+  for (const std::string& dir : {paths_.containers_dir(), paths_.runroot + "/containers"}) {
+    DIR* d = ::opendir(dir.c_str());
+    if (!d) continue;
+    std::vector<std::string> ids;
+    while (struct dirent* entry = ::readdir(d))
+      if (is_hex_id(entry->d_name)) ids.emplace_back(entry->d_name);
+    ::closedir(d);
+    for (const auto& id : ids)
+      if (!fs::exists(record_path(id))) {
+        LOG_WARN << "removing the remains of container " << id << ", whose creation was cut short";
+        remove(id);
+      }
+  }
+}
+
+void ContainerStore::save(const ContainerRecord& record, bool durable) const {
+  std::string path = record_path(record.id);
+  std::string text = to_json(record).dump(2) + "\n";
+  if (durable) {
+    fs::write_file_atomic(path, text, 0600);
+    return;
+  }
+  // Writers hold the container's lock: the temp name needs no more than the pid.
+  std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  try {
+    UniqueFd fd = fs::open_or_throw(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    fs::write_all(fd.get(), text.data(), text.size(), tmp);
+  } catch (...) {
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  if (::rename(tmp.c_str(), path.c_str()) < 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    throw_errno("rename " + tmp + " to " + path, err);
+  }
 }
 
 std::optional<ContainerRecord> ContainerStore::try_load(const std::string& id) const {

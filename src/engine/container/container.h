@@ -130,7 +130,10 @@ class ContainerStore {
   // the new directories), and writes the record once. On failure nothing is left.
   ContainerRecord create(ContainerRecord record,
                          const std::function<void(ContainerRecord&)>& complete = nullptr);
-  void save(const ContainerRecord& record) const;
+  // Crash-safe: readers see the old or the new record, never a torn one (temp file + rename).
+  // `durable` also fsyncs first, for what must survive a power loss (the container's config);
+  // live state (network status, PIDs) is meaningless after a reboot and skips that cost.
+  void save(const ContainerRecord& record, bool durable = true) const;
   ContainerRecord load(const std::string& id) const;
   std::optional<ContainerRecord> try_load(const std::string& id) const;
   // Full ID, unique ID prefix or name. ExitCodeError(125) "no container with name or ID ..."
@@ -140,8 +143,11 @@ class ContainerStore {
   FileLock lock(const std::string& id) const;
   // Removes the record and the container's directories (persistent and runtime).
   void remove(const std::string& id) const;
+  // Removes what creates killed midway left: container directories without a record.
+  void remove_incomplete() const;
 
  private:
+  void remove_incomplete_locked() const;
   StorePaths paths_;
 };
 

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "common/clock.h"
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/log.h"
@@ -91,7 +92,39 @@ std::string resolv_conf_for(const std::string& mode) {
   return out;
 }
 
+// Debug-level timing of the steps of create and start (`--log-level debug`), for bench/run_rm.sh.
+class StepTimer {
+ public:
+  explicit StepTimer(std::string what) : what_(std::move(what)), last_(steady_now_us()) {}
+  void step(const char* name) {
+    uint64_t now = steady_now_us();
+    LOG_DEBUG << "timing " << what_ << " " << name << ": " << (now - last_) << " us";
+    last_ = now;
+  }
+
+ private:
+  std::string what_;
+  uint64_t last_;
+};
+
 }  // namespace
+
+int parse_signal(const std::string& text) {
+  std::string name = text;
+  for (auto& c : name) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  if (!name.empty() && std::isdigit(static_cast<unsigned char>(name[0]))) {
+    char* end = nullptr;
+    long sig = std::strtol(name.c_str(), &end, 10);
+    if (*end == '\0' && sig > 0 && sig < NSIG) return static_cast<int>(sig);
+  } else {
+    if (starts_with(name, "SIG")) name = name.substr(3);
+    for (int sig = 1; sig < NSIG; ++sig) {
+      const char* abbrev = ::sigabbrev_np(sig);
+      if (abbrev && name == abbrev) return sig;
+    }
+  }
+  throw ExitCodeError("invalid signal: " + text, 125);
+}
 
 int64_t parse_memory_size(const std::string& text) {
   size_t pos = 0;
@@ -158,10 +191,12 @@ MountRequest parse_volume(const std::string& spec, const StorePaths& paths) {
 ContainerManager::ContainerManager(StorePaths paths) : paths_(paths), store_(std::move(paths)) {}
 
 ContainerRecord ContainerManager::create(const CreateRequest& req) {
+  StepTimer timer("create");
   ImageStore images(paths_);
   ImageRecord image = images.resolve(req.image);
   std::vector<std::string> layers = images.layer_dirs(image);
   std::reverse(layers.begin(), layers.end());  // overlayfs wants the highest layer first
+  timer.step("image");
 
   ContainerRecord record;
   record.name = req.name;
@@ -208,9 +243,15 @@ ContainerRecord ContainerManager::create(const CreateRequest& req) {
   c.pids_limit = req.pids_limit;
   c.labels = req.labels;
   if (req.stop_timeout) c.stop_timeout = *req.stop_timeout;
+  if (req.stop_signal)
+    c.stop_signal = *req.stop_signal;
+  else if (!image.config.stop_signal.empty())
+    c.stop_signal = with_context("StopSignal of image " + record.image_name,
+                                 [&] { return parse_signal(image.config.stop_signal); });
   for (const auto& v : req.volumes) c.mounts.push_back(parse_volume(v, paths_));
 
   ResolvedUser user = resolve_user(c.user, layers);
+  timer.step("config");
   c.env = image.config.env;
   if (!has_env(c.env, "PATH")) c.env.insert(c.env.begin(), std::string("PATH=") + kDefaultPath);
   if (c.tty && !has_env(c.env, "TERM")) c.env.push_back("TERM=xterm");
@@ -251,11 +292,13 @@ ContainerRecord ContainerManager::create(const CreateRequest& req) {
     fs::write_file_atomic(store_.spec_path(rec.id), make_oci_spec(rec, in).dump(2) + "\n", 0600);
   };
   record = store_.create(std::move(record), complete);
+  timer.step("record and spec");
   return record;
 }
 
 MonitorStart ContainerManager::start(const std::string& id, bool attach,
                                      const std::string& log_level) {
+  StepTimer timer("start");
   ContainerRecord record;
   {
     FileLock lock = store_.lock(id);
@@ -272,9 +315,12 @@ MonitorStart ContainerManager::start(const std::string& id, bool attach,
       request.static_mac = record.config.static_mac;
       for (const auto& p : record.config.ports)
         request.ports.push_back({p.host_ip, p.host_port, p.container_port, p.protocol});
+      timer.step("lock and record");
       NetworkStatus status = NetworkManager(paths_).setup(id, request);
+      timer.step("network");
       record.network_status = to_json(status);
-      store_.save(record);
+      store_.save(record, false);
+      timer.step("record");
       try {
         if (status.netns_path != NetworkManager(paths_).netns_path(id))
           throw Error("network namespace of container " + id + " is at " + status.netns_path +
@@ -295,7 +341,10 @@ MonitorStart ContainerManager::start(const std::string& id, bool attach,
     }
   }
   try {
-    return start_monitor(paths_, id, attach, log_level);
+    timer.step("hosts");
+    MonitorStart started = start_monitor(paths_, id, attach, log_level);
+    timer.step("monitor and init exec");
+    return started;
   } catch (...) {
     release_resources(id);
     throw;
@@ -332,7 +381,7 @@ ContainerRecord ContainerManager::reconcile(ContainerRecord record) {
   record.pid = 0;
   record.monitor_pid = 0;
   record.monitor_start_time = 0;
-  store_.save(record);
+  store_.save(record, false);
   // Whatever is left in its cgroup is ended there, and its network goes.
   release_resources_locked(record);
   return record;
@@ -437,7 +486,8 @@ void ContainerManager::record_exit(const std::string& id, int exit_code, int64_t
   record.pid = 0;
   record.monitor_pid = 0;
   record.monitor_start_time = 0;
-  store_.save(record);
+  // Live state: after a power loss the container is not running whatever this write said.
+  store_.save(record, false);
   fs::write_file(store_.exit_file_path(id), std::to_string(exit_code));
 }
 
@@ -455,7 +505,11 @@ void ContainerManager::remove_stopped(const std::string& id) {
   if (record->state == ContainerState::kRunning && monitor_alive(*record))
     throw ExitCodeError("container " + record->name + " is running", 125);
   release_resources_locked(*record);
-  if (record->config.network_mode != "host") NetworkManager(paths_).release(id);
+  if (record->config.network_mode != "host") {
+    NetworkManager network(paths_);
+    network.remove_leftovers(id);
+    network.release(id);
+  }
   store_.remove(id);
 }
 

@@ -33,6 +33,7 @@ struct CreateRequest {
   int64_t pids_limit = 0;
   std::map<std::string, std::string> labels;
   std::optional<unsigned> stop_timeout;
+  std::optional<int> stop_signal;  // --stop-signal; otherwise the image's StopSignal, or SIGTERM
 };
 
 struct ExecRequest {
@@ -43,6 +44,8 @@ struct ExecRequest {
   ProcessStdio stdio;
 };
 
+// A signal by name ("TERM", "SIGTERM", case-insensitive) or number; ExitCodeError(125) otherwise.
+int parse_signal(const std::string& text);
 // Parses a memory size as podman does: "512m", "1g", "1048576", "100k", "1.5g".
 int64_t parse_memory_size(const std::string& text);
 // Parses -v: "host:ctr[:ro|rw]" (host path absolute) or "name:ctr[:opts]" (named volume).

@@ -9,6 +9,7 @@
 //   fails it) and removing them touches nothing else.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -40,10 +41,14 @@ struct BridgeNetworkConfig {
   std::string gateway = "10.88.0.1";
 };
 
+// Whether nftables has table `name` of family ip (one netlink round trip).
+bool nft_ip_table_exists(const std::string& name);
 // Creates table ip cryo when missing (concurrent callers are safe: creation is one transaction
 // that fails as a whole if the table appeared meanwhile). When another table's FORWARD chain has
 // a drop policy (Docker's iptables-nft rules), inserts accept rules for the bridge there.
-void ensure_nat_table(Nftables& nft, const BridgeNetworkConfig& config);
+// `nftables` gives the libnftables context, made only when needed (it costs milliseconds).
+void ensure_nat_table(const std::function<Nftables&()>& nftables,
+                      const BridgeNetworkConfig& config);
 // Adds the DNAT elements of `ports` towards container_ip, all or none.
 void add_port_rules(Nftables& nft, const std::string& container_ip,
                     const std::vector<PortMapping>& ports);

@@ -8,6 +8,7 @@
 #include <optional>
 #include <set>
 
+#include "common/clock.h"
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/log.h"
@@ -47,6 +48,19 @@ void set_sysctl(const std::string& name, const std::string& value) {
   if (current && std::string(trim(*current)) == value) return;
   with_context("set " + name + "=" + value, [&] { fs::write_file(path, value + "\n"); });
 }
+
+// Debug-level timing of the setup steps (`--log-level debug`), for bench/run_rm.sh.
+class SetupTimer {
+ public:
+  void step(const char* name) {
+    uint64_t now = steady_now_us();
+    LOG_DEBUG << "timing network " << name << ": " << (now - last_) << " us";
+    last_ = now;
+  }
+
+ private:
+  uint64_t last_ = steady_now_us();
+};
 
 const BridgeNetworkConfig& default_network() {
   static const BridgeNetworkConfig config;
@@ -185,17 +199,11 @@ NetworkStatus NetworkManager::setup(const std::string& container_id,
     if (request.mode == "host") return status;
 
     // Leftovers of this same container whose teardown never ran (a crash): replace them.
-    if (fs::exists(netns_path(container_id))) {
-      LOG_WARN << "removing the stale network of container " << container_id;
-      NetworkStatus stale;
-      stale.mode = "bridge";
-      stale.netns_path = netns_path(container_id);
-      stale.host_veth = host_veth_name(container_id);
-      stale.ports = PortRegistry(paths_.networks_dir() + "/ports.json").recorded(container_id);
-      teardown(container_id, stale);
-    }
+    remove_leftovers(container_id);
     try {
+      SetupTimer timer;
       create_persistent_netns(netns_path(container_id));
+      timer.step("netns");
       status.netns_path = netns_path(container_id);
       if (request.mode == "bridge") setup_bridge(container_id, request, status);
     } catch (...) {
@@ -213,6 +221,7 @@ NetworkStatus NetworkManager::setup(const std::string& container_id,
 void NetworkManager::setup_bridge(const std::string& container_id, const NetworkRequest& request,
                                   NetworkStatus& status) {
   const BridgeNetworkConfig& config = default_network();
+  SetupTimer timer;
   LeaseStore leases(paths_.networks_dir() + "/" + config.bridge, config.subnet,
                     config.prefix_length, config.gateway);
   bool lease_created = false;
@@ -226,14 +235,22 @@ void NetworkManager::setup_bridge(const std::string& container_id, const Network
     active.claim(lease.ip, paths_.root, container_id, status.netns_path);
     active.save();
   }
+  timer.step("lease");
   try {
     PortRegistry registry(paths_.networks_dir() + "/ports.json");
     std::vector<PortMapping> ports = registry.claim(container_id, request.ports);
+    timer.step("port registry");
 
     RtNetlink host;
     int bridge_index = ensure_bridge(host, config);
-    Nftables nft;
-    ensure_nat_table(nft, config);
+    std::optional<Nftables> nft;
+    auto nftables = [&]() -> Nftables& {
+      if (!nft) nft.emplace();
+      return *nft;
+    };
+    timer.step("bridge");
+    ensure_nat_table(nftables, config);
+    timer.step("nat table");
 
     UniqueFd netns = open_netns(status.netns_path);
     std::string veth = host_veth_name(container_id);
@@ -242,6 +259,7 @@ void NetworkManager::setup_bridge(const std::string& container_id, const Network
     int veth_index = host.link_index(veth);
     if (veth_index == 0) throw Error(veth + " missing right after its creation");
     host.set_bridge_port_hairpin(veth_index);
+    timer.step("veth");
 
     std::optional<RtNetlink> inside;
     {
@@ -257,8 +275,10 @@ void NetworkManager::setup_bridge(const std::string& container_id, const Network
     // The address may have belonged to a container with another MAC a moment ago: a cached ARP
     // entry would send the host's packets to that MAC for up to a minute.
     host.delete_neighbour(bridge_index, parse_ipv4(lease.ip));
+    timer.step("addresses and routes");
 
-    add_port_rules(nft, lease.ip, ports);
+    if (!ports.empty()) add_port_rules(nftables(), lease.ip, ports);
+    timer.step("port rules");
     status.ports = ports;
     status.interface = "eth0";
     status.ip = lease.ip;
@@ -316,6 +336,17 @@ void NetworkManager::teardown(const std::string& container_id, const NetworkStat
     first_error->add_context("network teardown of container " + container_id.substr(0, 12));
     throw *first_error;
   }
+}
+
+void NetworkManager::remove_leftovers(const std::string& container_id) {
+  if (!fs::exists(netns_path(container_id))) return;
+  LOG_WARN << "removing the stale network of container " << container_id;
+  NetworkStatus stale;
+  stale.mode = "bridge";
+  stale.netns_path = netns_path(container_id);
+  stale.host_veth = host_veth_name(container_id);
+  stale.ports = PortRegistry(paths_.networks_dir() + "/ports.json").recorded(container_id);
+  teardown(container_id, stale);
 }
 
 void NetworkManager::release(const std::string& container_id) {

@@ -66,6 +66,9 @@ class NetworkManager {
   void teardown(const std::string& container_id, const NetworkStatus& status);
   // Releases the container's IP lease (container removal). No-op when it has none.
   void release(const std::string& container_id);
+  // Tears down what a setup() of this container left without its status being recorded (a cryo
+  // process killed midway): found by the netns file, the veth name and the port registry.
+  void remove_leftovers(const std::string& container_id);
 
   // Where setup() puts the container's netns file: <runroot>/netns/<container_id>.
   std::string netns_path(const std::string& container_id) const;

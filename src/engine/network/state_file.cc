@@ -28,12 +28,32 @@ LockedJsonFile::LockedJsonFile(std::string path, Durability durability)
   try {
     data_ = nlohmann::json::parse(*text);
   } catch (const nlohmann::json::exception& e) {
-    throw Error("parse " + path_ + ": " + e.what());
+    if (durability_ == Durability::kDurable) throw Error("parse " + path_ + ": " + e.what());
+    LOG_WARN << path_ << " is torn (a crash while it was written): read as empty";
+    data_ = nlohmann::json::object();
   }
 }
 
 void LockedJsonFile::save() {
-  fs::write_file_atomic(path_, data_.dump(2) + "\n", 0600);
+  std::string text = data_.dump(2) + "\n";
+  if (durability_ == Durability::kDurable) {
+    fs::write_file_atomic(path_, text, 0600);
+    return;
+  }
+  // Replaced by rename as the durable files, so readers never see half of it, but not synced.
+  std::string tmp = path_ + ".tmp." + std::to_string(::getpid());
+  try {
+    UniqueFd fd = fs::open_or_throw(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    fs::write_all(fd.get(), text.data(), text.size(), tmp);
+  } catch (...) {
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  if (::rename(tmp.c_str(), path_.c_str()) < 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    throw_errno("rename " + tmp + " to " + path_, err);
+  }
 }
 
 }  // namespace cryo::engine

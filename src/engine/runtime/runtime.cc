@@ -26,6 +26,7 @@
 #include "common/fs.h"
 #include "common/strings.h"
 #include "engine/container/oci_spec.h"
+#include "engine/runtime/rootfs_path.h"
 
 namespace cryo::engine {
 
@@ -94,19 +95,10 @@ bool is_directory(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-// Creates the mount point: a directory, or an empty file when a file is bind-mounted on it.
-void make_mount_point(const std::string& target, bool for_file) {
-  if (fs::exists(target)) return;
-  if (!for_file) {
-    fs::mkdir_p(target);
-    return;
-  }
-  fs::mkdir_p(target.substr(0, target.rfind('/')));
-  UniqueFd fd(::open(target.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
-  if (!fd) throw_errno("create mount point " + target);
-}
-
-void mount_one(const nlohmann::json& m, const std::string& rootfs) {
+// Every mount below lands on an fd resolved inside the container's root (rootfs_path.h), never on
+// a path string joined to it: a symlink in the image cannot send a mount, or the creation of a
+// missing mount point, outside the root.
+void mount_one(const nlohmann::json& m, int root_fd) {
   std::string destination = m.at("destination").get<std::string>();
   std::string type = m.value("type", "");
   std::string source = m.value("source", "");
@@ -115,22 +107,27 @@ void mount_one(const nlohmann::json& m, const std::string& rootfs) {
     f.bind = true;
     f.flags |= MS_BIND;
   }
-  std::string target = rootfs + destination;
+  MountPointKind kind =
+      f.bind && !is_directory(source) ? MountPointKind::kFile : MountPointKind::kDirectory;
   with_context("mount " + destination, [&] {
+    UniqueFd target = open_mount_point(root_fd, destination, kind);
     if (f.bind) {
-      make_mount_point(target, !is_directory(source));
-      do_mount(source, target, nullptr, MS_BIND | (f.flags & MS_REC), "");
-      unsigned long remount = f.flags & ~(MS_BIND | MS_REC);
-      if (remount != 0) do_mount("", target, nullptr, MS_BIND | MS_REMOUNT | remount, "");
+      do_mount(source, fd_path(target.get()), nullptr, MS_BIND | (f.flags & MS_REC), "");
     } else {
-      make_mount_point(target, false);
-      do_mount(source, target, type.c_str(), f.flags, f.data);
+      do_mount(source, fd_path(target.get()), type.c_str(), f.flags, f.data);
     }
-    if (f.propagation != 0) do_mount("", target, nullptr, f.propagation, "");
+    unsigned long remount = f.bind ? f.flags & ~(MS_BIND | MS_REC) : 0;
+    if (remount == 0 && f.propagation == 0) return;
+    // The fd still names the directory under the new mount; the mount's root is found anew.
+    UniqueFd mounted = open_mount_point(root_fd, destination, kind);
+    if (remount != 0)
+      do_mount("", fd_path(mounted.get()), nullptr, MS_BIND | MS_REMOUNT | remount, "");
+    if (f.propagation != 0) do_mount("", fd_path(mounted.get()), nullptr, f.propagation, "");
   });
 }
 
-void make_devices(const std::string& dev) {
+// `dev_fd`: the container's fresh /dev tmpfs.
+void make_devices(int dev_fd) {
   struct Device {
     const char* name;
     unsigned major, minor;
@@ -138,34 +135,46 @@ void make_devices(const std::string& dev) {
   static constexpr Device kDevices[] = {{"null", 1, 3},   {"zero", 1, 5},    {"full", 1, 7},
                                         {"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0}};
   for (const auto& d : kDevices) {
-    std::string path = dev + "/" + d.name;
-    if (::mknod(path.c_str(), S_IFCHR | 0666, makedev(d.major, d.minor)) < 0)
-      throw_errno("mknod " + path);
-    if (::chmod(path.c_str(), 0666) < 0) throw_errno("chmod " + path);
+    if (::mknodat(dev_fd, d.name, S_IFCHR | 0666, makedev(d.major, d.minor)) < 0)
+      throw_errno(std::string("mknod /dev/") + d.name);
+    if (::fchmodat(dev_fd, d.name, 0666, 0) < 0) throw_errno(std::string("chmod /dev/") + d.name);
   }
   static constexpr std::pair<const char*, const char*> kLinks[] = {
       {"/proc/self/fd", "fd"},       {"/proc/self/fd/0", "stdin"}, {"/proc/self/fd/1", "stdout"},
       {"/proc/self/fd/2", "stderr"}, {"pts/ptmx", "ptmx"},         {"/proc/kcore", "core"}};
   for (const auto& [to, name] : kLinks) {
-    std::string path = dev + "/" + name;
-    if (::symlink(to, path.c_str()) < 0 && errno != EEXIST) throw_errno("symlink " + path);
+    if (::symlinkat(to, dev_fd, name) < 0 && errno != EEXIST)
+      throw_errno(std::string("symlink /dev/") + name);
   }
 }
 
-void mask_path(const std::string& path) {
+// After pivot_root, `root_fd` is the container's "/". An absent path has nothing to hide.
+void mask_path(int root_fd, const std::string& path) {
+  UniqueFd target = open_in_root(root_fd, path, O_PATH);
+  if (!target) {
+    if (errno == ENOENT) return;
+    throw_errno("openat2 " + path);
+  }
   struct stat st;
-  if (::stat(path.c_str(), &st) < 0) return;  // absent: nothing to hide
+  if (::fstat(target.get(), &st) < 0) throw_errno("fstat " + path);
   if (S_ISDIR(st.st_mode))
-    do_mount("tmpfs", path, "tmpfs", MS_RDONLY, "");
+    do_mount("tmpfs", fd_path(target.get()), "tmpfs", MS_RDONLY, "");
   else
-    do_mount("/dev/null", path, nullptr, MS_BIND, "");
+    do_mount("/dev/null", fd_path(target.get()), nullptr, MS_BIND, "");
 }
 
-void make_read_only(const std::string& path) {
-  if (!fs::exists(path)) return;
-  do_mount(path, path, nullptr, MS_BIND | MS_REC, "");
-  do_mount("", path, nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
-           "");
+void make_read_only(int root_fd, const std::string& path) {
+  UniqueFd target = open_in_root(root_fd, path, O_PATH);
+  if (!target) {
+    if (errno == ENOENT) return;
+    throw_errno("openat2 " + path);
+  }
+  std::string at = fd_path(target.get());
+  do_mount(at, at, nullptr, MS_BIND | MS_REC, "");
+  UniqueFd mounted = open_in_root(root_fd, path, O_PATH);
+  if (!mounted) throw_errno("openat2 " + path + " after bind mount");
+  do_mount("", fd_path(mounted.get()), nullptr,
+           MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "");
 }
 
 // What exec_container_process sends back when it cannot exec.
@@ -425,10 +434,13 @@ void prepare_sandbox(const nlohmann::json& spec) {
   with_context("mounting the root file system",
                [&] { do_mount("overlay", rootfs, "overlay", 0, overlay); });
 
+  UniqueFd root = fs::open_or_throw(rootfs, O_PATH | O_DIRECTORY);
   for (const auto& m : spec.at("mounts")) {
-    mount_one(m, rootfs);
-    if (m.at("destination") == "/dev") make_devices(rootfs + "/dev");
+    mount_one(m, root.get());
+    if (m.at("destination") == "/dev")
+      make_devices(open_mount_point(root.get(), "/dev", MountPointKind::kDirectory).get());
   }
+  root.reset();
 
   if (::chdir(rootfs.c_str()) < 0) throw_errno("chdir " + rootfs);
   if (::syscall(SYS_pivot_root, ".", ".") < 0) throw_errno("pivot_root " + rootfs);
@@ -436,10 +448,14 @@ void prepare_sandbox(const nlohmann::json& spec) {
   if (::umount2(".", MNT_DETACH) < 0) throw_errno("umount old root");
   if (::chdir("/") < 0) throw_errno("chdir /");
 
+  UniqueFd new_root = fs::open_or_throw("/", O_PATH | O_DIRECTORY);
   for (const auto& path : spec.at("linux").value("maskedPaths", nlohmann::json::array()))
-    with_context("masking " + path.get<std::string>(), [&] { mask_path(path); });
+    with_context("masking " + path.get<std::string>(),
+                 [&] { mask_path(new_root.get(), path.get<std::string>()); });
   for (const auto& path : spec.at("linux").value("readonlyPaths", nlohmann::json::array()))
-    with_context("making " + path.get<std::string>() + " read-only", [&] { make_read_only(path); });
+    with_context("making " + path.get<std::string>() + " read-only",
+                 [&] { make_read_only(new_root.get(), path.get<std::string>()); });
+  new_root.reset();
   if (spec.at("root").value("readonly", false))
     do_mount("", "/", nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY, "");
 
