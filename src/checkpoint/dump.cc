@@ -124,7 +124,7 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
     std::vector<pid_t> live;
     for (auto& p : processes)
       if (!p.info.zombie) live.push_back(p.info.pid);
-    dump_ipc_namespace(pid, live, image_dir);
+    dump_ipc_namespace(pid, live, sink);
   }
 
   FileDumpOptions file_options;

@@ -152,7 +152,7 @@ json perm_to_json(const ipc_perm& perm, int id) {
           {"cgid", perm.cgid}};
 }
 
-json dump_shm(const std::string& image_dir) {
+json dump_shm(ImageSink& sink) {
   json list = json::array();
   shm_info info{};
   int max_index = ::shmctl(0, SHM_INFO, reinterpret_cast<shmid_ds*>(&info));
@@ -167,7 +167,7 @@ json dump_shm(const std::string& image_dir) {
       ShmAttachment attachment(id, ds.shm_segsz, true);
       std::string name = "ipc-shm-" + std::to_string(id) + ".img";
       entry["image"] = name;
-      entry["content"] = files::dump_file_content(image_dir, name, attachment.file());
+      entry["content"] = files::dump_file_content(sink, name, attachment.file());
     });
     list.push_back(entry);
   }
@@ -426,7 +426,7 @@ bool has_own_ipc_namespace(pid_t pid) {
   return ns_link(std::to_string(pid)) != fs::read_link("/proc/thread-self/ns/ipc");
 }
 
-void dump_ipc_namespace(pid_t root, const std::vector<pid_t>& tree, const std::string& image_dir) {
+void dump_ipc_namespace(pid_t root, const std::vector<pid_t>& tree, ImageSink& sink) {
   std::string root_ns = ns_link(std::to_string(root));
   for (pid_t pid : tree)
     if (ns_link(std::to_string(pid)) != root_ns)
@@ -439,11 +439,11 @@ void dump_ipc_namespace(pid_t root, const std::vector<pid_t>& tree, const std::s
     IpcNamespaceSwitch in_tree_namespace(target.get());
     json image;
     image["sysctls"] = dump_sysctls();
-    image["shm"] = dump_shm(image_dir);
+    image["shm"] = dump_shm(sink);
     image["sem"] = dump_sem();
     image["msg"] = dump_msg();
     image["mqueues"] = dump_mqueues();
-    write_json_image(image_dir, kIpcNamespaceImage, image);
+    write_json_image(sink, kIpcNamespaceImage, image);
   });
 }
 

@@ -24,10 +24,10 @@ inline constexpr const char* kIpcNamespaceImage = "ipcns.img";
 // True when `pid` is in another IPC namespace than the caller.
 bool has_own_ipc_namespace(pid_t pid);
 
-// Dumps the IPC namespace of `root` into `image_dir` when it is not the caller's; every pid of
+// Dumps the IPC namespace of `root` into `sink` when it is not the caller's; every pid of
 // `tree` must share it (nested IPC namespaces are refused). Queued POSIX messages are read and put
 // back in the same order. Call with the tree frozen.
-void dump_ipc_namespace(pid_t root, const std::vector<pid_t>& tree, const std::string& image_dir);
+void dump_ipc_namespace(pid_t root, const std::vector<pid_t>& tree, ImageSink& sink);
 
 // The restore side. create() does nothing (returns null) when the images hold no IPC namespace.
 // Otherwise the calling thread enters a new IPC namespace (or, with `use_current_namespace`, keeps
