@@ -21,6 +21,10 @@ struct DumpOptions {
   std::string freezer_cgroup;  // cgroup directory (v1 freezer or cgroup2) holding exactly the tree
   // container-cr: links of fds outside the tree (FileDumpOptions::external_files).
   std::set<std::string> external_files;
+  // container-cr: called once every image is written, while the tree is still frozen and before
+  // it is killed or resumed (the caller commits the checkpoint there, so that no moment exists
+  // where the tree is gone and its images are not committed). When it throws, the tree runs on.
+  std::function<void()> images_complete;
 };
 
 // Measured, in microseconds (Podman's --print-stats names).
@@ -58,6 +62,9 @@ struct RestoreOptions {
   bool new_time_namespace = false;
   // container-cr: external fds of the dump (key -> fd of the caller), FileRestoreOptions.
   std::map<std::string, int> inherit_fds;
+  // container-cr: a key of inherit_fds (a terminal): the root, when it leads its session, makes
+  // it its controlling terminal before forking its children, who inherit it.
+  std::string root_controlling_terminal;
 };
 
 struct RestoreStats {

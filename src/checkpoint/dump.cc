@@ -160,6 +160,7 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
   for (auto& [inode, object] : dumped_shmem) shmem.push_back(object);
   write_json_image(image_dir, "shmem.img", shmem);
   write_inventory(image_dir, pids.to_image(pid), options);
+  if (options.images_complete) options.images_complete();
 
   stats.memdump_time = counters.read_us;
   stats.memwrite_time = counters.write_us;
