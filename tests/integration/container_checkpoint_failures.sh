@@ -13,6 +13,15 @@ counter_script='i=0; while true; do i=$((i+1)); echo $i; sleep 0.1; done'
 big_container() {
   cryo run -d busybox sh -c "(dd if=/dev/urandom bs=${1}M count=1 2>/dev/null | sleep 100000) & $counter_script"
 }
+# The dd of big container $1 holds $2 MiB.
+dd_holds() {
+  local p
+  for p in $(cat /sys/fs/cgroup/pids/cryo/"$1"/cgroup.procs); do
+    [[ $(cat /proc/"$p"/comm 2>/dev/null) == dd ]] || continue
+    [[ $(awk '/^Rss/ {s += $2} END {print int(s / 1024)}' /proc/"$p"/smaps_rollup) -ge $2 ]] && return 0
+  done
+  return 1
+}
 # Container $1 runs with the same init as before ($2), counts on and its log has no restart.
 expect_running_as_before() {
   local id=$1 init=$2 at
@@ -31,7 +40,7 @@ expect_no_checkpoint_dirs() {
 }
 
 # --- checkpoint fails: an fd the engine cannot dump yet (a FIFO removed while open) ---
-bad=$(cryo run -d busybox sh -c "mkfifo /f; exec 3<>/f; rm /f; $counter_script")
+bad=$(cryo run -d busybox sh -c "mkfifo /dev/shm/f; exec 3<>/dev/shm/f; rm /dev/shm/f; $counter_script")
 wait_until count_at_least "$bad" 3
 init=$(pid_of "$bad")
 expect_exit 125 cryo container checkpoint "$bad"
@@ -46,6 +55,7 @@ cryo rm -f -t 0 "$bad" >/dev/null
 # --- checkpoint fails: the checkpoint store (the tmpfs --root) is full ---
 big=$(big_container 200)
 wait_until count_at_least "$big" 3
+wait_until dd_holds "$big" 200
 init=$(pid_of "$big")
 expect_exit 125 cryo container checkpoint "$big"
 grep -qi "no space left on device" "$tmp/err" || fail "disk full: $(cat "$tmp/err")"
@@ -56,6 +66,7 @@ cryo rm -f -t 0 "$big" >/dev/null
 # --- checkpoint killed half way (SIGKILL of the CLI while it writes the images) ---
 killed=$(big_container 100)
 wait_until count_at_least "$killed" 3
+wait_until dd_holds "$killed" 100
 interrupted=false
 for attempt in 1 2 3 4 5 6 7 8; do
   init=$(pid_of "$killed")
@@ -132,6 +143,7 @@ cryo rm -f -t 0 "$web" >/dev/null
 # --- restore killed half way (SIGKILL of the restoring process once the tree is being rebuilt) ---
 slow=$(big_container 60)
 wait_until count_at_least "$slow" 3
+wait_until dd_holds "$slow" 60
 interrupted=false
 for attempt in 1 2 3 4 5 6 7 8; do
   cryo container checkpoint "$slow" >/dev/null

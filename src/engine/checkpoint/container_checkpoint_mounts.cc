@@ -94,11 +94,8 @@ std::vector<MountInfoEntry> read_mountinfo(pid_t pid) {
 }
 
 nlohmann::json to_json(const SavedTmpfs& tmpfs) {
-  return {{"path", tmpfs.path},
-          {"made_by_app", tmpfs.made_by_app},
-          {"flags", tmpfs.flags},
-          {"data", tmpfs.data},
-          {"archive", tmpfs.archive}};
+  return {{"path", tmpfs.path}, {"made_by_app", tmpfs.made_by_app}, {"flags", tmpfs.flags},
+          {"data", tmpfs.data}, {"source", tmpfs.source},           {"archive", tmpfs.archive}};
 }
 
 SavedTmpfs saved_tmpfs_from_json(const nlohmann::json& json) {
@@ -108,6 +105,7 @@ SavedTmpfs saved_tmpfs_from_json(const nlohmann::json& json) {
   tmpfs.flags = json.at("flags");
   tmpfs.data = json.at("data");
   tmpfs.archive = json.at("archive");
+  tmpfs.source = json.value("source", "tmpfs");
   return tmpfs;
 }
 
@@ -145,7 +143,7 @@ std::vector<SavedTmpfs> tmpfs_to_save(const nlohmann::json& spec,
       auto type = spec_type.find(path);
       // /dev is rebuilt by the runtime (device nodes, devpts, mqueue, shm mount points).
       if (count == 1 && type != spec_type.end() && type->second == "tmpfs" && path != "/dev")
-        out.push_back({path, false, 0, "", ""});
+        out.push_back({path, false, 0, "", "tmpfs", ""});
       continue;
     }
     if (mount.fstype != "tmpfs")
@@ -175,7 +173,7 @@ void restore_tmpfs_contents(const std::vector<SavedTmpfs>& tmpfs, const std::str
       if (t.made_by_app) {
         fs::mkdir_p(t.path);
         // Filled while writable; the dumped flags (ro among them) are applied after.
-        if (::mount("tmpfs", t.path.c_str(), "tmpfs", t.flags & ~MS_RDONLY,
+        if (::mount(t.source.c_str(), t.path.c_str(), "tmpfs", t.flags & ~MS_RDONLY,
                     t.data.empty() ? nullptr : t.data.c_str()) < 0)
           throw_errno("mount tmpfs on " + t.path);
       }

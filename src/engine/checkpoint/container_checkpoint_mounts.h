@@ -29,11 +29,12 @@ std::vector<MountInfoEntry> read_mountinfo(pid_t pid);
 
 // A tmpfs whose contents go with the checkpoint.
 struct SavedTmpfs {
-  std::string path;          // mount point in the container
-  bool made_by_app = false;  // mounted by the application: mounted again on restore
-  unsigned long flags = 0;   // MS_* of the mount (made_by_app)
-  std::string data;          // tmpfs options (size=, mode=...; made_by_app)
-  std::string archive;       // file name in the checkpoint directory
+  std::string path;              // mount point in the container
+  bool made_by_app = false;      // mounted by the application: mounted again on restore
+  unsigned long flags = 0;       // MS_* of the mount (made_by_app)
+  std::string data;              // tmpfs options (size=, mode=...; made_by_app)
+  std::string source = "tmpfs";  // the mount's source name (made_by_app)
+  std::string archive;           // file name in the checkpoint directory
 };
 nlohmann::json to_json(const SavedTmpfs& tmpfs);
 SavedTmpfs saved_tmpfs_from_json(const nlohmann::json& json);
