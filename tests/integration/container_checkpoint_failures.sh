@@ -178,4 +178,5 @@ $interrupted || fail "no restore could be killed half way in 8 attempts"
 cryo rm -f -t 0 "$slow" >/dev/null
 
 [[ -z $(monitor_pids) ]] || fail "monitors left: $(monitor_pids)"
+[[ -z $(cryo_processes) ]] || fail "cryo processes left: $(cryo_processes)"
 echo PASS

@@ -92,4 +92,5 @@ expect_eq "$(state_of "$keep")" "running" "state after the restores"
 cryo rm -f -t 0 "$keep" >/dev/null
 
 [[ -z $(monitor_pids) ]] || fail "monitors left: $(monitor_pids)"
+[[ -z $(cryo_processes) ]] || fail "cryo processes left: $(cryo_processes)"
 echo PASS

@@ -100,6 +100,7 @@ class ThawGuard {
     pid_ = ::fork();
     if (pid_ < 0) throw_errno("fork checkpoint guard");
     if (pid_ > 0) return;
+    done_.reset();  // EOF must come when the CLI's copy is closed
     ::setsid();
     int null_fd = ::open("/dev/null", O_RDWR);
     for (int fd = 0; fd < 3; ++fd) ::dup2(null_fd, fd);

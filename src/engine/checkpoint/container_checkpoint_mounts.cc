@@ -150,8 +150,8 @@ std::vector<SavedTmpfs> tmpfs_to_save(const nlohmann::json& spec,
       throw Error("not supported yet: the container mounted " + mount.fstype + " (" + mount.source +
                   ") on " + path +
                   " itself; of the mounts an application makes, only tmpfs can be checkpointed");
-    out.push_back(
-        {path, true, mount_flags(mount.mount_options), tmpfs_data(mount.super_options), ""});
+    out.push_back({path, true, mount_flags(mount.mount_options), tmpfs_data(mount.super_options),
+                   mount.source, ""});
   }
   for (size_t i = 0; i < out.size(); ++i) out[i].archive = "tmpfs-" + std::to_string(i) + ".tar";
   return out;

@@ -18,6 +18,16 @@ monitor_pids() {
   done
   return 0
 }
+# cryo processes of this test still there (CLIs, monitors, checkpoint guards), as "PID ARGS".
+cryo_processes() {
+  local p args
+  for p in /proc/[0-9]*; do
+    args=$({ tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null) || continue
+    [[ $args == *"--root $tmp/root "* || $(readlink "$p/cwd" 2>/dev/null) == "$tmp/run/"* ]] &&
+      echo "${p#/proc/} $args"
+  done
+  return 0
+}
 # Extra cleanup steps of a test (unmounts of its own mounts...), run before the common ones.
 extra_cleanup() { :; }
 cleanup() {
@@ -90,6 +100,7 @@ expect_nothing_left_of() {
     [[ ! -e $dir ]] || fail "cgroup $dir left (procs: $(cat "$dir/cgroup.procs" 2>/dev/null | tr '\n' ' '))"
   done
   [[ -z $(monitor_pids) ]] || fail "monitors left: $(monitor_pids)"
+  [[ -z $(cryo_processes) ]] || fail "cryo processes left: $(cryo_processes)"
   ! ip -o link | grep -q "veth${id:0:11}" || fail "the veth of $id is left"
   ! grep -q " $tmp/run/netns/$id " /proc/mounts || fail "the netns of $id is left mounted"
   [[ ! -e $tmp/run/netns/$id ]] || fail "the netns file of $id is left"
