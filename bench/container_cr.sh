@@ -110,7 +110,7 @@ dd_pid=""
 until [[ -n $dd_pid && $(rss_mib "$dd_pid") -ge 1024 ]]; do
   sleep 0.1
   dd_pid=$(for p in $(cat /sys/fs/cgroup/pids/cryo/"$big"/cgroup.procs); do
-    [[ $(cat /proc/"$p"/comm) == dd ]] && echo "$p"; done)
+    [[ $(cat /proc/"$p"/comm) == dd ]] && echo "$p"; done || true)
 done
 for i in 1 2 3; do
   c=$(cryo container checkpoint --print-stats "$big")
