@@ -78,7 +78,7 @@ grep -q "checkpoint of container $keep" "$dir/dump.log" || fail "dump.log with -
 python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); assert s["frozen_time"] > 0 and s["pages_written"] > 0, s' "$dir/stats-dump"
 cryo container restore -k "$keep" >/dev/null
 [[ -f $dir/inventory.img ]] || fail "restore -k removed the checkpoint"
-grep -q "restored:" "$dir/restore.log" || fail "restore.log with -k: $(cat "$dir/restore.log" 2>&1)"
+grep -q "restored at t=[0-9]*: " "$dir/restore.log" || fail "restore.log with -k: $(cat "$dir/restore.log" 2>&1)"
 python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); assert s["restore_time"] > 0 and s["pages_restored"] > 0 and s["runtime_restore_duration"] > 0, s' "$dir/stats-restore"
 # Without -k: no log or statistics file in the (new) checkpoint, and a restore removes it.
 cryo container checkpoint "$keep" >/dev/null

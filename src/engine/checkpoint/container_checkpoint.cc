@@ -190,8 +190,8 @@ ContainerCheckpointResult checkpoint_container(const StorePaths& paths, const st
   try {
     fs::mkdir_p(temp_dir);
     log::FileSink log_sink(temp_dir + "/" + kDumpLog);
-    LOG_INFO << "checkpoint of container " << id << " (init pid " << record.pid
-             << (options.leave_running ? ", leave running" : "") << ")";
+    LOG_INFO << "checkpoint of container " << id << " begins at t=" << t0 << " (init pid "
+             << record.pid << (options.leave_running ? ", leave running" : "") << ")";
     nlohmann::json spec = nlohmann::json::parse(fs::read_file(manager.store().spec_path(id)));
     nlohmann::json streams = stdio_streams(record.pid);
     std::vector<SavedTmpfs> tmpfs = with_context("the mounts of container " + record.name, [&] {
@@ -237,7 +237,7 @@ ContainerCheckpointResult checkpoint_container(const StorePaths& paths, const st
     ThawGuard guard(freezer_dir);
     result.stats = with_context("checkpointing container " + record.name,
                                 [&] { return ckpt::dump(record.pid, temp_dir, dump_options); });
-    LOG_INFO << "dumped: " << dump_stats_json(result.stats).dump();
+    LOG_INFO << "dumped at t=" << steady_now_us() << ": " << dump_stats_json(result.stats).dump();
   } catch (const std::exception& e) {
     if (!committed) {
       // The engine's log of the failed dump stays for diagnosis, outside any checkpoint.
@@ -261,6 +261,10 @@ ContainerCheckpointResult checkpoint_container(const StorePaths& paths, const st
     // The monitor sees its init die, records the exit and releases network (keeping the IP
     // lease) and cgroup; the record then says why it ended.
     manager.wait(id);
+    if (options.keep) {
+      log::FileSink log_sink(final_dir + "/" + kDumpLog);
+      LOG_DEBUG << "the monitor released the container at t=" << steady_now_us();
+    }
     FileLock lock = manager.store().lock(id);
     ContainerRecord after = manager.store().load(id);
     after.checkpointed = true;
@@ -293,7 +297,8 @@ ContainerRestoreResult restore_container(const StorePaths& paths, const std::str
           125);
     // Ends before the monitor is forked: the monitor must not keep writing to it.
     log::FileSink log_sink(dir + "/" + kRestoreLog);
-    LOG_INFO << "restore of container " << id;
+    // Times on the steady clock (µs) compare across the CLI, the monitor and its helper.
+    LOG_INFO << "restore of container " << id << " begins at t=" << t0;
     nlohmann::json saved = nlohmann::json::parse(fs::read_file(dir + "/" + kContainerImage));
     nlohmann::json spec = saved.at("spec");
     // The same network as at checkpoint time: same IP, MAC and host ports.
@@ -322,6 +327,10 @@ ContainerRestoreResult restore_container(const StorePaths& paths, const std::str
   } catch (...) {
     manager.release_resources(id);
     throw;
+  }
+  if (log::level() == log::Level::kDebug || options.keep) {
+    log::FileSink log_sink(dir + "/" + kRestoreLog);
+    LOG_DEBUG << "the monitor reported the restored container at t=" << steady_now_us();
   }
   ContainerRestoreResult result;
   result.id = id;
@@ -391,6 +400,7 @@ SpawnedProcess restore_container_init(const StorePaths& paths, const std::string
     log::FileSink log_sink(dir + "/" + kRestoreLog);
     try {
       uint64_t t_sandbox = steady_now_us();
+      LOG_DEBUG << "restore helper begins at t=" << t_sandbox;
       cgroup.add_process(::getpid());
       int flags = sandbox_clone_flags(spec) & ~(CLONE_NEWPID | CLONE_NEWNET);
       if (::unshare(flags) < 0) throw_errno("unshare the container's namespaces");
@@ -438,7 +448,7 @@ SpawnedProcess restore_container_init(const StorePaths& paths, const std::string
                               {"pages_restored", restored.stats.pages_restored},
                               {"pages_compared", restored.stats.pages_compared},
                               {"pages_skipped_cow", restored.stats.pages_skipped_cow}};
-      LOG_INFO << "restored: " << stats.dump();
+      LOG_INFO << "restored at t=" << steady_now_us() << ": " << stats.dump();
       write_all_and_close(
           report_write,
           nlohmann::json{{"ok", true}, {"pid", restored.root_pid}, {"stats", stats}}.dump());
