@@ -27,6 +27,11 @@ struct DumpOptions {
   // (files exactly as docs/IMAGE-FORMAT.md says). A dump that fails never calls the sink's
   // finish(); the outputs it had open are aborted.
   ImageSink* sink = nullptr;
+  // container-cr: called once every image is written and the sink finished, before the tree is
+  // killed (the caller commits the checkpoint there, so that no moment exists where the tree is
+  // gone and its images are not committed; when it throws, the tree runs on), or after it is
+  // resumed with leave_running.
+  std::function<void()> images_complete;
 };
 
 // Measured, in microseconds (Podman's --print-stats names).
@@ -69,6 +74,9 @@ struct RestoreOptions {
   // then redundant). With this set, the caller has already moved into a fresh IPC namespace made
   // for the tree (a container restore's helper), and the objects are recreated in that one.
   bool ipc_namespace_prepared = false;
+  // container-cr: a key of inherit_fds (a terminal): the root, when it leads its session, makes
+  // it its controlling terminal before forking its children, who inherit it.
+  std::string root_controlling_terminal;
 };
 
 struct RestoreStats {

@@ -184,8 +184,10 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
     tree.resume();
     stats.frozen_time = steady_now_us() - frozen_at;
     with_context(sink.describe(), [&] { sink.finish(); });
+    if (options.images_complete) options.images_complete();
   } else {
     with_context(sink.describe(), [&] { sink.finish(); });
+    if (options.images_complete) options.images_complete();
     files.keep_tcp_repair_for_kill();
     tree.kill();
     stats.frozen_time = steady_now_us() - frozen_at;

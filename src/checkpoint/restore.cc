@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/rseq.h>
@@ -131,6 +132,10 @@ void unregister_rseq() {
     bool keep_session = ctx.options.shell_job && pid == ctx.root;
     // Sessions first, then groups (a group lives inside a session).
     if (!keep_session && sid == pid && ::setsid() < 0) throw_errno("setsid");
+    if (pid == ctx.root && sid == pid && !ctx.options.root_controlling_terminal.empty()) {
+      int terminal = ctx.options.inherit_fds.at(ctx.options.root_controlling_terminal);
+      if (::ioctl(terminal, TIOCSCTTY, 0) < 0) throw_errno("ioctl TIOCSCTTY");
+    }
     if (pgid == pid) {
       if (::getpgid(0) != pid && ::setpgid(0, 0) < 0) throw_errno("setpgid");
     } else if (::getpgid(0) != pgid && ::setpgid(0, pgid) < 0) {

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -16,10 +17,13 @@
 #include <chrono>
 #include <cstring>
 
+#include "common/clock.h"
 #include "common/error.h"
+#include "common/fd_passing.h"
 #include "common/fs.h"
 #include "common/log.h"
 #include "common/strings.h"
+#include "engine/checkpoint/container_checkpoint_mounts.h"
 #include "engine/container/container.h"
 #include "engine/container/manager.h"
 #include "engine/monitor/monitor.h"
@@ -32,14 +36,14 @@ namespace {
 
 // What the restore needs beyond the process images, saved next to them.
 constexpr const char* kContainerImage = "container.json";
+// The engine's debug log and statistics of the last dump and restore (Podman/CRIU names), kept
+// with -k/--keep.
+constexpr const char* kDumpLog = "dump.log";
+constexpr const char* kRestoreLog = "restore.log";
+constexpr const char* kDumpStats = "stats-dump";
+constexpr const char* kRestoreStats = "stats-restore";
 // The restore's options for the monitor's helper, in the container's run directory.
 constexpr const char* kRestoreOptionsFile = "restore-options.json";
-
-uint64_t now_us() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
 // The init's standard streams by fd: {"link": "pipe:[123]" | "/dev/pts/0" | "/dev/null"...,
 // "kind": "pipe" | "console" | "other"}. Pipes and pty slaves (the console of -t) have their other
@@ -63,70 +67,84 @@ nlohmann::json stdio_streams(pid_t init) {
   return streams;
 }
 
-void send_fd(int socket, int fd) {
-  char dummy = 'm';
-  iovec iov = {&dummy, 1};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg = {};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-  cmsg->cmsg_level = SOL_SOCKET;
-  cmsg->cmsg_type = SCM_RIGHTS;
-  cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(cmsg), &fd, sizeof fd);
-  if (::sendmsg(socket, &msg, MSG_NOSIGNAL) < 0) throw_errno("sendmsg console master");
-}
-
-UniqueFd receive_fd(int socket) {
-  char dummy;
-  iovec iov = {&dummy, 1};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg = {};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  ssize_t n;
-  do {
-    n = ::recvmsg(socket, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) throw_errno("recvmsg console master");
-  cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-  if (n == 0 || !cmsg || cmsg->cmsg_type != SCM_RIGHTS)
-    throw Error("the restore helper did not send its mount namespace and console");
-  int fd;
-  std::memcpy(&fd, CMSG_DATA(cmsg), sizeof fd);
-  return UniqueFd(fd);
-}
-
-// In the restored root (PID 1 of its new PID namespace, in a mount namespace of its own): the
-// /proc that prepare_sandbox mounted shows the restore helper's PID namespace; the container's
-// must show its own. The spec's masks under /proc are applied again on the new instance.
-void mount_proc_of_new_pid_namespace(const nlohmann::json& spec) {
-  if (::umount2("/proc", MNT_DETACH) < 0) throw_errno("umount /proc");
-  if (::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) < 0)
-    throw_errno("mount proc on /proc");
-  const nlohmann::json& linux_spec = spec.at("linux");
-  for (const auto& item : linux_spec.value("maskedPaths", nlohmann::json::array())) {
-    std::string path = item;
-    if (!starts_with(path, "/proc/")) continue;
+// The key (link) of the init's console when it is also its controlling terminal
+// (/proc/PID/stat tty_nr is the console's device number); empty otherwise.
+std::string controlling_console(pid_t init, const nlohmann::json& streams) {
+  std::string stat = fs::read_file("/proc/" + std::to_string(init) + "/stat");
+  size_t comm_end = stat.rfind(')');
+  if (comm_end == std::string::npos) return "";
+  // After the comm: state ppid pgrp session tty_nr.
+  std::vector<std::string> fields = split(stat.substr(comm_end + 2), ' ');
+  if (fields.size() < 5) return "";
+  unsigned long tty_nr = std::stoul(fields[4]);
+  for (auto& [fd, stream] : streams.items()) {
+    if (stream.at("kind") != "console") continue;
     struct stat st;
-    if (::stat(path.c_str(), &st) < 0) continue;
-    int r = S_ISDIR(st.st_mode) ? ::mount("tmpfs", path.c_str(), "tmpfs", MS_RDONLY, nullptr)
-                                : ::mount("/dev/null", path.c_str(), nullptr, MS_BIND, nullptr);
-    if (r < 0) throw_errno("masking " + path);
+    std::string path = "/proc/" + std::to_string(init) + "/fd/" + fd;
+    if (::stat(path.c_str(), &st) == 0 && st.st_rdev == tty_nr) return stream.at("link");
   }
-  for (const auto& item : linux_spec.value("readonlyPaths", nlohmann::json::array())) {
-    std::string path = item;
-    if (!starts_with(path, "/proc/") || !fs::exists(path)) continue;
-    if (::mount(path.c_str(), path.c_str(), nullptr, MS_BIND | MS_REC, nullptr) < 0 ||
-        ::mount("", path.c_str(), nullptr,
-                MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) < 0)
-      throw_errno("making " + path + " read-only");
+  return "";
+}
+
+// A checkpoint runs in the CLI process, which may be killed half way. The tree then resumes by
+// itself when its tracer dies, except when frozen in its cgroup at that moment: this small process
+// of its own (a fork of the CLI in a new session) thaws the cgroup when the CLI ends without
+// saying the checkpoint is over.
+class ThawGuard {
+ public:
+  explicit ThawGuard(const std::string& freezer_dir) {
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) < 0) throw_errno("pipe2");
+    UniqueFd read_end(p[0]);
+    done_.reset(p[1]);
+    pid_ = ::fork();
+    if (pid_ < 0) throw_errno("fork checkpoint guard");
+    if (pid_ > 0) return;
+    done_.reset();  // EOF must come when the CLI's copy is closed
+    ::setsid();
+    int null_fd = ::open("/dev/null", O_RDWR);
+    for (int fd = 0; fd < 3; ++fd) ::dup2(null_fd, fd);
+    int keep = read_end.get();
+    char byte = 0;
+    ssize_t n;
+    do {
+      n = ::read(keep, &byte, 1);
+    } while (n < 0 && errno == EINTR);
+    if (n == 1 && byte == 'd') ::_exit(0);
+    // The CLI died in the checkpoint: never leave the container frozen.
+    auto write_value = [](const std::string& path, const char* value) {
+      int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+      if (fd < 0) return;
+      (void)!::write(fd, value, std::strlen(value));
+      ::close(fd);
+    };
+    write_value(freezer_dir + "/freezer.state", "THAWED");
+    write_value(freezer_dir + "/cgroup.freeze", "0");
+    ::_exit(0);
   }
+  ~ThawGuard() {
+    if (pid_ <= 0) return;
+    (void)!::write(done_.get(), "d", 1);
+    done_.reset();
+    while (::waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {
+    }
+  }
+  ThawGuard(const ThawGuard&) = delete;
+  ThawGuard& operator=(const ThawGuard&) = delete;
+
+ private:
+  pid_t pid_ = -1;
+  UniqueFd done_;
+};
+
+void rename_or_throw(const std::string& from, const std::string& to) {
+  if (::rename(from.c_str(), to.c_str()) < 0) throw_errno("rename " + from + " to " + to);
+}
+
+nlohmann::json dump_stats_json(const ckpt::DumpStats& stats) {
+  return {{"freezing_time", stats.freezing_time}, {"frozen_time", stats.frozen_time},
+          {"memdump_time", stats.memdump_time},   {"memwrite_time", stats.memwrite_time},
+          {"pages_scanned", stats.pages_scanned}, {"pages_written", stats.pages_written}};
 }
 
 void write_all_and_close(UniqueFd& fd, const std::string& text) {
@@ -142,7 +160,7 @@ std::string checkpoint_dir(const StorePaths& paths, const std::string& id) {
 
 ContainerCheckpointResult checkpoint_container(const StorePaths& paths, const std::string& id,
                                                const ContainerCheckpointOptions& options) {
-  uint64_t t0 = now_us();
+  uint64_t t0 = steady_now_us();
   ContainerManager manager(paths);
   ContainerRecord record = manager.load(id);
   if (record.state != ContainerState::kRunning)
@@ -155,29 +173,56 @@ ContainerCheckpointResult checkpoint_container(const StorePaths& paths, const st
         "used: invalid argument",
         125);
 
+  // The checkpoint is written to a temporary directory and committed (renamed, the previous one
+  // moved aside) once every image is there and before the tree dies.
   std::string final_dir = checkpoint_dir(paths, id);
   std::string temp_dir = final_dir + ".tmp";
+  std::string previous_dir = final_dir + ".old";
+  if (fs::exists(previous_dir) && !fs::exists(final_dir))  // a checkpoint killed half way
+    rename_or_throw(previous_dir, final_dir);
   fs::remove_all(temp_dir);
-  nlohmann::json streams = stdio_streams(record.pid);
-  ckpt::DumpOptions dump_options;
-  dump_options.leave_running = options.leave_running;
-  dump_options.tcp_established = options.tcp_established;
-  dump_options.file_locks = options.file_locks;
-  dump_options.freezer_cgroup = ContainerCgroup::existing(id).freezer_path();
-  for (auto& [fd, stream] : streams.items())
-    if (stream.at("kind") != "other") dump_options.external_files.insert(stream.at("link"));
+  fs::remove_all(previous_dir);
+  std::string freezer_dir = ContainerCgroup::existing(id).freezer_path();
 
   ContainerCheckpointResult result;
   result.id = id;
+  bool committed = false;
   try {
     fs::mkdir_p(temp_dir);
+    log::FileSink log_sink(temp_dir + "/" + kDumpLog);
+    LOG_INFO << "checkpoint of container " << id << " begins at t=" << t0 << " (init pid "
+             << record.pid << (options.leave_running ? ", leave running" : "") << ")";
+    nlohmann::json spec = nlohmann::json::parse(fs::read_file(manager.store().spec_path(id)));
+    nlohmann::json streams = stdio_streams(record.pid);
+    std::vector<SavedTmpfs> tmpfs = with_context("the mounts of container " + record.name, [&] {
+      return tmpfs_to_save(spec, read_mountinfo(record.pid));
+    });
+    // Not supported yet: an export carries no tmpfs contents (the archive is finished before they
+    // are saved); the spec's tmpfs mounts come back empty on the destination.
+    if (options.sink) tmpfs.clear();
+    std::vector<UniqueFd> tmpfs_roots;
+    nlohmann::json tmpfs_json = nlohmann::json::array();
+    for (const SavedTmpfs& t : tmpfs) {
+      tmpfs_roots.push_back(fs::open_or_throw(
+          "/proc/" + std::to_string(record.pid) + "/root" + t.path, O_PATH | O_DIRECTORY));
+      tmpfs_json.push_back(to_json(t));
+      LOG_DEBUG << "tmpfs " << t.path << (t.made_by_app ? " (made by the application)" : "");
+    }
     nlohmann::json saved = {
-        {"spec", nlohmann::json::parse(fs::read_file(manager.store().spec_path(id)))},
-        {"network_status", record.network_status},
-        {"stdio", streams},
-        {"tty", record.config.tty}};
+        {"spec", spec},        {"network_status", record.network_status},
+        {"stdio", streams},    {"controlling_terminal", controlling_console(record.pid, streams)},
+        {"tmpfs", tmpfs_json}, {"tty", record.config.tty}};
     std::string saved_text = saved.dump(2) + "\n";
+
+    ckpt::DumpOptions dump_options;
+    dump_options.leave_running = options.leave_running;
+    dump_options.tcp_established = options.tcp_established;
+    dump_options.file_locks = options.file_locks;
+    dump_options.freezer_cgroup = freezer_dir;
+    for (auto& [fd, stream] : streams.items())
+      if (stream.at("kind") != "other") dump_options.external_files.insert(stream.at("link"));
     if (options.sink) {
+      // An export: every image goes into the archive; no checkpoint directory is committed.
       auto out = options.sink->create(kContainerImage, saved_text.size());
       out->write(saved_text.data(), saved_text.size());
       out->commit();
@@ -185,39 +230,73 @@ ContainerCheckpointResult checkpoint_container(const StorePaths& paths, const st
     } else {
       fs::write_file_atomic(temp_dir + "/" + kContainerImage, saved_text, 0600);
     }
+    dump_options.images_complete = [&] {
+      if (!options.sink) {
+        uint64_t t_tmpfs = steady_now_us();
+        save_tmpfs_contents(tmpfs, tmpfs_roots, temp_dir);
+        LOG_DEBUG << "tmpfs contents saved in " << (steady_now_us() - t_tmpfs) << " us";
+        if (fs::exists(final_dir)) rename_or_throw(final_dir, previous_dir);
+        rename_or_throw(temp_dir, final_dir);
+      }
+      committed = true;
+      if (!options.leave_running) {
+        // Marked before the tree dies: a CLI killed from here on leaves a restorable container.
+        FileLock lock = manager.store().lock(id);
+        ContainerRecord marked = manager.store().load(id);
+        marked.checkpointed = true;
+        marked.checkpointed_ns = now_ns();
+        manager.store().save(marked);
+      }
+    };
+    ThawGuard guard(freezer_dir);
     result.stats = with_context("checkpointing container " + record.name,
                                 [&] { return ckpt::dump(record.pid, temp_dir, dump_options); });
-  } catch (...) {
-    fs::remove_all(temp_dir);
+    LOG_INFO << "dumped at t=" << steady_now_us() << ": " << dump_stats_json(result.stats).dump();
+  } catch (const std::exception& e) {
+    if (!committed) {
+      // The engine's log of the failed dump stays for diagnosis, outside any checkpoint.
+      std::string log_path = paths.container_dir(id) + "/" + kDumpLog;
+      ::rename((temp_dir + "/" + kDumpLog).c_str(), log_path.c_str());
+      fs::remove_all(temp_dir);
+      if (fs::exists(previous_dir) && !fs::exists(final_dir))
+        rename_or_throw(previous_dir, final_dir);
+    }
     throw;
   }
-  if (!options.sink) {
-    fs::remove_all(final_dir);
-    if (::rename(temp_dir.c_str(), final_dir.c_str()) < 0)
-      throw_errno("rename " + temp_dir + " to " + final_dir);
-  } else {
+  if (options.sink) {
     fs::remove_all(temp_dir);
+  } else {
+    fs::remove_all(previous_dir);
+    if (options.keep)
+      fs::write_file_atomic(final_dir + "/" + kDumpStats,
+                            dump_stats_json(result.stats).dump(2) + "\n", 0600);
+    else
+      ::unlink((final_dir + "/" + kDumpLog).c_str());
   }
+  ::unlink((paths.container_dir(id) + "/" + kDumpLog).c_str());
 
   if (!options.leave_running) {
     // The monitor sees its init die, records the exit and releases network (keeping the IP
     // lease) and cgroup; the record then says why it ended.
     manager.wait(id);
+    if (options.keep && !options.sink) {
+      log::FileSink log_sink(final_dir + "/" + kDumpLog);
+      LOG_DEBUG << "the monitor released the container at t=" << steady_now_us();
+    }
     FileLock lock = manager.store().lock(id);
     ContainerRecord after = manager.store().load(id);
     after.checkpointed = true;
-    after.checkpointed_ns = now_ns();
     after.restored = false;
     after.exit_code = 0;
     manager.store().save(after);
   }
-  result.runtime_checkpoint_duration_us = now_us() - t0;
+  result.runtime_checkpoint_duration_us = steady_now_us() - t0;
   return result;
 }
 
 ContainerRestoreResult restore_container(const StorePaths& paths, const std::string& id,
                                          const ContainerRestoreOptions& options) {
-  uint64_t t0 = now_us();
+  uint64_t t0 = steady_now_us();
   ContainerManager manager(paths);
   ContainerStore store(paths);
   std::string dir = checkpoint_dir(paths, id);
@@ -234,16 +313,23 @@ ContainerRestoreResult restore_container(const StorePaths& paths, const std::str
           "a complete checkpoint for this container cannot be found, cannot restore: stat " + dir +
               ": no such file or directory",
           125);
+    // Ends before the monitor is forked: the monitor must not keep writing to it.
+    log::FileSink log_sink(dir + "/" + kRestoreLog);
+    // Times on the steady clock (µs) compare across the CLI, the monitor and its helper.
+    LOG_INFO << "restore of container " << id << " begins at t=" << t0;
     nlohmann::json saved = nlohmann::json::parse(fs::read_file(dir + "/" + kContainerImage));
     nlohmann::json spec = saved.at("spec");
     // The same network as at checkpoint time: same IP, MAC and host ports.
     if (!saved.at("network_status").is_null()) {
+      uint64_t t_network = steady_now_us();
       NetworkStatus before = network_status_from_json(saved.at("network_status"));
+      // A setup that fails (a host port taken meanwhile...) removes what it made.
       NetworkStatus status = NetworkManager(paths).setup(id, request_from_status(before));
       record.network_status = to_json(status);
       store.save(record);
       for (auto& ns : spec.at("linux").at("namespaces"))
         if (ns.at("type") == "network") ns["path"] = status.netns_path;
+      LOG_DEBUG << "network set up in " << (steady_now_us() - t_network) << " us";
     }
     fs::write_file_atomic(store.spec_path(id), spec.dump(2) + "\n", 0600);
     fs::mkdir_p(paths.run_container_dir(id));
@@ -260,18 +346,28 @@ ContainerRestoreResult restore_container(const StorePaths& paths, const std::str
     manager.release_resources(id);
     throw;
   }
+  if (log::level() == log::Level::kDebug || options.keep) {
+    log::FileSink log_sink(dir + "/" + kRestoreLog);
+    LOG_DEBUG << "the monitor reported the restored container at t=" << steady_now_us();
+  }
   ContainerRestoreResult result;
   result.id = id;
+  nlohmann::json stats = nlohmann::json::object();
   if (!started.restore_stats.empty()) {
-    nlohmann::json stats = nlohmann::json::parse(started.restore_stats);
+    stats = nlohmann::json::parse(started.restore_stats);
     result.stats.forking_time = stats.value("forking_time", uint64_t{0});
     result.stats.restore_time = stats.value("restore_time", uint64_t{0});
     result.stats.pages_restored = stats.value("pages_restored", uint64_t{0});
     result.stats.pages_compared = stats.value("pages_compared", uint64_t{0});
     result.stats.pages_skipped_cow = stats.value("pages_skipped_cow", uint64_t{0});
   }
-  if (!options.keep) fs::remove_all(dir);
-  result.runtime_restore_duration_us = now_us() - t0;
+  result.runtime_restore_duration_us = steady_now_us() - t0;
+  if (options.keep) {
+    stats["runtime_restore_duration"] = result.runtime_restore_duration_us;
+    fs::write_file_atomic(dir + "/" + kRestoreStats, stats.dump(2) + "\n", 0600);
+  } else {
+    fs::remove_all(dir);
+  }
   return result;
 }
 
@@ -317,18 +413,30 @@ SpawnedProcess restore_container_init(const StorePaths& paths, const std::string
   if (helper == 0) {
     report_read.reset();
     console_parent.reset();
+    // Recognisable (e.g. by a test that kills a restore half way).
+    ::prctl(PR_SET_NAME, "cryo-restore", 0, 0, 0);
+    log::FileSink log_sink(dir + "/" + kRestoreLog);
     try {
+      uint64_t t_sandbox = steady_now_us();
+      LOG_DEBUG << "restore helper begins at t=" << t_sandbox;
       cgroup.add_process(::getpid());
       int flags = sandbox_clone_flags(spec) & ~(CLONE_NEWPID | CLONE_NEWNET);
       if (::unshare(flags) < 0) throw_errno("unshare the container's namespaces");
-      if (::unshare(CLONE_NEWCGROUP) < 0) throw_errno("unshare CLONE_NEWCGROUP");
-      prepare_sandbox(spec);
+      enter_sandbox(spec);
+      // The images are reached through the directory opened before pivot_root.
+      std::string image_dir = "/proc/self/fd/" + std::to_string(images.get());
+      std::vector<SavedTmpfs> tmpfs;
+      for (const auto& t : saved.value("tmpfs", nlohmann::json::array()))
+        tmpfs.push_back(saved_tmpfs_from_json(t));
+      restore_tmpfs_contents(tmpfs, image_dir);
+      LOG_DEBUG << "sandbox and " << tmpfs.size() << " tmpfs rebuilt in "
+                << (steady_now_us() - t_sandbox) << " us";
       {
         // The files the restore opens here (console, /dev/null, mapped files) belong to this
         // mount namespace's mounts: kept alive by the monitor, they stay attached, so that the
         // restored processes (in a copy of it) see their paths as before, and dump again.
         UniqueFd mount_ns = fs::open_or_throw("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
-        send_fd(console_child.get(), mount_ns.get());
+        send_fd(console_child.get(), mount_ns.get(), "mount namespace");
       }
       UniqueFd console_slave;
       if (terminal) {
@@ -338,7 +446,7 @@ SpawnedProcess restore_container_init(const StorePaths& paths, const std::string
         if (::unlockpt(master.get()) < 0) throw_errno("unlockpt");
         console_slave.reset(::ioctl(master.get(), TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC));
         if (!console_slave) throw_errno("ioctl TIOCGPTPEER");
-        send_fd(console_child.get(), master.get());
+        send_fd(console_child.get(), master.get(), "console master");
         if (!console_key.empty()) inherit[console_key] = console_slave.get();
       }
       ckpt::RestoreOptions options;
@@ -349,20 +457,24 @@ SpawnedProcess restore_container_init(const StorePaths& paths, const std::string
       options.inherit_fds = inherit;
       options.tcp_established = restore_flags.value("tcp_established", false);
       options.file_locks = restore_flags.value("file_locks", false);
-      options.in_root_before_restore = [&spec] { mount_proc_of_new_pid_namespace(spec); };
-      // The images are reached through the directory opened before pivot_root.
-      std::string image_dir = "/proc/self/fd/" + std::to_string(images.get());
+      // The helper unshared the container's IPC namespace and mounted /dev/mqueue in it.
+      options.ipc_namespace_prepared = true;
+      if (!console_key.empty() && saved.value("controlling_terminal", "") == console_key)
+        options.root_controlling_terminal = console_key;
+      options.in_root_before_restore = [&spec] { remount_proc(spec); };
       ckpt::RestoreResult restored = ckpt::restore(image_dir, options);
       nlohmann::json stats = {{"forking_time", restored.stats.forking_time},
                               {"restore_time", restored.stats.restore_time},
                               {"pages_restored", restored.stats.pages_restored},
                               {"pages_compared", restored.stats.pages_compared},
                               {"pages_skipped_cow", restored.stats.pages_skipped_cow}};
+      LOG_INFO << "restored at t=" << steady_now_us() << ": " << stats.dump();
       write_all_and_close(
           report_write,
           nlohmann::json{{"ok", true}, {"pid", restored.root_pid}, {"stats", stats}}.dump());
       ::_exit(0);
     } catch (const std::exception& e) {
+      LOG_ERROR << "restore of container " << id << ": " << e.what();
       write_all_and_close(report_write,
                           nlohmann::json{{"ok", false}, {"message", e.what()}}.dump());
       ::_exit(1);
@@ -390,8 +502,8 @@ SpawnedProcess restore_container_init(const StorePaths& paths, const std::string
   if (stats_json) *stats_json = report.at("stats");
   out.pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, out.pid, 0)));
   try {
-    *mount_namespace = receive_fd(console_parent.get());
-    if (terminal) out.console_master = receive_fd(console_parent.get());
+    *mount_namespace = receive_fd(console_parent.get(), "mount namespace of the restore helper");
+    if (terminal) out.console_master = receive_fd(console_parent.get(), "console master");
   } catch (...) {
     ::kill(out.pid, SIGKILL);
     throw;

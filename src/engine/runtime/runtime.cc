@@ -23,6 +23,7 @@
 #include <map>
 
 #include "common/error.h"
+#include "common/fd_passing.h"
 #include "common/fs.h"
 #include "common/strings.h"
 #include "engine/container/oci_spec.h"
@@ -211,45 +212,6 @@ std::optional<ExitCodeError> read_exec_failure(int fd) {
   return ExitCodeError(data.substr(sizeof header), header.exit_code);
 }
 
-void send_fd(int socket, int fd) {
-  char dummy = 'm';
-  struct iovec iov = {&dummy, 1};
-  alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  struct msghdr msg = {};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  struct cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-  cmsg->cmsg_level = SOL_SOCKET;
-  cmsg->cmsg_type = SCM_RIGHTS;
-  cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(cmsg), &fd, sizeof fd);
-  if (::sendmsg(socket, &msg, MSG_NOSIGNAL) < 0) throw_errno("sendmsg pty master");
-}
-
-UniqueFd receive_fd(int socket) {
-  char dummy;
-  struct iovec iov = {&dummy, 1};
-  alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  struct msghdr msg = {};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  ssize_t n;
-  do {
-    n = ::recvmsg(socket, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) throw_errno("recvmsg pty master");
-  struct cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-  if (n == 0 || !cmsg || cmsg->cmsg_type != SCM_RIGHTS)
-    throw Error("container process sent no pty master");
-  int fd;
-  std::memcpy(&fd, CMSG_DATA(cmsg), sizeof fd);
-  return UniqueFd(fd);
-}
-
 std::string env_value(const nlohmann::json& env, const std::string& key) {
   for (const auto& item : env) {
     std::string kv = item.get<std::string>();
@@ -369,7 +331,7 @@ void setup_terminal(int console_socket) {
   if (::unlockpt(master.get()) < 0) throw_errno("unlockpt");
   UniqueFd slave(::ioctl(master.get(), TIOCGPTPEER, O_RDWR | O_NOCTTY));
   if (!slave) throw_errno("ioctl TIOCGPTPEER");
-  send_fd(console_socket, master.get());
+  send_fd(console_socket, master.get(), "pty master");
   if (::ioctl(slave.get(), TIOCSCTTY, 0) < 0) throw_errno("ioctl TIOCSCTTY");
   for (int fd = 0; fd < 3; ++fd)
     if (::dup2(slave.get(), fd) < 0) throw_errno("dup2 pty slave");
@@ -462,6 +424,27 @@ void prepare_sandbox(const nlohmann::json& spec) {
   std::string hostname = spec.value("hostname", "");
   if (!hostname.empty() && ::sethostname(hostname.data(), hostname.size()) < 0)
     throw_errno("sethostname " + hostname);
+}
+
+void enter_sandbox(const nlohmann::json& spec) {
+  // The cgroup namespace's root is the cgroup the process is in now: the container's.
+  if (::unshare(CLONE_NEWCGROUP) < 0) throw_errno("unshare CLONE_NEWCGROUP");
+  prepare_sandbox(spec);
+}
+
+void remount_proc(const nlohmann::json& spec) {
+  if (::umount2("/proc", MNT_DETACH) < 0) throw_errno("umount /proc");
+  do_mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "");
+  const nlohmann::json& linux_spec = spec.at("linux");
+  for (const auto& item : linux_spec.value("maskedPaths", nlohmann::json::array())) {
+    std::string path = item.get<std::string>();
+    if (starts_with(path, "/proc/")) with_context("masking " + path, [&] { mask_path(path); });
+  }
+  for (const auto& item : linux_spec.value("readonlyPaths", nlohmann::json::array())) {
+    std::string path = item.get<std::string>();
+    if (starts_with(path, "/proc/"))
+      with_context("making " + path + " read-only", [&] { make_read_only(path); });
+  }
 }
 
 void exec_container_process(const nlohmann::json& process, const ProcessStdio& stdio, int error_fd,
@@ -577,9 +560,7 @@ SpawnedProcess spawn_container_init(const nlohmann::json& spec, const ContainerC
     try {
       char go;
       if (::read(sync_read.get(), &go, 1) != 1) ::_exit(125);  // the starter gave up
-      // The cgroup namespace's root is the cgroup the process is in now: the container's.
-      if (::unshare(CLONE_NEWCGROUP) < 0) throw_errno("unshare CLONE_NEWCGROUP");
-      prepare_sandbox(spec);
+      enter_sandbox(spec);
     } catch (const std::exception& e) {
       report_failure_and_exit(error_write.get(), 125, e.what());
     }
@@ -615,7 +596,7 @@ SpawnedProcess spawn_container_init(const nlohmann::json& spec, const ContainerC
   }
   if (terminal) {
     try {
-      out.console_master = receive_fd(console_parent.get());
+      out.console_master = receive_fd(console_parent.get(), "pty master");
     } catch (...) {
       reap();
       throw;
@@ -683,7 +664,7 @@ SpawnedProcess spawn_exec_process(pid_t init_pid, const std::vector<std::string>
     }
     throw *failure;
   }
-  if (terminal) out.console_master = receive_fd(console_parent.get());
+  if (terminal) out.console_master = receive_fd(console_parent.get(), "pty master");
   return out;
 }
 

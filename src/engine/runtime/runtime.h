@@ -40,6 +40,16 @@ void enter_new_time_namespace_for_children();
 // Throws cryo::Error.
 void prepare_sandbox(const nlohmann::json& spec);
 
+// In a process already in the container's cgroup and in the new namespaces of
+// sandbox_clone_flags: a cgroup namespace rooted at that cgroup, then prepare_sandbox. Used by the
+// start of a container and by its restore.
+void enter_sandbox(const nlohmann::json& spec);
+
+// For a process that became PID 1 of a new PID namespace after prepare_sandbox ran (a restore):
+// a /proc of that namespace replaces the one mounted, with the spec's masked and read-only paths
+// under /proc applied again.
+void remount_proc(const nlohmann::json& spec);
+
 // Sets up the process of `process` (OCI spec "process") and execs it. Never returns: a failure is
 // reported through `error_fd` (exit code 125/126/127 and a message, read by
 // read_exec_failure) and the process exits. `console_socket` receives the pty master when

@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# Nothing lost when a container checkpoint or restore fails. A checkpoint that fails (an fd the
+# engine cannot dump, the checkpoint store full, the CLI killed half way) leaves the container
+# running as before and answering. A restore that fails (a corrupted image, a published host port
+# taken meanwhile, the restoring process killed half way) leaves no process, cgroup, veth, netns
+# or monitor behind, and the checkpoint stays so that a second restore works.
+# The test's --root is a 160 MiB tmpfs: a container holding more memory cannot be checkpointed.
+ROOT_TMPFS_SIZE=160m
+source "${CRYO_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}/tests/integration/lib/container_checkpoint_common.bash"
+
+counter_script='i=0; while true; do i=$((i+1)); echo $i; sleep 0.1; done'
+# A container holding $1 MiB of random bytes in a blocked dd (its buffer), counting.
+big_container() {
+  cryo run -d busybox sh -c "(dd if=/dev/urandom bs=${1}M count=1 2>/dev/null | sleep 100000) & $counter_script"
+}
+# The dd of big container $1 holds $2 MiB.
+dd_holds() {
+  local p
+  for p in $(cat /sys/fs/cgroup/pids/cryo/"$1"/cgroup.procs); do
+    [[ $(cat /proc/"$p"/comm 2>/dev/null) == dd ]] || continue
+    [[ $(awk '/^Rss/ {s += $2} END {print int(s / 1024)}' /proc/"$p"/smaps_rollup) -ge $2 ]] && return 0
+  done
+  return 1
+}
+# Container $1 runs with the same init as before ($2), counts on and its log has no restart.
+expect_running_as_before() {
+  local id=$1 init=$2 at
+  expect_eq "$(state_of "$id")" "running" "state of $id"
+  expect_eq "$(pid_of "$id")" "$init" "init of $id"
+  [[ -d /proc/$init ]] || fail "init $init of $id is gone"
+  at=$(last_count "$id")
+  wait_until count_at_least "$id" $((at + 3))
+  counter_continuous "$id" || fail "counter of $id restarted"
+}
+expect_no_checkpoint_dirs() {
+  local d
+  for d in checkpoint checkpoint.tmp checkpoint.old; do
+    [[ ! -e $tmp/root/containers/$1/$d ]] || fail "$d left for $1"
+  done
+}
+
+# --- checkpoint fails: an fd the engine cannot dump yet (a FIFO removed while open) ---
+bad=$(cryo run -d busybox sh -c "mkfifo /dev/shm/f; exec 3<>/dev/shm/f; rm /dev/shm/f; $counter_script")
+wait_until count_at_least "$bad" 3
+init=$(pid_of "$bad")
+expect_exit 125 cryo container checkpoint "$bad"
+grep -q "not supported yet" "$tmp/err" || fail "unsupported fd: $(cat "$tmp/err")"
+expect_running_as_before "$bad" "$init"
+expect_no_checkpoint_dirs "$bad"
+# The engine's log of the failed dump is kept for diagnosis.
+grep -q "checkpoint of container $bad" "$tmp/root/containers/$bad/dump.log" ||
+  fail "no dump.log of the failed checkpoint"
+cryo rm -f -t 0 "$bad" >/dev/null
+
+# --- checkpoint fails: the checkpoint store (the tmpfs --root) is full ---
+big=$(big_container 200)
+wait_until count_at_least "$big" 3
+wait_until dd_holds "$big" 200
+init=$(pid_of "$big")
+expect_exit 125 cryo container checkpoint "$big"
+grep -qi "no space left on device" "$tmp/err" || fail "disk full: $(cat "$tmp/err")"
+expect_running_as_before "$big" "$init"
+expect_no_checkpoint_dirs "$big"
+cryo rm -f -t 0 "$big" >/dev/null
+
+# --- checkpoint killed half way (SIGKILL of the CLI while it writes the images) ---
+killed=$(big_container 100)
+wait_until count_at_least "$killed" 3
+wait_until dd_holds "$killed" 100
+interrupted=false
+for attempt in 1 2 3 4 5 6 7 8; do
+  init=$(pid_of "$killed")
+  "$cryo_bin" --root "$tmp/root" --runroot "$tmp/run" container checkpoint "$killed" >/dev/null 2>&1 &
+  cli=$!
+  # As soon as the first page image is being written (or the CLI is done).
+  while kill -0 "$cli" 2>/dev/null && ! compgen -G "$tmp/root/containers/$killed/checkpoint.tmp/pages-*" >/dev/null; do
+    sleep 0.005
+  done
+  kill -9 "$cli" 2>/dev/null || true
+  rc=0
+  wait "$cli" || rc=$?
+  if [[ $rc == 137 && $(state_of "$killed") == running ]]; then
+    interrupted=true
+    wait_until count_at_least "$killed" $(($(last_count "$killed") + 3))
+    expect_running_as_before "$killed" "$init"
+    break
+  fi
+  # Finished before the kill: restore and try again.
+  wait_until bash -c "[[ \$(\"$cryo_bin\" --root $tmp/root --runroot $tmp/run inspect -f '{{.State.Status}}' $killed) == exited ]]"
+  cryo container restore "$killed" >/dev/null
+done
+$interrupted || fail "no checkpoint could be killed half way in 8 attempts"
+# A second checkpoint works after the killed one, and so does its restore.
+cryo container checkpoint "$killed" >/dev/null
+expect_eq "$(state_of "$killed")" "exited" "checkpoint after a killed one"
+[[ ! -e $tmp/root/containers/$killed/checkpoint.tmp ]] || fail "checkpoint.tmp left"
+at=$(last_count "$killed")
+cryo container restore "$killed" >/dev/null
+wait_until count_at_least "$killed" $((at + 3))
+counter_continuous "$killed" || fail "counter restarted after the killed checkpoint"
+cryo rm -f -t 0 "$killed" >/dev/null
+
+# --- restore fails: a corrupted image; the checkpoint stays and a second restore works ---
+victim=$(cryo run -d busybox sh -c "$counter_script")
+wait_until count_at_least "$victim" 3
+cryo container checkpoint "$victim" >/dev/null
+at=$(last_count "$victim")
+image=$(ls "$tmp/root/containers/$victim/checkpoint"/pages-*.img | head -n 1)
+cp "$image" "$tmp/pages.good"
+size=$(stat -c %s "$image")
+printf 'corrupted' | dd of="$image" bs=1 seek=$((size / 2)) conv=notrunc 2>/dev/null
+expect_exit 125 cryo container restore "$victim"
+expect_eq "$(state_of "$victim")" "exited" "state after a failed restore"
+expect_eq "$(cryo inspect -f '{{.State.Checkpointed}}' "$victim")" "true" "still checkpointed"
+expect_nothing_left_of "$victim"
+cp "$tmp/pages.good" "$image"
+cryo container restore "$victim" >/dev/null
+wait_until count_at_least "$victim" $((at + 3))
+counter_continuous "$victim" || fail "counter restarted after the second restore"
+cryo rm -f -t 0 "$victim" >/dev/null
+
+# --- restore fails: the published host port is taken meanwhile ---
+port=$(free_port)
+web=$(cryo run -d -p "127.0.0.1:$port:8080/tcp" busybox httpd -f -p 8080 -h /www)
+wait_until curl -sf "http://127.0.0.1:$port/"
+cryo container checkpoint "$web" >/dev/null
+python3 -c '
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(); print("ready", flush=True); time.sleep(600)' "$port" >"$tmp/squatter" &
+squatter=$!
+wait_until grep -q ready "$tmp/squatter"
+expect_exit 125 cryo container restore "$web"
+grep -q "address already in use" "$tmp/err" || fail "port taken: $(cat "$tmp/err")"
+expect_eq "$(state_of "$web")" "exited" "state after a restore with the port taken"
+expect_nothing_left_of "$web"
+kill "$squatter"
+wait "$squatter" || true
+cryo container restore "$web" >/dev/null
+curl -sf "http://127.0.0.1:$port/" >/dev/null || fail "httpd does not answer after the second restore"
+cryo rm -f -t 0 "$web" >/dev/null
+
+# --- restore killed half way (SIGKILL of the restoring process once the tree is being rebuilt) ---
+slow=$(big_container 60)
+wait_until count_at_least "$slow" 3
+wait_until dd_holds "$slow" 60
+interrupted=false
+for attempt in 1 2 3 4 5 6 7 8; do
+  cryo container checkpoint "$slow" >/dev/null
+  at=$(last_count "$slow")
+  cryo container restore "$slow" >"$tmp/out" 2>"$tmp/err" &
+  cli=$!
+  helper=""
+  # The restore helper (comm cryo-restore) joins the container's cgroup; kill it once a
+  # restored process is there with it.
+  while kill -0 "$cli" 2>/dev/null; do
+    procs=$(cat /sys/fs/cgroup/pids/cryo/"$slow"/cgroup.procs 2>/dev/null || true)
+    for p in $procs; do [[ $(cat /proc/"$p"/comm 2>/dev/null) == cryo-restore ]] && helper=$p; done
+    [[ -n $helper && $(wc -w <<<"$procs") -ge 2 ]] && break
+    helper=""
+    sleep 0.002
+  done
+  [[ -n $helper ]] && kill -9 "$helper" 2>/dev/null || true
+  rc=0
+  wait "$cli" || rc=$?
+  if [[ $rc != 0 ]]; then
+    interrupted=true
+    expect_eq "$(state_of "$slow")" "exited" "state after a killed restore"
+    expect_nothing_left_of "$slow"
+    [[ -f $tmp/root/containers/$slow/checkpoint/inventory.img ]] || fail "checkpoint lost"
+    cryo container restore "$slow" >/dev/null
+    wait_until count_at_least "$slow" $((at + 3))
+    counter_continuous "$slow" || fail "counter restarted after a killed restore"
+    break
+  fi
+done
+$interrupted || fail "no restore could be killed half way in 8 attempts"
+cryo rm -f -t 0 "$slow" >/dev/null
+
+[[ -z $(monitor_pids) ]] || fail "monitors left: $(monitor_pids)"
+[[ -z $(cryo_processes) ]] || fail "cryo processes left: $(cryo_processes)"
+echo PASS

@@ -1,0 +1,115 @@
+# Shared by tests/integration/container_checkpoint*.sh (sourced, not a test of its own): a private
+# --root/--runroot under a temp dir with the busybox image, helpers, and a cleanup that ends only
+# what the test started (its containers, their monitors, mounts under its temp dir).
+set -euo pipefail
+
+src=${CRYO_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)}
+cryo_bin=${CRYO:-$src/build/src/cli/cryo}
+[[ $(id -u) == 0 ]] || { echo "SKIP: needs root"; exit 0; }
+command -v curl >/dev/null || { echo "SKIP: needs curl"; exit 0; }
+tmp=$(mktemp -d /tmp/cryo-ckpt-test.XXXXXX)
+
+cryo() { "$cryo_bin" --root "$tmp/root" --runroot "$tmp/run" "$@"; }
+# Monitors work in their container's runtime directory under $tmp/run.
+monitor_pids() {
+  local p
+  for p in /proc/[0-9]*; do
+    [[ $(readlink "$p/cwd" 2>/dev/null) == "$tmp/run/"* ]] && echo "${p#/proc/}"
+  done
+  return 0
+}
+# cryo processes of this test still there (CLIs, monitors, checkpoint guards), as "PID ARGS".
+cryo_processes() {
+  local p args
+  for p in /proc/[0-9]*; do
+    args=$({ tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null) || continue
+    [[ $args == *"--root $tmp/root "* || $(readlink "$p/cwd" 2>/dev/null) == "$tmp/run/"* ]] &&
+      echo "${p#/proc/} $args"
+  done
+  return 0
+}
+# Extra cleanup steps of a test (unmounts of its own mounts...), run before the common ones.
+extra_cleanup() { :; }
+cleanup() {
+  extra_cleanup || true
+  cryo rm -f -t 0 -a >/dev/null 2>&1 || true
+  for pid in $(monitor_pids); do kill -9 "$pid" 2>/dev/null || true; done
+  { grep -o " $tmp[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do umount -l "$m" || true; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'echo "FAIL: line $LINENO: $BASH_COMMAND" >&2' ERR
+fail() {
+  echo "FAIL: $*" >&2
+  exit 1
+}
+expect_eq() { [[ $1 == "$2" ]] || fail "$3: expected '$2', got '$1'"; }
+expect_exit() {
+  local want=$1
+  shift
+  local rc=0
+  "$@" >"$tmp/out" 2>"$tmp/err" || rc=$?
+  [[ $rc == "$want" ]] || fail "$*: exit code $rc, expected $want (stderr: $(cat "$tmp/err"))"
+}
+state_of() { cryo inspect -f '{{.State.Status}}' "$1"; }
+pid_of() { cryo inspect -f '{{.State.Pid}}' "$1"; }
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+# Waits (without a deadline that fails the test on a slow machine: 600 s) until "$@" succeeds.
+wait_until() {
+  for _ in $(seq 6000); do
+    "$@" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  fail "gave up waiting for: $*"
+}
+last_count() { cryo logs "$1" | grep -E '^[0-9]+$' | tail -n 1; }
+# count_at_least CONTAINER N: the counter has logged N or more.
+count_at_least() { [[ $(last_count "$1") -ge $2 ]]; }
+# The counter's log holds consecutive numbers only (it never started again).
+counter_continuous() {
+  cryo logs "$1" | grep -E '^[0-9]+$' |
+    awk 'NR > 1 && $1 != prev + 1 { print "gap " prev " -> " $1; exit 1 } { prev = $1 }'
+}
+# The processes of the container whose init is host pid $1, as "NSPID COMMAND-LINE" lines sorted
+# (PIDs as the container sees them).
+container_processes() {
+  local init=$1 ns p
+  ns=$(readlink /proc/"$init"/ns/pid)
+  for p in /proc/[0-9]*; do
+    [[ $(readlink "$p/ns/pid" 2>/dev/null) == "$ns" ]] || continue
+    echo "$(awk '/^NSpid/ {print $NF}' "$p/status" 2>/dev/null) $(tr '\0' ' ' <"$p/cmdline" 2>/dev/null)"
+  done | sort -n
+}
+# The processes of container $1 that live on (in two snapshots 0.3 s apart: a short-lived child,
+# e.g. a `sleep 0.1` or a fork before its exec, is in one at most), sorted.
+stable_processes() {
+  local init a b
+  init=$(pid_of "$1")
+  a=$(container_processes "$init" | sort)
+  sleep 0.3
+  b=$(container_processes "$init" | sort)
+  comm -12 <(echo "$a") <(echo "$b")
+}
+# Nothing of container $1 left on the host: no process in its cgroups, no cgroup directory, no
+# veth or netns of it, no monitor.
+expect_nothing_left_of() {
+  local id=$1 dir
+  for dir in /sys/fs/cgroup/*/cryo/"$id" /sys/fs/cgroup/unified/cryo/"$id"; do
+    [[ ! -e $dir ]] || fail "cgroup $dir left (procs: $(cat "$dir/cgroup.procs" 2>/dev/null | tr '\n' ' '))"
+  done
+  [[ -z $(monitor_pids) ]] || fail "monitors left: $(monitor_pids)"
+  [[ -z $(cryo_processes) ]] || fail "cryo processes left: $(cryo_processes)"
+  ! ip -o link | grep -q "veth${id:0:11}" || fail "the veth of $id is left"
+  ! grep -q " $tmp/run/netns/$id " /proc/mounts || fail "the netns of $id is left mounted"
+  [[ ! -e $tmp/run/netns/$id ]] || fail "the netns file of $id is left"
+}
+
+# A test may put its --root on a tmpfs of this size (to fill it up).
+if [[ -n ${ROOT_TMPFS_SIZE:-} ]]; then
+  mkdir -p "$tmp/root"
+  mount -t tmpfs -o size="$ROOT_TMPFS_SIZE" tmpfs "$tmp/root"
+fi
+BUSYBOX_TAR=${BUSYBOX_TAR:-${CRYO_BUILD_DIR:-$src/build}/busybox-rootfs.tar} CRYO=$cryo_bin \
+  bash "$src/scripts/import-busybox-image.sh" --root "$tmp/root" --runroot "$tmp/run"
