@@ -155,6 +155,7 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
       LOG_DEBUG << "pid " << info.pid << ": files " << (steady_now_us() - t_files) << " us";
     });
   }
+  uint64_t processes_done = steady_now_us();
   files.finish();
   write_json_image(sink, "pstree.img", pstree);
   json shmem = json::array();
@@ -162,6 +163,7 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
   write_json_image(sink, "shmem.img", shmem);
   write_inventory(sink, pids.to_image(pid), options);
 
+  uint64_t images_done = steady_now_us();
   stats.memdump_time = counters.read_us;
   stats.memwrite_time = counters.write_us;
   stats.pages_scanned = counters.pages_scanned;
@@ -182,6 +184,10 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
     tree.kill();
     stats.frozen_time = steady_now_us() - frozen_at;
   }
+  LOG_DEBUG << "dump of " << processes.size() << " processes: " << (processes_done - frozen_at)
+            << " us dumping them, " << (images_done - processes_done) << " us tree images, "
+            << (frozen_at + stats.frozen_time - images_done) << " us "
+            << (options.leave_running ? "resuming" : "syncing and killing");
   return stats;
 }
 

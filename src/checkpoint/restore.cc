@@ -244,10 +244,21 @@ void load_images(RestoreContext& ctx) {
     if (!ctx.exes.count(exe)) ctx.exes[exe] = fs::open_or_throw(exe, O_RDONLY | O_CLOEXEC);
   }
   if (!ctx.processes.count(ctx.root)) throw Error("pstree.img does not contain the root");
+}
 
+// Shared memory objects the tree maps, once the file pool exists: a memfd that is also held as
+// an fd is the pool's memfd (one object, as dumped), the others are new memfds filled from their
+// images.
+void load_shared_memory(RestoreContext& ctx) {
   json shmem = read_json_image(ctx.dir, "shmem.img");
   for (const json& object : shmem) {
     uint64_t inode = object.at("inode");
+    if (int held = ctx.pool->memfd_for_inode(inode); held >= 0) {
+      UniqueFd same(::fcntl(held, F_DUPFD_CLOEXEC, 0));
+      if (!same) throw_errno("dup of the memfd of inode " + std::to_string(inode));
+      ctx.shmem[inode] = std::move(same);
+      continue;
+    }
     RawImageReader content(ctx.dir, object.at("image").get<std::string>());
     content.verify_checksum();
     UniqueFd memfd(static_cast<int>(::syscall(SYS_memfd_create, "cryo-shmem", MFD_CLOEXEC)));
@@ -319,6 +330,7 @@ RestoreResult restore(const std::string& image_dir, const RestoreOptions& option
   file_options.file_locks = options.file_locks;
   file_options.inherit_fds = options.inherit_fds;  // container-cr
   ctx.pool = FilePool::open(image_dir, file_options);
+  load_shared_memory(ctx);
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) throw_errno("socketpair");
   ctx.report_read = UniqueFd(sv[0]);
