@@ -45,7 +45,7 @@ uint64_t remote_tid_address(RemoteSyscalls& remote) {
 }
 
 json dump_process(FrozenProcess& process, ImageSink& sink, MemoryDumpCounters& counters,
-                  std::map<uint64_t, json>& dumped_shmem, const PidTranslation& pids) {
+                  TreeMemory& tree_memory, const PidTranslation& pids) {
   pid_t pid = process.info.pid;
   // container-cr: images name the process by its PID in the tree's own namespace.
   const std::string image_id = std::to_string(pids.to_image(pid));
@@ -79,7 +79,7 @@ json dump_process(FrozenProcess& process, ImageSink& sink, MemoryDumpCounters& c
   write_json_image(sink, "core-" + image_id + ".img", core);
   uint64_t t_threads = steady_now_us();
 
-  json mm = dump_memory(pid, sink, counters, dumped_shmem);
+  json mm = dump_memory(pid, sink, counters, tree_memory);
   mm["brk"] = brk;
   write_json_image(sink, "mm-" + image_id + ".img", mm);
   LOG_DEBUG << "pid " << pid << ": threads and attributes " << (t_threads - t_start)
@@ -127,7 +127,7 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
   file_options.external_files = options.external_files;
   FileDumper files(sink, file_options);
   MemoryDumpCounters counters;
-  std::map<uint64_t, json> dumped_shmem;
+  TreeMemory tree_memory;
   json pstree = json::array();
   for (FrozenProcess& process : processes) {
     const ProcessInfo& info = process.info;
@@ -147,7 +147,7 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
     pstree.push_back(entry);
     if (info.zombie) continue;
     with_context("dumping pid " + std::to_string(info.pid), [&] {
-      dump_process(process, sink, counters, dumped_shmem, pids);
+      dump_process(process, sink, counters, tree_memory, pids);
       UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, info.pid, 0)));
       if (!pidfd) throw_errno("pidfd_open");
       uint64_t t_files = steady_now_us();
@@ -159,8 +159,11 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
   files.finish();
   write_json_image(sink, "pstree.img", pstree);
   json shmem = json::array();
-  for (auto& [inode, object] : dumped_shmem) shmem.push_back(object);
+  for (auto& [inode, object] : tree_memory.shmem) shmem.push_back(object);
   write_json_image(sink, "shmem.img", shmem);
+  json mapped_ghosts = json::array();
+  for (auto& [key, object] : tree_memory.deleted_files) mapped_ghosts.push_back(object);
+  write_json_image(sink, kMappedGhostsImage, mapped_ghosts);
   write_inventory(sink, pids.to_image(pid), options);
 
   uint64_t images_done = steady_now_us();

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -16,6 +17,7 @@
 #include <sstream>
 #include <thread>
 
+#include "checkpoint/file_kinds/file_kind.h"
 #include "checkpoint/remote_addr.h"
 #include "checkpoint/threads.h"
 #include "common/clock.h"
@@ -523,10 +525,57 @@ json dump_shared_object(const std::string& map_file, const Vma& vma, ImageSink& 
           {"runs", runs_to_json(shm_runs)}};
 }
 
+// A mapped file that is a device, or that was deleted since it was mapped: a device other than
+// /dev/zero is refused; a deleted file's content is saved once for the tree.
+void check_mapped_file(pid_t pid, const std::string& map_file, const Vma& vma, ImageSink& sink,
+                       TreeMemory& tree) {
+  constexpr std::string_view kDeleted = " (deleted)";
+  bool deleted =
+      vma.path.size() > kDeleted.size() &&
+      vma.path.compare(vma.path.size() - kDeleted.size(), kDeleted.size(), kDeleted) == 0;
+  if (!deleted && vma.path.rfind("/dev/", 0) != 0) return;
+  UniqueFd file(::open(map_file.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!file) throw_errno("process " + std::to_string(pid) + ": open " + map_file);
+  struct stat st {};
+  if (::fstat(file.get(), &st) < 0) throw_errno("fstat " + map_file);
+  if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) {
+    if (S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 5)) return;  // /dev/zero
+    throw Error("process " + std::to_string(pid) + " maps the device " + vma.path + " (" +
+                (S_ISCHR(st.st_mode) ? "char " : "block ") + std::to_string(major(st.st_rdev)) +
+                ":" + std::to_string(minor(st.st_rdev)) + ") at " + RemoteAddr(vma.start).hex() +
+                ": not supported yet (only /dev/zero mappings are)");
+  }
+  if (!deleted || st.st_nlink != 0) {
+    if (deleted)
+      throw Error("process " + std::to_string(pid) + " maps " + vma.path +
+                  ": not supported yet: a mapped file unlinked from its path that still has "
+                  "other links");
+    return;
+  }
+  if (!S_ISREG(st.st_mode))
+    throw Error("process " + std::to_string(pid) + " maps the deleted " + vma.path +
+                ", not a regular file: not supported yet");
+  std::pair<uint64_t, uint64_t> key{st.st_dev, st.st_ino};
+  if (tree.deleted_files.count(key)) return;
+  for (const auto& [other, entry] : tree.deleted_files)
+    if (entry.at("path") == vma.path)
+      throw Error("not supported yet: two different deleted files mapped under one path (" +
+                  vma.path + ")");
+  std::string name = "mapped-ghost-" + std::to_string(tree.deleted_files.size() + 1) + ".img";
+  json entry = {{"path", vma.path},
+                {"dev", static_cast<uint64_t>(st.st_dev)},
+                {"ino", static_cast<uint64_t>(st.st_ino)},
+                {"mode", static_cast<uint32_t>(st.st_mode)},
+                {"uid", st.st_uid},
+                {"gid", st.st_gid}};
+  entry["content"] = files::dump_file_content(sink, name, file.get());
+  tree.deleted_files[key] = std::move(entry);
+}
+
 }  // namespace
 
-json dump_memory(pid_t pid, ImageSink& sink, MemoryDumpCounters& counters,
-                 std::map<uint64_t, json>& dumped_shmem) {
+json dump_memory(pid_t pid, ImageSink& sink, MemoryDumpCounters& counters, TreeMemory& tree) {
+  std::map<uint64_t, json>& dumped_shmem = tree.shmem;
   std::string proc = "/proc/" + std::to_string(pid);
   std::vector<Vma> vmas = read_vmas(pid);
   UniqueFd pagemap(::open((proc + "/pagemap").c_str(), O_RDONLY | O_CLOEXEC));
@@ -537,6 +586,11 @@ json dump_memory(pid_t pid, ImageSink& sink, MemoryDumpCounters& counters,
   json vma_list = json::array();
   for (const Vma& vma : vmas) {
     vma_list.push_back(vma_to_json(vma));
+    char range[64];
+    std::snprintf(range, sizeof range, "/map_files/%lx-%lx", static_cast<unsigned long>(vma.start),
+                  static_cast<unsigned long>(vma.end));
+    if (vma.kind == VmaKind::kFilePrivate || vma.kind == VmaKind::kFileShared)
+      check_mapped_file(pid, proc + range, vma, sink, tree);
     if (vma.kind == VmaKind::kVdso || vma.kind == VmaKind::kVvar ||
         vma.kind == VmaKind::kVvarVclock || vma.kind == VmaKind::kVsyscall ||
         vma.kind == VmaKind::kFileShared)
@@ -548,9 +602,6 @@ json dump_memory(pid_t pid, ImageSink& sink, MemoryDumpCounters& counters,
       if (dumped_shmem.count(vma.inode)) continue;
       // The whole object, read through the mapping's file (map_files): pages written only by
       // other processes or not yet faulted in here are in it too. Dumped once per object.
-      char range[64];
-      std::snprintf(range, sizeof range, "/map_files/%lx-%lx",
-                    static_cast<unsigned long>(vma.start), static_cast<unsigned long>(vma.end));
       dumped_shmem[vma.inode] = dump_shared_object(proc + range, vma, sink, counters);
       continue;
     }
