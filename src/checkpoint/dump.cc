@@ -27,23 +27,6 @@ namespace cryo::ckpt {
 
 namespace {
 
-// Below the red zone of the thread's stack: scratch space for an injected syscall's output that
-// needs no mapping of its own.
-RemoteAddr stack_scratch(const RemoteSyscalls& remote) {
-  return RemoteAddr((remote.saved_regs().rsp - 1024) & ~uint64_t{15});
-}
-
-uint64_t remote_tid_address(RemoteSyscalls& remote) {
-  RemoteAddr out = stack_scratch(remote);
-  long r = remote.syscall(SYS_prctl, PR_GET_TID_ADDRESS, out.value());
-  if (r != 0)
-    throw SysError("thread " + std::to_string(remote.tid()) + ": PR_GET_TID_ADDRESS",
-                   static_cast<int>(-r));
-  uint64_t value = 0;
-  remote.read_memory(out, &value, sizeof value);
-  return value;
-}
-
 json dump_process(FrozenProcess& process, ImageSink& sink, MemoryDumpCounters& counters,
                   TreeMemory& tree_memory, const PidTranslation& pids) {
   pid_t pid = process.info.pid;
@@ -59,14 +42,18 @@ json dump_process(FrozenProcess& process, ImageSink& sink, MemoryDumpCounters& c
     uint64_t tid_address = 0;
     json thread_attrs;
     {
+      // One injected batch per thread asks everything only the thread itself can say (brk and
+      // clear_child_tid included).
       RemoteSyscalls remote(thread);
-      tid_address = remote_tid_address(remote);
       if (thread.tid() == pid) {
-        brk = static_cast<uint64_t>(remote.syscall(SYS_brk, 0));
         core["process_attrs"] = dump_process_attrs(pid, remote);
+        brk = core["process_attrs"].at("brk");
+        tid_address = core["process_attrs"].at("thread").at("tid_address");
+      } else {
+        // The leader's own attributes are part of the process attributes.
+        thread_attrs = dump_thread_attrs(thread.tid(), remote);
+        tid_address = thread_attrs.at("tid_address");
       }
-      // The leader's own attributes are part of the process attributes.
-      if (thread.tid() != pid) thread_attrs = dump_thread_attrs(thread.tid(), remote);
     }
     json t = dump_thread(thread, tid_address);
     t["tid"] = pids.to_image(thread.tid());  // container-cr
@@ -156,6 +143,7 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
     });
   }
   uint64_t processes_done = steady_now_us();
+  const size_t process_count = processes.size();
   files.finish();
   write_json_image(sink, "pstree.img", pstree);
   json shmem = json::array();
@@ -187,7 +175,7 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
     tree.kill();
     stats.frozen_time = steady_now_us() - frozen_at;
   }
-  LOG_DEBUG << "dump of " << processes.size() << " processes: " << (processes_done - frozen_at)
+  LOG_DEBUG << "dump of " << process_count << " processes: " << (processes_done - frozen_at)
             << " us dumping them, " << (images_done - processes_done) << " us tree images, "
             << (frozen_at + stats.frozen_time - images_done) << " us "
             << (options.leave_running ? "resuming" : "syncing and killing");

@@ -308,7 +308,9 @@ std::vector<std::pair<uint64_t, uint64_t>> pages_to_dump(int pagemap, uint64_t s
   std::vector<std::pair<uint64_t, uint64_t>> out;  // (addr, pages)
   const uint64_t zero_pfn = zero_page_pfn();
   constexpr uint64_t kEntriesPerRead = 64 * 1024;
-  std::vector<uint64_t> entries(kEntriesPerRead);
+  // Sized to the area: a zeroed buffer of the largest size for every small VMA cost more than the
+  // pagemap reads themselves.
+  std::vector<uint64_t> entries(std::min(kEntriesPerRead, (end - start) / kPageSize));
   for (uint64_t addr = start; addr < end;) {
     uint64_t count = std::min(kEntriesPerRead, (end - addr) / kPageSize);
     ssize_t n =
