@@ -4,6 +4,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <linux/kcmp.h>
+
+#include <algorithm>
 #include <chrono>
 #include <map>
 
@@ -26,6 +29,27 @@
 namespace cryo::ckpt {
 
 namespace {
+
+// Restoring fd tables shared by CLONE_FILES is not implemented: refuse before anything is
+// written, while the tree can still run on (kcmp orders fd tables, so sorting finds the sharers).
+void refuse_shared_fd_tables(std::vector<FrozenProcess>& processes) {
+  std::vector<pid_t> live;
+  for (const FrozenProcess& p : processes)
+    if (!p.info.zombie) live.push_back(p.info.pid);
+  auto kcmp_files = [](pid_t a, pid_t b) {
+    long r = ::syscall(SYS_kcmp, a, b, KCMP_FILES, 0, 0);
+    if (r < 0)
+      throw_errno("kcmp KCMP_FILES of pids " + std::to_string(a) + " and " + std::to_string(b));
+    return r;
+  };
+  std::sort(live.begin(), live.end(), [&](pid_t a, pid_t b) { return kcmp_files(a, b) == 1; });
+  for (size_t i = 1; i < live.size(); ++i)
+    if (kcmp_files(live[i - 1], live[i]) == 0)
+      throw Error("not supported yet: pids " + std::to_string(live[i - 1]) + " and " +
+                  std::to_string(live[i]) +
+                  " share one fd table (CLONE_FILES); restoring shared fd tables is not "
+                  "implemented");
+}
 
 json dump_process(FrozenProcess& process, ImageSink& sink, MemoryDumpCounters& counters,
                   TreeMemory& tree_memory, const PidTranslation& pids) {
@@ -106,6 +130,7 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
     throw Error("the session leader " + std::to_string(root.sid) + " of pid " +
                 std::to_string(pid) + " is outside the tree (a shell job): use --shell-job");
 
+  refuse_shared_fd_tables(processes);
   FileDumpOptions file_options;
   file_options.shell_job = options.shell_job;
   file_options.tcp_established = options.tcp_established;

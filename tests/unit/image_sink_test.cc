@@ -191,3 +191,53 @@ TEST_F(ImageSinkTest, DumpThroughMemorySinkGivesTheDirectoryDumpsBytes) {
 
 }  // namespace
 }  // namespace cryo::ckpt
+
+namespace cryo::ckpt {
+namespace {
+
+// A tree whose processes share one fd table (CLONE_FILES) is refused by dump() before anything is
+// written, and runs on untraced.
+TEST_F(ImageSinkTest, DumpRefusesSharedFdTablesAndLeavesTheTreeRunning) {
+  int ready[2];
+  ASSERT_EQ(pipe(ready), 0);
+  pid_t root = fork();
+  if (root == 0) {
+    setsid();
+    static char stack[64 * 1024];
+    pid_t sharer = clone(
+        [](void*) -> int {
+          for (;;) pause();
+        },
+        stack + sizeof stack, CLONE_FILES | SIGCHLD, nullptr);
+    if (write(ready[1], &sharer, sizeof sharer) != sizeof sharer) _exit(1);
+    for (;;) pause();
+  }
+  close(ready[1]);
+  pid_t sharer = -1;
+  ASSERT_EQ(read(ready[0], &sharer, sizeof sharer), static_cast<ssize_t>(sizeof sharer));
+  close(ready[0]);
+  MemorySink sink;
+  DumpOptions options;
+  options.sink = &sink;
+  options.shell_job = true;
+  try {
+    dump(root, dir_, options);
+    ADD_FAILURE() << "a tree sharing an fd table was dumped";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("share one fd table (CLONE_FILES)"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_TRUE(sink.images().empty());
+  EXPECT_FALSE(sink.finished());
+  for (pid_t p : {root, sharer}) {
+    EXPECT_EQ(kill(p, 0), 0) << p;
+    std::string status = fs::read_file("/proc/" + std::to_string(p) + "/status");
+    EXPECT_NE(status.find("TracerPid:\t0"), std::string::npos) << p;
+  }
+  kill(sharer, SIGKILL);
+  kill(root, SIGKILL);
+  waitpid(root, nullptr, 0);
+}
+
+}  // namespace
+}  // namespace cryo::ckpt
