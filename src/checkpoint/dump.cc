@@ -70,13 +70,18 @@ json dump_process(FrozenProcess& process, ImageSink& sink, MemoryDumpCounters& c
       // clear_child_tid included).
       RemoteSyscalls remote(thread);
       if (thread.tid() == pid) {
-        core["process_attrs"] = dump_process_attrs(pid, remote);
-        brk = core["process_attrs"].at("brk");
-        tid_address = core["process_attrs"].at("thread").at("tid_address");
+        // brk and the tid address go to their own places of the images (mm, thread).
+        json attrs = dump_process_attrs(pid, remote);
+        brk = attrs.at("brk");
+        attrs.erase("brk");
+        tid_address = attrs.at("thread").at("tid_address");
+        attrs["thread"].erase("tid_address");
+        core["process_attrs"] = std::move(attrs);
       } else {
         // The leader's own attributes are part of the process attributes.
         thread_attrs = dump_thread_attrs(thread.tid(), remote);
         tid_address = thread_attrs.at("tid_address");
+        thread_attrs.erase("tid_address");
       }
     }
     json t = dump_thread(thread, tid_address);
