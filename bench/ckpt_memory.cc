@@ -93,18 +93,23 @@ int main(int argc, char** argv) {
     struct sigaction sa {};
     sa.sa_handler = [](int) { got_term = 1; };
     sigaction(SIGTERM, &sa, nullptr);
+    // SIGTERM is only let in by sigsuspend: one arriving between a check and the wait is not lost.
+    sigset_t term, others;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    sigprocmask(SIG_BLOCK, &term, &others);
     std::vector<pid_t> children;
     for (int i = 1; i < count; ++i) {
       pid_t child = fork();
       if (child < 0) exit(2);
       if (child == 0) {
-        while (!got_term) pause();
+        while (!got_term) sigsuspend(&others);
         _exit(0);
       }
       children.push_back(child);
     }
     append(argv[3], "READY\n");
-    while (!got_term) pause();
+    while (!got_term) sigsuspend(&others);
     int exited = 0;
     for (pid_t child : children) {
       kill(child, SIGTERM);

@@ -4,6 +4,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <linux/kcmp.h>
+
+#include <algorithm>
 #include <chrono>
 #include <map>
 
@@ -28,25 +31,29 @@ namespace cryo::ckpt {
 
 namespace {
 
-// Below the red zone of the thread's stack: scratch space for an injected syscall's output that
-// needs no mapping of its own.
-RemoteAddr stack_scratch(const RemoteSyscalls& remote) {
-  return RemoteAddr((remote.saved_regs().rsp - 1024) & ~uint64_t{15});
-}
-
-uint64_t remote_tid_address(RemoteSyscalls& remote) {
-  RemoteAddr out = stack_scratch(remote);
-  long r = remote.syscall(SYS_prctl, PR_GET_TID_ADDRESS, out.value());
-  if (r != 0)
-    throw SysError("thread " + std::to_string(remote.tid()) + ": PR_GET_TID_ADDRESS",
-                   static_cast<int>(-r));
-  uint64_t value = 0;
-  remote.read_memory(out, &value, sizeof value);
-  return value;
+// Restoring fd tables shared by CLONE_FILES is not implemented: refuse before anything is
+// written, while the tree can still run on (kcmp orders fd tables, so sorting finds the sharers).
+void refuse_shared_fd_tables(std::vector<FrozenProcess>& processes) {
+  std::vector<pid_t> live;
+  for (const FrozenProcess& p : processes)
+    if (!p.info.zombie) live.push_back(p.info.pid);
+  auto kcmp_files = [](pid_t a, pid_t b) {
+    long r = ::syscall(SYS_kcmp, a, b, KCMP_FILES, 0, 0);
+    if (r < 0)
+      throw_errno("kcmp KCMP_FILES of pids " + std::to_string(a) + " and " + std::to_string(b));
+    return r;
+  };
+  std::sort(live.begin(), live.end(), [&](pid_t a, pid_t b) { return kcmp_files(a, b) == 1; });
+  for (size_t i = 1; i < live.size(); ++i)
+    if (kcmp_files(live[i - 1], live[i]) == 0)
+      throw Error("not supported yet: pids " + std::to_string(live[i - 1]) + " and " +
+                  std::to_string(live[i]) +
+                  " share one fd table (CLONE_FILES); restoring shared fd tables is not "
+                  "implemented");
 }
 
 json dump_process(FrozenProcess& process, ImageSink& sink, MemoryDumpCounters& counters,
-                  std::map<uint64_t, json>& dumped_shmem, const PidTranslation& pids) {
+                  TreeMemory& tree_memory, const PidTranslation& pids) {
   pid_t pid = process.info.pid;
   // container-cr: images name the process by its PID in the tree's own namespace.
   const std::string image_id = std::to_string(pids.to_image(pid));
@@ -60,14 +67,23 @@ json dump_process(FrozenProcess& process, ImageSink& sink, MemoryDumpCounters& c
     uint64_t tid_address = 0;
     json thread_attrs;
     {
+      // One injected batch per thread asks everything only the thread itself can say (brk and
+      // clear_child_tid included).
       RemoteSyscalls remote(thread);
-      tid_address = remote_tid_address(remote);
       if (thread.tid() == pid) {
-        brk = static_cast<uint64_t>(remote.syscall(SYS_brk, 0));
-        core["process_attrs"] = dump_process_attrs(pid, remote);
+        // brk and the tid address go to their own places of the images (mm, thread).
+        json attrs = dump_process_attrs(pid, remote);
+        brk = attrs.at("brk");
+        attrs.erase("brk");
+        tid_address = attrs.at("thread").at("tid_address");
+        attrs["thread"].erase("tid_address");
+        core["process_attrs"] = std::move(attrs);
+      } else {
+        // The leader's own attributes are part of the process attributes.
+        thread_attrs = dump_thread_attrs(thread.tid(), remote);
+        tid_address = thread_attrs.at("tid_address");
+        thread_attrs.erase("tid_address");
       }
-      // The leader's own attributes are part of the process attributes.
-      if (thread.tid() != pid) thread_attrs = dump_thread_attrs(thread.tid(), remote);
     }
     json t = dump_thread(thread, tid_address);
     t["tid"] = pids.to_image(thread.tid());  // container-cr
@@ -80,7 +96,7 @@ json dump_process(FrozenProcess& process, ImageSink& sink, MemoryDumpCounters& c
   write_json_image(sink, "core-" + image_id + ".img", core);
   uint64_t t_threads = steady_now_us();
 
-  json mm = dump_memory(pid, sink, counters, dumped_shmem);
+  json mm = dump_memory(pid, sink, counters, tree_memory);
   mm["brk"] = brk;
   write_json_image(sink, "mm-" + image_id + ".img", mm);
   LOG_DEBUG << "pid " << pid << ": threads and attributes " << (t_threads - t_start)
@@ -120,6 +136,7 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
     throw Error("the session leader " + std::to_string(root.sid) + " of pid " +
                 std::to_string(pid) + " is outside the tree (a shell job): use --shell-job");
 
+  refuse_shared_fd_tables(processes);
   {
     std::vector<pid_t> live;
     for (auto& p : processes)
@@ -135,7 +152,7 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
   file_options.external_files = options.external_files;
   FileDumper files(sink, file_options);
   MemoryDumpCounters counters;
-  std::map<uint64_t, json> dumped_shmem;
+  TreeMemory tree_memory;
   json pstree = json::array();
   for (FrozenProcess& process : processes) {
     const ProcessInfo& info = process.info;
@@ -155,7 +172,7 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
     pstree.push_back(entry);
     if (info.zombie) continue;
     with_context("dumping pid " + std::to_string(info.pid), [&] {
-      dump_process(process, sink, counters, dumped_shmem, pids);
+      dump_process(process, sink, counters, tree_memory, pids);
       UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, info.pid, 0)));
       if (!pidfd) throw_errno("pidfd_open");
       uint64_t t_files = steady_now_us();
@@ -163,13 +180,19 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
       LOG_DEBUG << "pid " << info.pid << ": files " << (steady_now_us() - t_files) << " us";
     });
   }
+  uint64_t processes_done = steady_now_us();
+  const size_t process_count = processes.size();
   files.finish();
   write_json_image(sink, "pstree.img", pstree);
   json shmem = json::array();
-  for (auto& [inode, object] : dumped_shmem) shmem.push_back(object);
+  for (auto& [inode, object] : tree_memory.shmem) shmem.push_back(object);
   write_json_image(sink, "shmem.img", shmem);
+  json mapped_ghosts = json::array();
+  for (auto& [key, object] : tree_memory.deleted_files) mapped_ghosts.push_back(object);
+  write_json_image(sink, kMappedGhostsImage, mapped_ghosts);
   write_inventory(sink, pids.to_image(pid), options);
 
+  uint64_t images_done = steady_now_us();
   stats.memdump_time = counters.read_us;
   stats.memwrite_time = counters.write_us;
   stats.pages_scanned = counters.pages_scanned;
@@ -192,6 +215,10 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
     tree.kill();
     stats.frozen_time = steady_now_us() - frozen_at;
   }
+  LOG_DEBUG << "dump of " << process_count << " processes: " << (processes_done - frozen_at)
+            << " us dumping them, " << (images_done - processes_done) << " us tree images, "
+            << (frozen_at + stats.frozen_time - images_done) << " us "
+            << (options.leave_running ? "resuming" : "syncing and killing");
   return stats;
 }
 

@@ -3,15 +3,21 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
+#include <exception>
 #include <fstream>
-#include <span>
+#include <mutex>
 #include <sstream>
+#include <thread>
 
+#include "checkpoint/file_kinds/file_kind.h"
 #include "checkpoint/remote_addr.h"
 #include "checkpoint/threads.h"
 #include "common/clock.h"
@@ -28,7 +34,7 @@ constexpr uint64_t kPresent = uint64_t{1} << 63;
 constexpr uint64_t kSwapped = uint64_t{1} << 62;
 constexpr uint64_t kFileOrSharedAnon = uint64_t{1} << 61;
 constexpr uint64_t kPfnMask = (uint64_t{1} << 55) - 1;
-constexpr size_t kCopyChunk = 4 << 20;  // bytes per process_vm_readv batch
+constexpr size_t kCopyChunk = 2 << 20;  // bytes per process_vm_readv batch
 constexpr size_t kMaxIov = 1024;
 
 // The PFN of the kernel's shared zero page: a read fault of anonymous memory maps it.
@@ -67,20 +73,46 @@ struct Range {
   bool readable;
 };
 
+// Buffers the page copier reads into, populated once for the whole dump (first touches cost
+// ~10 µs per page here). Small enough to stay in the CPU caches between the read and the write.
+class CopyBuffers {
+ public:
+  static constexpr size_t kCount = 4;
+  static uint8_t* get(size_t index) {
+    static uint8_t* base = [] {
+      void* p = ::mmap(nullptr, kCopyChunk * kCount, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+      if (p == MAP_FAILED) throw_errno("mmap of the page copy buffers");
+      return static_cast<uint8_t*>(p);
+    }();
+    return base + index * kCopyChunk;
+  }
+};
+
 // Copies ranges of a process's memory into a raw image in large batches. Every page of the
 // ranges goes into the image (its size was fixed from pagemap before any page was read); pages
 // found to hold only zeros stay out of the runs, so restore leaves them untouched (zero).
+//
+// Reading (process_vm_readv into a buffer, zero-page detection) and writing (checksum and the
+// sink's write) overlap when there is more than one batch: a writer thread takes filled buffers
+// in order while the next ones are read, so the copy runs at the slower of the two, not at the
+// sum of both.
 class PageCopier {
  public:
   PageCopier(pid_t pid, RawImageWriter& out, MemoryDumpCounters& counters)
-      : pid_(pid), out_(out), counters_(counters) {}
+      : pid_(pid), out_(out), counters_(counters), next_offset_(out.payload_size()) {}
+
+  ~PageCopier() { stop_writer(); }
 
   void copy(const std::vector<Range>& ranges, std::vector<PageRun>& runs) {
+    uint64_t total_pages = 0;
+    for (const Range& r : ranges) total_pages += r.pages;
+    if (total_pages * kPageSize > kCopyChunk) start_writer();
     std::vector<iovec> remote;
     std::vector<Range> pieces;
     size_t bytes = 0;
     auto flush = [&] {
-      if (!pieces.empty()) read_and_write(remote, pieces, bytes, runs);
+      if (!pieces.empty()) read_batch(remote, pieces, bytes, runs);
       remote.clear();
       pieces.clear();
       bytes = 0;
@@ -100,15 +132,15 @@ class PageCopier {
       }
     }
     flush();
+    finish_writer();
   }
 
  private:
-  void read_and_write(const std::vector<iovec>& remote, const std::vector<Range>& pieces,
-                      size_t bytes, std::vector<PageRun>& runs) {
+  void read_batch(const std::vector<iovec>& remote, const std::vector<Range>& pieces, size_t bytes,
+                  std::vector<PageRun>& runs) {
     uint64_t t0 = steady_now_us();
-    // Straight into the image when the sink can offer its memory (one copy), else via a buffer.
-    uint8_t* in_place = out_.reserve_in_place(bytes);
-    uint8_t* data = in_place != nullptr ? in_place : copy_buffer();
+    size_t buffer = take_free_buffer();
+    uint8_t* data = CopyBuffers::get(buffer);
     bool all_readable =
         std::all_of(pieces.begin(), pieces.end(), [](const Range& r) { return r.readable; });
     ssize_t n = -1;
@@ -138,10 +170,8 @@ class PageCopier {
         at += iov.iov_len;
       }
     }
-    uint64_t t1 = steady_now_us();
-    counters_.read_us += t1 - t0;
 
-    const uint64_t base = out_.payload_size();
+    const uint64_t base = next_offset_;
     size_t at = 0;
     for (const Range& piece : pieces) {
       uint64_t i = 0;
@@ -166,28 +196,107 @@ class PageCopier {
       }
       at += piece.pages * kPageSize;
     }
-    if (in_place != nullptr)
-      out_.commit_in_place(bytes);
-    else
-      out_.append(data, bytes);
-    counters_.write_us += steady_now_us() - t1;
+    next_offset_ += bytes;
+    counters_.read_us += steady_now_us() - t0;
+    submit(buffer, bytes);
   }
 
-  // One buffer for the whole dump, populated up front: first touches cost ~10 µs per page here.
-  static uint8_t* copy_buffer() {
-    static uint8_t* buffer = [] {
-      void* p = ::mmap(nullptr, kCopyChunk, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-      if (p == MAP_FAILED) throw_errno("mmap of the page copy buffer");
-      return static_cast<uint8_t*>(p);
-    }();
+  // --- the writer side ------------------------------------------------------------------------
+
+  void write_buffer(size_t buffer, size_t bytes) {
+    uint64_t t0 = steady_now_us();
+    out_.append(CopyBuffers::get(buffer), bytes);
+    write_us_ += steady_now_us() - t0;
+  }
+
+  void start_writer() {
+    for (size_t i = 0; i < CopyBuffers::kCount; ++i) free_.push_back(i);
+    writer_ = std::thread([this] { writer_loop(); });
+  }
+
+  void writer_loop() {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      changed_.wait(lock, [&] { return !filled_.empty() || closing_; });
+      if (filled_.empty() || error_) return;  // closing, all written (or given up)
+      auto [buffer, bytes] = filled_.front();
+      filled_.pop_front();
+      lock.unlock();
+      try {
+        write_buffer(buffer, bytes);
+      } catch (...) {
+        lock.lock();
+        error_ = std::current_exception();
+        changed_.notify_all();
+        return;
+      }
+      lock.lock();
+      free_.push_back(buffer);
+      changed_.notify_all();
+    }
+  }
+
+  size_t take_free_buffer() {
+    if (!writer_.joinable()) return 0;  // synchronous: one buffer
+    std::unique_lock lock(mutex_);
+    changed_.wait(lock, [&] { return !free_.empty() || error_; });
+    if (error_) std::rethrow_exception(error_);
+    size_t buffer = free_.front();
+    free_.pop_front();
     return buffer;
+  }
+
+  void submit(size_t buffer, size_t bytes) {
+    if (!writer_.joinable()) {
+      write_buffer(buffer, bytes);
+      return;
+    }
+    std::lock_guard lock(mutex_);
+    filled_.push_back({buffer, bytes});
+    changed_.notify_all();
+  }
+
+  // Waits until every filled buffer is written; rethrows the writer's error.
+  void finish_writer() {
+    if (writer_.joinable()) {
+      {
+        std::lock_guard lock(mutex_);
+        closing_ = true;
+        changed_.notify_all();
+      }
+      writer_.join();
+      if (error_) std::rethrow_exception(error_);
+    }
+    counters_.write_us += write_us_;
+    write_us_ = 0;
+  }
+
+  // On an error of the reading side: the writer drops what is queued and ends.
+  void stop_writer() noexcept {
+    if (!writer_.joinable()) return;
+    {
+      std::lock_guard lock(mutex_);
+      filled_.clear();
+      closing_ = true;
+      changed_.notify_all();
+    }
+    writer_.join();
   }
 
   pid_t pid_;
   RawImageWriter& out_;
   MemoryDumpCounters& counters_;
+  uint64_t next_offset_;
   UniqueFd mem_;
+
+  std::thread writer_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::deque<size_t> free_;
+  std::deque<std::pair<size_t, size_t>> filled_;  // (buffer, bytes), in image order
+  bool closing_ = false;
+  std::exception_ptr error_;
+  uint64_t write_us_ = 0;  // by the writer thread, added to the counters at the end
 };
 
 // Pages of [start, end) worth dumping according to pagemap. `shared`: every present or swapped
@@ -199,7 +308,9 @@ std::vector<std::pair<uint64_t, uint64_t>> pages_to_dump(int pagemap, uint64_t s
   std::vector<std::pair<uint64_t, uint64_t>> out;  // (addr, pages)
   const uint64_t zero_pfn = zero_page_pfn();
   constexpr uint64_t kEntriesPerRead = 64 * 1024;
-  std::vector<uint64_t> entries(kEntriesPerRead);
+  // Sized to the area: a zeroed buffer of the largest size for every small VMA cost more than the
+  // pagemap reads themselves.
+  std::vector<uint64_t> entries(std::min(kEntriesPerRead, (end - start) / kPageSize));
   for (uint64_t addr = start; addr < end;) {
     uint64_t count = std::min(kEntriesPerRead, (end - addr) / kPageSize);
     ssize_t n =
@@ -420,10 +531,57 @@ json dump_shared_object(const std::string& map_file, const Vma& vma, ImageSink& 
           {"runs", runs_to_json(shm_runs)}};
 }
 
+// A mapped file that is a device, or that was deleted since it was mapped: a device other than
+// /dev/zero is refused; a deleted file's content is saved once for the tree.
+void check_mapped_file(pid_t pid, const std::string& map_file, const Vma& vma, ImageSink& sink,
+                       TreeMemory& tree) {
+  constexpr std::string_view kDeleted = " (deleted)";
+  bool deleted =
+      vma.path.size() > kDeleted.size() &&
+      vma.path.compare(vma.path.size() - kDeleted.size(), kDeleted.size(), kDeleted) == 0;
+  if (!deleted && vma.path.rfind("/dev/", 0) != 0) return;
+  UniqueFd file(::open(map_file.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!file) throw_errno("process " + std::to_string(pid) + ": open " + map_file);
+  struct stat st {};
+  if (::fstat(file.get(), &st) < 0) throw_errno("fstat " + map_file);
+  if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) {
+    if (S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 5)) return;  // /dev/zero
+    throw Error("process " + std::to_string(pid) + " maps the device " + vma.path + " (" +
+                (S_ISCHR(st.st_mode) ? "char " : "block ") + std::to_string(major(st.st_rdev)) +
+                ":" + std::to_string(minor(st.st_rdev)) + ") at " + RemoteAddr(vma.start).hex() +
+                ": not supported yet (only /dev/zero mappings are)");
+  }
+  if (!deleted || st.st_nlink != 0) {
+    if (deleted)
+      throw Error("process " + std::to_string(pid) + " maps " + vma.path +
+                  ": not supported yet: a mapped file unlinked from its path that still has "
+                  "other links");
+    return;
+  }
+  if (!S_ISREG(st.st_mode))
+    throw Error("process " + std::to_string(pid) + " maps the deleted " + vma.path +
+                ", not a regular file: not supported yet");
+  std::pair<uint64_t, uint64_t> key{st.st_dev, st.st_ino};
+  if (tree.deleted_files.count(key)) return;
+  for (const auto& [other, entry] : tree.deleted_files)
+    if (entry.at("path") == vma.path)
+      throw Error("not supported yet: two different deleted files mapped under one path (" +
+                  vma.path + ")");
+  std::string name = "mapped-ghost-" + std::to_string(tree.deleted_files.size() + 1) + ".img";
+  json entry = {{"path", vma.path},
+                {"dev", static_cast<uint64_t>(st.st_dev)},
+                {"ino", static_cast<uint64_t>(st.st_ino)},
+                {"mode", static_cast<uint32_t>(st.st_mode)},
+                {"uid", st.st_uid},
+                {"gid", st.st_gid}};
+  entry["content"] = files::dump_file_content(sink, name, file.get());
+  tree.deleted_files[key] = std::move(entry);
+}
+
 }  // namespace
 
-json dump_memory(pid_t pid, ImageSink& sink, MemoryDumpCounters& counters,
-                 std::map<uint64_t, json>& dumped_shmem) {
+json dump_memory(pid_t pid, ImageSink& sink, MemoryDumpCounters& counters, TreeMemory& tree) {
+  std::map<uint64_t, json>& dumped_shmem = tree.shmem;
   std::string proc = "/proc/" + std::to_string(pid);
   std::vector<Vma> vmas = read_vmas(pid);
   UniqueFd pagemap(::open((proc + "/pagemap").c_str(), O_RDONLY | O_CLOEXEC));
@@ -434,6 +592,11 @@ json dump_memory(pid_t pid, ImageSink& sink, MemoryDumpCounters& counters,
   json vma_list = json::array();
   for (const Vma& vma : vmas) {
     vma_list.push_back(vma_to_json(vma));
+    char range[64];
+    std::snprintf(range, sizeof range, "/map_files/%lx-%lx", static_cast<unsigned long>(vma.start),
+                  static_cast<unsigned long>(vma.end));
+    if (vma.kind == VmaKind::kFilePrivate || vma.kind == VmaKind::kFileShared)
+      check_mapped_file(pid, proc + range, vma, sink, tree);
     if (vma.kind == VmaKind::kVdso || vma.kind == VmaKind::kVvar ||
         vma.kind == VmaKind::kVvarVclock || vma.kind == VmaKind::kVsyscall ||
         vma.kind == VmaKind::kFileShared || vma.kind == VmaKind::kSysvShm)
@@ -445,9 +608,6 @@ json dump_memory(pid_t pid, ImageSink& sink, MemoryDumpCounters& counters,
       if (dumped_shmem.count(vma.inode)) continue;
       // The whole object, read through the mapping's file (map_files): pages written only by
       // other processes or not yet faulted in here are in it too. Dumped once per object.
-      char range[64];
-      std::snprintf(range, sizeof range, "/map_files/%lx-%lx",
-                    static_cast<unsigned long>(vma.start), static_cast<unsigned long>(vma.end));
       dumped_shmem[vma.inode] = dump_shared_object(proc + range, vma, sink, counters);
       continue;
     }

@@ -64,6 +64,15 @@ struct PageRun {
 json runs_to_json(const std::vector<PageRun>& runs);
 std::vector<PageRun> runs_from_json(const json& j);
 
+// Objects of the whole tree that several processes may map, each dumped once.
+struct TreeMemory {
+  std::map<uint64_t, json> shmem;  // shared anonymous memory / memfds by inode (shmem.img)
+  // Mapped files deleted since they were mapped, by (dev, inode): their content is saved
+  // (mapped-ghosts.img, like the ghost files of open fds).
+  std::map<std::pair<uint64_t, uint64_t>, json> deleted_files;
+};
+inline constexpr const char* kMappedGhostsImage = "mapped-ghosts.img";
+
 struct MemoryDumpCounters {
   uint64_t pages_scanned = 0;
   uint64_t pages_written = 0;
@@ -73,9 +82,9 @@ struct MemoryDumpCounters {
 
 // Dumps the memory of a stopped process: returns mm-PID.img's content (VMAs, page runs, the
 // mm fields of /proc/PID/stat, auxv, exe) and writes pages-PID.img through `sink`. Shared
-// anonymous memory is dumped once per object into shmem-INODE.img (`dumped_shmem` remembers which
-// ones are done), before pages-PID.img (one output open at a time).
-json dump_memory(pid_t pid, ImageSink& sink, MemoryDumpCounters& counters,
-                 std::map<uint64_t, json>& dumped_shmem);
+// anonymous memory is dumped once per object into shmem-INODE.img, mapped deleted files into
+// mapped-ghost-N.img (`tree` remembers which ones are done), before pages-PID.img (one output
+// open at a time). Mappings of devices other than /dev/zero are refused.
+json dump_memory(pid_t pid, ImageSink& sink, MemoryDumpCounters& counters, TreeMemory& tree);
 
 }  // namespace cryo::ckpt

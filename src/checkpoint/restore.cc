@@ -26,6 +26,7 @@
 #include <set>
 
 #include "checkpoint/checkpoint.h"
+#include "checkpoint/file_kinds/file_kind.h"
 #include "checkpoint/files.h"
 #include "checkpoint/image/image_file.h"
 #include "checkpoint/inventory.h"
@@ -42,6 +43,7 @@
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/strings.h"
 #include "common/unique_fd.h"
 
 namespace cryo::ckpt {
@@ -223,9 +225,44 @@ void unregister_rseq() {
   }
 }
 
+// Recreates a mapped file that was deleted when dumped: a new file in the same directory (under
+// the same name when it is free), unlinked at once and filled from the image.
+UniqueFd recreate_mapped_ghost(const std::string& image_dir, const json& ghost) {
+  std::string path = ghost.at("path").get<std::string>();
+  path = path.substr(0, path.size() - std::string_view(" (deleted)").size());
+  size_t slash = path.rfind('/');
+  if (slash == std::string::npos) throw Error("mapped deleted file without a directory: " + path);
+  std::string dir = slash == 0 ? "/" : path.substr(0, slash);
+  std::string name = path.substr(slash + 1);
+  UniqueFd dir_fd = fs::open_or_throw(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  int file = ::openat(dir_fd.get(), name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (file < 0 && errno == EEXIST) {
+    name = ".cryo-mapped-ghost-" + random_hex(6);
+    file = ::openat(dir_fd.get(), name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  }
+  if (file < 0) throw_errno("creating the deleted mapped file " + dir + "/" + name);
+  UniqueFd fd(file);
+  if (::unlinkat(dir_fd.get(), name.c_str(), 0) < 0) throw_errno("unlink " + dir + "/" + name);
+  const json& content = ghost.at("content");
+  files::restore_file_content(image_dir, content.at("image").get<std::string>(), fd.get(), content);
+  if (::fchown(fd.get(), ghost.at("uid").get<uid_t>(), ghost.at("gid").get<gid_t>()) < 0)
+    throw_errno("fchown of the deleted mapped file " + path);
+  if (::fchmod(fd.get(), ghost.at("mode").get<uint32_t>() & 07777) < 0)
+    throw_errno("fchmod of the deleted mapped file " + path);
+  return fd;
+}
+
 void load_images(RestoreContext& ctx) {
   json inventory = read_and_check_inventory(ctx.dir);
   ctx.root = inventory.at("root_pid");
+  // Images of older dumps have no mapped-ghosts.img.
+  if (fs::exists(ctx.dir + "/" + kMappedGhostsImage))
+    for (const json& ghost : read_json_image(ctx.dir, kMappedGhostsImage))
+      with_context("mapped deleted file " + ghost.at("path").get<std::string>(), [&] {
+        ctx.files[ghost.at("path").get<std::string>()] = recreate_mapped_ghost(ctx.dir, ghost);
+      });
+  std::set<std::string> ghost_paths;
+  for (const auto& [path, fd] : ctx.files) ghost_paths.insert(path);
   json pstree = read_json_image(ctx.dir, "pstree.img");
   for (const json& entry : pstree) {
     pid_t pid = entry.at("pid");
@@ -241,6 +278,7 @@ void load_images(RestoreContext& ctx) {
       VmaKind kind = vma_kind_from_name(v.at("kind"));
       if (kind != VmaKind::kFilePrivate && kind != VmaKind::kFileShared) continue;
       std::string path = v.at("path");
+      if (ghost_paths.count(path)) continue;
       bool writable = kind == VmaKind::kFileShared && (v.at("prot").get<int>() & PROT_WRITE);
       auto it = ctx.files.find(path);
       if (it != ctx.files.end() && !writable) continue;
@@ -252,10 +290,21 @@ void load_images(RestoreContext& ctx) {
     if (!ctx.exes.count(exe)) ctx.exes[exe] = fs::open_or_throw(exe, O_RDONLY | O_CLOEXEC);
   }
   if (!ctx.processes.count(ctx.root)) throw Error("pstree.img does not contain the root");
+}
 
+// Shared memory objects the tree maps, once the file pool exists: a memfd that is also held as
+// an fd is the pool's memfd (one object, as dumped), the others are new memfds filled from their
+// images.
+void load_shared_memory(RestoreContext& ctx) {
   json shmem = read_json_image(ctx.dir, "shmem.img");
   for (const json& object : shmem) {
     uint64_t inode = object.at("inode");
+    if (int held = ctx.pool->memfd_for_inode(inode); held >= 0) {
+      UniqueFd same(::fcntl(held, F_DUPFD_CLOEXEC, 0));
+      if (!same) throw_errno("dup of the memfd of inode " + std::to_string(inode));
+      ctx.shmem[inode] = std::move(same);
+      continue;
+    }
     RawImageReader content(ctx.dir, object.at("image").get<std::string>());
     content.verify_checksum();
     UniqueFd memfd(static_cast<int>(::syscall(SYS_memfd_create, "cryo-shmem", MFD_CLOEXEC)));
@@ -331,6 +380,7 @@ RestoreResult restore(const std::string& image_dir, const RestoreOptions& option
   file_options.file_locks = options.file_locks;
   file_options.inherit_fds = options.inherit_fds;  // container-cr
   ctx.pool = FilePool::open(image_dir, file_options);
+  load_shared_memory(ctx);
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) throw_errno("socketpair");
   ctx.report_read = UniqueFd(sv[0]);

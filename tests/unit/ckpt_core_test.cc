@@ -153,9 +153,9 @@ TEST(CkptMemory, DumpsTouchedNonZeroPagesOnly) {
   {
     FrozenTree frozen = FrozenTree::freeze(child);
     MemoryDumpCounters counters;
-    std::map<uint64_t, json> shmem;
+    TreeMemory tree;
     DirectorySink sink(dir);
-    mm = dump_memory(child, sink, counters, shmem);
+    mm = dump_memory(child, sink, counters, tree);
   }
   kill(child, SIGKILL);
   waitpid(child, nullptr, 0);

@@ -47,10 +47,10 @@ std::string pattern(size_t size, char seed) {
   return s;
 }
 
-TEST_F(ImageSinkTest, DirectorySinkWritesExactFilesSmallAndMapped) {
+TEST_F(ImageSinkTest, DirectorySinkWritesExactFiles) {
   DirectorySink sink(dir_ + "/images");  // created by the sink
   std::string small = pattern(1000, 'a');
-  std::string large = pattern(DirectorySink::kMapThreshold * 3 + 4096, 'b');
+  std::string large = pattern((3 << 20) + 4096, 'b');
   {
     auto out = sink.create("small.img", small.size());
     out->write(small.data(), 600);
@@ -59,13 +59,8 @@ TEST_F(ImageSinkTest, DirectorySinkWritesExactFilesSmallAndMapped) {
   }
   {
     auto out = sink.create("large.img", large.size());
-    // Half by write(), half filled in place.
-    size_t half = large.size() / 2;
-    out->write(large.data(), half);
-    uint8_t* room = out->reserve_in_place(large.size() - half);
-    ASSERT_NE(room, nullptr);
-    memcpy(room, large.data() + half, large.size() - half);
-    out->advance(large.size() - half);
+    for (size_t at = 0; at < large.size(); at += 1 << 20)
+      out->write(large.data() + at, std::min<size_t>(1 << 20, large.size() - at));
     out->commit();
   }
   sink.finish();
@@ -86,26 +81,17 @@ TEST_F(ImageSinkTest, DirectorySinkRefusesWrongSizesAndAbortsCleanly) {
     auto out = sink.create("long.img", 4);
     EXPECT_THROW(out->write("0123456789", 10), Error);
   }
-  {
-    auto out = sink.create("mapped.img", DirectorySink::kMapThreshold);
-    EXPECT_THROW(out->advance(DirectorySink::kMapThreshold + 1), Error);
-  }
   EXPECT_THROW(sink.create("../escape.img", 1), Error);
   // Every output above was aborted: nothing is left, not even a temporary file.
   EXPECT_TRUE(std::filesystem::is_empty(dir_));
 }
 
 TEST_F(ImageSinkTest, RawImageWriterThroughMemorySinkMatchesDirectory) {
-  std::string payload = pattern(3 * DirectorySink::kMapThreshold, 'c');
+  std::string payload = pattern(3 << 20, 'c');
   auto write_into = [&](ImageSink& sink) {
     RawImageWriter writer(sink, "pages-7.img", payload.size());
     writer.append(payload.data(), 5000);
-    if (uint8_t* room = writer.reserve_in_place(payload.size() - 5000)) {
-      memcpy(room, payload.data() + 5000, payload.size() - 5000);
-      writer.commit_in_place(payload.size() - 5000);
-    } else {
-      writer.append(payload.data() + 5000, payload.size() - 5000);
-    }
+    writer.append(payload.data() + 5000, payload.size() - 5000);
     writer.finish();
     write_json_image(sink, "core-7.img", json{{"pid", 7}});
     sink.finish();
@@ -201,6 +187,56 @@ TEST_F(ImageSinkTest, DumpThroughMemorySinkGivesTheDirectoryDumpsBytes) {
   }
   kill(child, SIGKILL);
   waitpid(child, nullptr, 0);
+}
+
+}  // namespace
+}  // namespace cryo::ckpt
+
+namespace cryo::ckpt {
+namespace {
+
+// A tree whose processes share one fd table (CLONE_FILES) is refused by dump() before anything is
+// written, and runs on untraced.
+TEST_F(ImageSinkTest, DumpRefusesSharedFdTablesAndLeavesTheTreeRunning) {
+  int ready[2];
+  ASSERT_EQ(pipe(ready), 0);
+  pid_t root = fork();
+  if (root == 0) {
+    setsid();
+    static char stack[64 * 1024];
+    pid_t sharer = clone(
+        [](void*) -> int {
+          for (;;) pause();
+        },
+        stack + sizeof stack, CLONE_FILES | SIGCHLD, nullptr);
+    if (write(ready[1], &sharer, sizeof sharer) != sizeof sharer) _exit(1);
+    for (;;) pause();
+  }
+  close(ready[1]);
+  pid_t sharer = -1;
+  ASSERT_EQ(read(ready[0], &sharer, sizeof sharer), static_cast<ssize_t>(sizeof sharer));
+  close(ready[0]);
+  MemorySink sink;
+  DumpOptions options;
+  options.sink = &sink;
+  options.shell_job = true;
+  try {
+    dump(root, dir_, options);
+    ADD_FAILURE() << "a tree sharing an fd table was dumped";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("share one fd table (CLONE_FILES)"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_TRUE(sink.images().empty());
+  EXPECT_FALSE(sink.finished());
+  for (pid_t p : {root, sharer}) {
+    EXPECT_EQ(kill(p, 0), 0) << p;
+    std::string status = fs::read_file("/proc/" + std::to_string(p) + "/status");
+    EXPECT_NE(status.find("TracerPid:\t0"), std::string::npos) << p;
+  }
+  kill(sharer, SIGKILL);
+  kill(root, SIGKILL);
+  waitpid(root, nullptr, 0);
 }
 
 }  // namespace

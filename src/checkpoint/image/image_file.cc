@@ -156,22 +156,6 @@ void RawImageWriter::append(const void* data, size_t size) {
   size_ += size;
 }
 
-uint8_t* RawImageWriter::reserve_in_place(size_t size) {
-  if (size > announced_ - size_)
-    throw Error(name_ + ": payload larger than the " + std::to_string(announced_) +
-                " bytes announced");
-  reserved_ = out_->reserve_in_place(size);
-  return reserved_;
-}
-
-void RawImageWriter::commit_in_place(size_t size) {
-  if (reserved_ == nullptr) throw Error(name_ + ": commit_in_place without reserve_in_place");
-  XXH3_64bits_update(hash_, reserved_, size);
-  out_->advance(size);
-  size_ += size;
-  reserved_ = nullptr;
-}
-
 void RawImageWriter::finish() {
   if (size_ != announced_)
     throw Error(name_ + ": payload of " + std::to_string(size_) + " bytes, " +

@@ -55,10 +55,6 @@ class RawImageWriter {
   uint64_t payload_size() const { return size_; }
   uint64_t announced_size() const { return announced_; }
   void append(const void* data, size_t size);
-  // Zero-copy: memory for the next `size` payload bytes when the sink's output has some (see
-  // ImageOutput::reserve_in_place), else nullptr; fill it, then commit_in_place(size).
-  uint8_t* reserve_in_place(size_t size);
-  void commit_in_place(size_t size);
   void finish();
   const std::string& name() const { return name_; }
 
@@ -68,7 +64,6 @@ class RawImageWriter {
   XXH3_state_t* hash_;
   uint64_t announced_;
   uint64_t size_ = 0;
-  uint8_t* reserved_ = nullptr;
 };
 
 // Opens a raw image file and verifies header and trailer. verify_checksum() reads the whole payload

@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <linux/magic.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
@@ -28,52 +27,27 @@ class FileOutput : public ImageOutput {
     int fd = ::openat(dir_fd_, temp_name_.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) throw_errno("create " + path(temp_name_));
     fd_ = UniqueFd(fd);
-    if (size_ >= DirectorySink::kMapThreshold) {
-      try {
-        map_file();
-      } catch (...) {
-        fd_.reset();
-        ::unlinkat(dir_fd_, temp_name_.c_str(), 0);
-        throw;
-      }
-    }
   }
 
   ~FileOutput() override {
     if (committed_) return;
-    unmap();
     fd_.reset();
     ::unlinkat(dir_fd_, temp_name_.c_str(), 0);
   }
 
   void write(const void* data, size_t size) override {
     check_room(size);
-    if (map_ != nullptr) {
-      std::memcpy(map_ + written_, data, size);
-    } else {
-      const auto* p = static_cast<const char*>(data);
-      size_t left = size;
-      while (left > 0) {
-        ssize_t n = ::write(fd_.get(), p, left);
-        if (n < 0) {
-          if (errno == EINTR) continue;
-          throw_errno("write " + path(temp_name_));
-        }
-        p += n;
-        left -= static_cast<size_t>(n);
+    const auto* p = static_cast<const char*>(data);
+    size_t left = size;
+    while (left > 0) {
+      ssize_t n = ::write(fd_.get(), p, left);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        throw_errno("write " + path(temp_name_));
       }
+      p += n;
+      left -= static_cast<size_t>(n);
     }
-    written_ += size;
-  }
-
-  uint8_t* reserve_in_place(size_t size) override {
-    if (map_ == nullptr) return nullptr;
-    check_room(size);
-    return map_ + written_;
-  }
-
-  void advance(size_t size) override {
-    check_room(size);
     written_ += size;
   }
 
@@ -81,7 +55,6 @@ class FileOutput : public ImageOutput {
     if (written_ != size_)
       throw Error(path(name_) + ": " + std::to_string(written_) + " bytes written of the " +
                   std::to_string(size_) + " announced");
-    unmap();
     if (::renameat(dir_fd_, temp_name_.c_str(), dir_fd_, name_.c_str()) < 0)
       throw_errno("rename " + path(temp_name_) + " to " + name_);
     committed_ = true;
@@ -97,28 +70,6 @@ class FileOutput : public ImageOutput {
                   " bytes announced written");
   }
 
-  // Large images are preallocated and filled through a shared mapping: the writer may copy into
-  // it straight from the dumped process (one copy instead of a buffer plus write()).
-  void map_file() {
-    int err = ::posix_fallocate(fd_.get(), 0, static_cast<off_t>(size_));
-    if (err != 0)
-      throw_errno("allocate " + std::to_string(size_) + " bytes for " + path(name_), err);
-    void* p = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd_.get(), 0);
-    if (p == MAP_FAILED) throw_errno("mmap " + path(temp_name_));
-    map_ = static_cast<uint8_t*>(p);
-    // Write faults one page at a time cost ~10 µs each here: map every page writable up front.
-    if (::madvise(map_, size_, MADV_POPULATE_WRITE) < 0) {
-      int saved = errno;
-      unmap();
-      throw_errno("populate the mapping of " + path(temp_name_), saved);
-    }
-  }
-
-  void unmap() noexcept {
-    if (map_ != nullptr) ::munmap(map_, size_);
-    map_ = nullptr;
-  }
-
   int dir_fd_;
   std::string dir_;
   std::string name_;
@@ -126,7 +77,6 @@ class FileOutput : public ImageOutput {
   uint64_t size_;
   uint64_t written_ = 0;
   UniqueFd fd_;
-  uint8_t* map_ = nullptr;
   bool committed_ = false;
 };
 

@@ -4,7 +4,9 @@
 // can therefore write each entry's header before its data and never seek back.
 //
 // Contract a sink may rely on (the dump keeps it):
-//   - at most one output is open at a time;
+//   - at most one output is open at a time; its write() may be called from another thread than
+//     the one that created it (the page copier writes from a thread of its own), never from two
+//     threads at once;
 //   - an output receives exactly the size it was created with, then commit(); an output
 //     destroyed without commit() (an error on the way) is aborted and must leave nothing behind
 //     that could pass for a complete image;
@@ -29,15 +31,6 @@ class ImageOutput {
   virtual void write(const void* data, size_t size) = 0;
   // Every byte announced at creation was written: the image is complete.
   virtual void commit() = 0;
-
-  // Optional zero-copy path: writable memory standing for the next `size` bytes of the output
-  // (e.g. a shared mapping of the image file), or nullptr when the output has none. The caller
-  // fills it and then calls advance(size); write() and in-place filling may be mixed.
-  virtual uint8_t* reserve_in_place(size_t size) {
-    (void)size;
-    return nullptr;
-  }
-  virtual void advance(size_t size) { (void)size; }
 };
 
 class ImageSink {
@@ -62,9 +55,6 @@ class DirectorySink : public ImageSink {
   void finish() override;
   std::string describe() const override { return "image directory " + dir_; }
   const std::string& dir() const { return dir_; }
-  // Outputs larger than this are written through a shared mapping of the preallocated file
-  // (reserve_in_place), smaller ones with write().
-  static constexpr uint64_t kMapThreshold = uint64_t{1} << 20;
 
  private:
   std::string dir_;
