@@ -435,15 +435,18 @@ void enter_sandbox(const nlohmann::json& spec) {
 void remount_proc(const nlohmann::json& spec) {
   if (::umount2("/proc", MNT_DETACH) < 0) throw_errno("umount /proc");
   do_mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "");
+  // Called after pivot_root: "/" is the container's root.
+  UniqueFd root = fs::open_or_throw("/", O_PATH | O_DIRECTORY);
   const nlohmann::json& linux_spec = spec.at("linux");
   for (const auto& item : linux_spec.value("maskedPaths", nlohmann::json::array())) {
     std::string path = item.get<std::string>();
-    if (starts_with(path, "/proc/")) with_context("masking " + path, [&] { mask_path(path); });
+    if (starts_with(path, "/proc/"))
+      with_context("masking " + path, [&] { mask_path(root.get(), path); });
   }
   for (const auto& item : linux_spec.value("readonlyPaths", nlohmann::json::array())) {
     std::string path = item.get<std::string>();
     if (starts_with(path, "/proc/"))
-      with_context("making " + path + " read-only", [&] { make_read_only(path); });
+      with_context("making " + path + " read-only", [&] { make_read_only(root.get(), path); });
   }
 }
 
