@@ -109,6 +109,16 @@ void bind_to(int fd, int family, const json& address) {
     throw_errno("bind " + address_text(address));
 }
 
+// A finished connection (an fd still open after the connection ended) keeps the port it shares
+// with its listener or sibling connections, so a plain bind() collides with them. In repair mode
+// the kernel binds with forced reuse (as for a restored connection); leaving it resets the
+// socket's reuse setting, which the caller restores with the other options afterwards.
+void bind_finished_connection(int fd, int family, const json& address) {
+  sockets::set_int_option(fd, IPPROTO_TCP, TCP_REPAIR, 1, "TCP_REPAIR");
+  bind_to(fd, family, address);
+  sockets::set_int_option(fd, IPPROTO_TCP, TCP_REPAIR, 0, "TCP_REPAIR off");
+}
+
 void connect_to(int fd, int family, const json& address) {
   sockaddr_storage ss;
   socklen_t len = address_from_json(family, address, &ss);
@@ -484,7 +494,12 @@ UniqueFd inet_open(RestoreContext& ctx, const json& description) {
       return;
     }
     sockets::restore_options(s.get(), description.at("options"));
-    if (is_bound(local)) bind_to(s.get(), id.domain, local);
+    if (is_bound(local) && state == "closed" && id.type == SOCK_STREAM) {
+      bind_finished_connection(s.get(), id.domain, local);
+      sockets::restore_options(s.get(), description.at("options"));
+    } else if (is_bound(local)) {
+      bind_to(s.get(), id.domain, local);
+    }
     if (state == "listen") {
       if (::listen(s.get(), description.at("backlog").get<int>()) < 0) throw_errno("listen");
     } else if (state == "connected") {
