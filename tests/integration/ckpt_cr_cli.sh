@@ -4,28 +4,14 @@
 set -u
 CRYO="${CRYO:?}"
 BUILD="${CRYO_BUILD_DIR:?}"
-work=$(mktemp -d /tmp/ckpt-cli.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*"
-  exit 1
-}
+source "$(dirname "$0")/lib/cr_tree_common.bash"
+cr_test_setup ckpt-cli
 
 out=$("$CRYO" cr check) || fail "cr check failed: $out"
 echo "$out" | grep -q "^ptrace seize/interrupt *yes" || fail "cr check output: $out"
 echo "$out" | grep -q "^xstate *yes *XCR0 0x" || fail "cr check output: $out"
 
-setsid "$BUILD/tests/zdtm/bin/counter" "$work/out" </dev/null >/dev/null 2>&1 &
-pid=$!
-pids+=("$pid")
-until grep -q READY "$work/out" 2>/dev/null; do sleep 0.02; done
-"$CRYO" cr dump -t "$pid" -D "$work/img" || fail "dump"
-{ wait "$pid"; } 2>/dev/null
+dump_started "$BUILD/tests/zdtm/bin/counter"
 
 show=$("$CRYO" cr show "$work/img") || fail "cr show"
 echo "$show" | grep -q "== inventory.img" || fail "show lacks the inventory"

@@ -6,17 +6,10 @@
 set -u
 CRYO="${CRYO:?}"
 command -v python3 >/dev/null || { echo "FAIL: python3 is missing (scripts/install-deps.sh)"; exit 1; }
-work=$(mktemp -d /tmp/ckpt-python.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*"
+source "$(dirname "$0")/lib/cr_tree_common.bash"
+cr_test_setup ckpt-python
+fail_details() {
   [ -f "$work/out" ] && sed 's/^/  out: /' "$work/out"
-  exit 1
 }
 
 cat >"$work/prog.py" <<'PY'

@@ -8,24 +8,10 @@ set -u
 CRYO="${CRYO:?CRYO must name the cryo binary}"
 BUILD="${CRYO_BUILD_DIR:?}"
 program="$BUILD/tests/zdtm/bin/counter"
-work=$(mktemp -d /tmp/ckpt-failures.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*"
-  exit 1
-}
+source "$(dirname "$0")/lib/cr_tree_common.bash"
+cr_test_setup ckpt-failures
 
-setsid "$program" "$work/out" </dev/null >/dev/null 2>&1 &
-pid=$!
-pids+=("$pid")
-until grep -q READY "$work/out" 2>/dev/null; do sleep 0.02; done
-"$CRYO" cr dump -t "$pid" -D "$work/img" || fail "dump"
-{ wait "$pid"; } 2>/dev/null
+dump_started "$program"
 [ -e /proc/"$pid" ] && fail "the dumped process is still there"
 
 # Restore after the original was killed.

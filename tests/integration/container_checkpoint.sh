@@ -4,62 +4,7 @@
 # on a -t console answers curl before and after), a counter that continues counting in its log
 # instead of restarting at 1, -R, Podman's errors for wrong states, exec/stop/rm on a restored
 # container, --print-stats, and several cycles in a row; nothing left behind.
-set -euo pipefail
-
-src=${CRYO_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
-cryo_bin=${CRYO:-$src/build/src/cli/cryo}
-[[ $(id -u) == 0 ]] || { echo "SKIP: needs root"; exit 0; }
-command -v curl >/dev/null || { echo "SKIP: needs curl"; exit 0; }
-tmp=$(mktemp -d /tmp/cryo-ckpt-test.XXXXXX)
-
-cryo() { "$cryo_bin" --root "$tmp/root" --runroot "$tmp/run" "$@"; }
-# Monitors work in their container's runtime directory under $tmp/run.
-monitor_pids() {
-  local p
-  for p in /proc/[0-9]*; do
-    [[ $(readlink "$p/cwd" 2>/dev/null) == "$tmp/run/"* ]] && echo "${p#/proc/}"
-  done
-  return 0
-}
-cleanup() {
-  cryo rm -f -t 0 -a >/dev/null 2>&1 || true
-  for pid in $(monitor_pids); do kill -9 "$pid" 2>/dev/null || true; done
-  { grep -o " $tmp[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do umount -l "$m" || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'echo "FAIL: line $LINENO: $BASH_COMMAND" >&2' ERR
-fail() {
-  echo "FAIL: $*" >&2
-  exit 1
-}
-expect_eq() { [[ $1 == "$2" ]] || fail "$3: expected '$2', got '$1'"; }
-expect_exit() {
-  local want=$1
-  shift
-  local rc=0
-  "$@" >"$tmp/out" 2>"$tmp/err" || rc=$?
-  [[ $rc == "$want" ]] || fail "$*: exit code $rc, expected $want (stderr: $(cat "$tmp/err"))"
-}
-state_of() { cryo inspect -f '{{.State.Status}}' "$1"; }
-# A free loopback TCP port above 20000.
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-# Waits (without a deadline that fails the test on a slow machine: 600 s) until "$@" succeeds.
-wait_until() {
-  for _ in $(seq 6000); do
-    "$@" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  fail "gave up waiting for: $*"
-}
-last_count() { cryo logs "$1" | grep -E '^[0-9]+$' | tail -n 1; }
-# count_at_least CONTAINER N: the counter has logged N or more.
-count_at_least() { [[ $(last_count "$1") -ge $2 ]]; }
-
-BUSYBOX_TAR=${BUSYBOX_TAR:-${CRYO_BUILD_DIR:-$src/build}/busybox-rootfs.tar} CRYO=$cryo_bin \
-  bash "$src/scripts/import-busybox-image.sh" --root "$tmp/root" --runroot "$tmp/run"
+source "$(dirname "$0")/lib/container_checkpoint_common.bash"
 
 # --- the tutorial flow: httpd on a -t console with a published port ---
 port=$(free_port)

@@ -4,21 +4,12 @@
 # docker-archive with a whiteout mounted through overlayfs, digest mismatch, unknown image errors.
 set -euo pipefail
 
-src=${CRYO_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
-cryo_bin=${CRYO:-$src/build/src/cli/cryo}
-tmp=$(mktemp -d /tmp/cryo-images-test.XXXXXX)
+source "$(dirname "$0")/lib/common.bash"
+cryo_test_setup cryo-images-test
 mounted=""
-cleanup() {
+extra_cleanup() {
   if [[ -n $mounted ]]; then umount "$mounted" || true; fi
-  rm -rf "$tmp"
 }
-trap cleanup EXIT
-cryo() { "$cryo_bin" --root "$tmp/root" --runroot "$tmp/run" "$@"; }
-fail() {
-  echo "FAIL: $*" >&2
-  exit 1
-}
-expect_eq() { [[ $1 == "$2" ]] || fail "$3: expected '$2', got '$1'"; }
 
 # --- import (through the shared script, which must be idempotent) ---
 BUSYBOX_TAR=$tmp/busybox.tar CRYO=$cryo_bin bash "$src/scripts/import-busybox-image.sh" \
@@ -197,26 +188,20 @@ expect_eq "$(ls "$tmp/root/layers" | sort)" "$before" "layers after a failed loa
 if cryo image inspect bad:layers >/dev/null 2>&1; then fail "bad:layers exists"; fi
 
 # --- unknown images ---
-set +e
-err=$(cryo image inspect nosuch 2>&1)
-rc=$?
-set -e
+rc=0
+err=$(cryo image inspect nosuch 2>&1) || rc=$?
 expect_eq "$rc" 125 "image inspect exit code"
 expect_eq "$err" "Error: nosuch: image not known" "image inspect message"
-set +e
-err=$(cryo rmi nosuch 2>&1)
-rc=$?
-set -e
+rc=0
+err=$(cryo rmi nosuch 2>&1) || rc=$?
 expect_eq "$rc" 1 "rmi exit code"
 expect_eq "$err" "Error: nosuch: image not known" "rmi message"
 
 # --- an image used by a container is not removed ---
 mkdir -p "$tmp/root/containers/abc123"
 echo "{\"image_id\": \"$id\"}" >"$tmp/root/containers/abc123/config.json"
-set +e
-err=$(cryo rmi busybox 2>&1)
-rc=$?
-set -e
+rc=0
+err=$(cryo rmi busybox 2>&1) || rc=$?
 expect_eq "$rc" 2 "rmi of an image in use"
 expect_eq "$err" "Error: image used by abc123: image is in use by a container" "rmi in use message"
 rm -rf "$tmp/root/containers/abc123"

@@ -5,45 +5,9 @@
 # namespaces of a container, and nothing left behind (mounts, cgroups, monitors, state).
 set -euo pipefail
 
-src=${CRYO_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
-cryo_bin=${CRYO:-$src/build/src/cli/cryo}
-[[ $(id -u) == 0 ]] || { echo "SKIP: needs root"; exit 0; }
-tmp=$(mktemp -d /tmp/cryo-lifecycle-test.XXXXXX)
-
-cryo() { "$cryo_bin" --root "$tmp/root" --runroot "$tmp/run" "$@"; }
-# Monitors work in their container's runtime directory under $tmp/run.
-monitor_pids() {
-  local p
-  for p in /proc/[0-9]*; do
-    [[ $(readlink "$p/cwd" 2>/dev/null) == "$tmp/run/"* ]] && echo "${p#/proc/}"
-  done
-  return 0
-}
-cleanup() {
-  cryo rm -f -t 0 -a >/dev/null 2>&1 || true
-  for pid in $(monitor_pids); do kill -9 "$pid" 2>/dev/null || true; done
-  { grep -o " $tmp[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do umount -l "$m" || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'echo "FAIL: line $LINENO: $BASH_COMMAND" >&2' ERR
-fail() {
-  echo "FAIL: $*" >&2
-  exit 1
-}
-expect_eq() { [[ $1 == "$2" ]] || fail "$3: expected '$2', got '$1'"; }
-# Runs a command that must fail with the given exit code; its stderr is kept in $tmp/err.
-expect_exit() {
-  local want=$1
-  shift
-  local rc=0
-  "$@" >"$tmp/out" 2>"$tmp/err" || rc=$?
-  [[ $rc == "$want" ]] || fail "$*: exit code $rc, expected $want (stderr: $(cat "$tmp/err"))"
-}
-state_of() { cryo inspect -f '{{.State.Status}}' "$1"; }
-
-BUSYBOX_TAR=${BUSYBOX_TAR:-${CRYO_BUILD_DIR:-$src/build}/busybox-rootfs.tar} CRYO=$cryo_bin \
-  bash "$src/scripts/import-busybox-image.sh" --root "$tmp/root" --runroot "$tmp/run"
+source "$(dirname "$0")/lib/common.bash"
+cryo_test_setup cryo-lifecycle-test
+import_busybox
 
 # --- run -d, ps, inspect ---
 id=$(cryo run -d --name web busybox httpd -f -p 8080)

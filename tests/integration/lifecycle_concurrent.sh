@@ -5,34 +5,9 @@
 # works, and `rm -f -a` leaves no container, veth, netns, mount, monitor or temp file behind.
 set -euo pipefail
 
-src=${CRYO_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
-cryo_bin=${CRYO:-$src/build/src/cli/cryo}
-[[ $(id -u) == 0 ]] || { echo "SKIP: needs root"; exit 0; }
-tmp=$(mktemp -d /tmp/cryo-concurrent-test.XXXXXX)
-cryo() { "$cryo_bin" --root "$tmp/root" --runroot "$tmp/run" "$@"; }
-monitor_pids() {
-  local p
-  for p in /proc/[0-9]*; do
-    [[ $(readlink "$p/cwd" 2>/dev/null) == "$tmp/run/"* ]] && echo "${p#/proc/}"
-  done
-  return 0
-}
-cleanup() {
-  cryo rm -f -t 0 -a >/dev/null 2>&1 || true
-  for pid in $(monitor_pids); do kill -9 "$pid" 2>/dev/null || true; done
-  { grep -o " $tmp[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do umount -l "$m" || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'echo "FAIL: line $LINENO: $BASH_COMMAND" >&2' ERR
-fail() {
-  echo "FAIL: $*" >&2
-  exit 1
-}
-expect_eq() { [[ $1 == "$2" ]] || fail "$3: expected '$2', got '$1'"; }
-
-BUSYBOX_TAR=${BUSYBOX_TAR:-${CRYO_BUILD_DIR:-$src/build}/busybox-rootfs.tar} CRYO=$cryo_bin \
-  bash "$src/scripts/import-busybox-image.sh" --root "$tmp/root" --runroot "$tmp/run"
+source "$(dirname "$0")/lib/common.bash"
+cryo_test_setup cryo-concurrent-test
+import_busybox
 
 # --- 10 concurrent run -d ---
 pids=()

@@ -5,33 +5,9 @@
 # by stop, stop -a, logs -f and --tail, start -a -i, ps --format json.
 set -euo pipefail
 
-src=${CRYO_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
-cryo_bin=${CRYO:-$src/build/src/cli/cryo}
-[[ $(id -u) == 0 ]] || { echo "SKIP: needs root"; exit 0; }
-tmp=$(mktemp -d /tmp/cryo-flags-test.XXXXXX)
-cryo() { "$cryo_bin" --root "$tmp/root" --runroot "$tmp/run" "$@"; }
-cleanup() {
-  cryo rm -f -t 0 -a >/dev/null 2>&1 || true
-  { grep -o " $tmp[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do umount -l "$m" || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'echo "FAIL: line $LINENO: $BASH_COMMAND" >&2' ERR
-fail() {
-  echo "FAIL: $*" >&2
-  exit 1
-}
-expect_eq() { [[ $1 == "$2" ]] || fail "$3: expected '$2', got '$1'"; }
-expect_exit() {
-  local want=$1
-  shift
-  local rc=0
-  "$@" >"$tmp/out" 2>"$tmp/err" || rc=$?
-  [[ $rc == "$want" ]] || fail "$*: exit code $rc, expected $want (stderr: $(cat "$tmp/err"))"
-}
-
-BUSYBOX_TAR=${BUSYBOX_TAR:-${CRYO_BUILD_DIR:-$src/build}/busybox-rootfs.tar} CRYO=$cryo_bin \
-  bash "$src/scripts/import-busybox-image.sh" --root "$tmp/root" --runroot "$tmp/run"
+source "$(dirname "$0")/lib/common.bash"
+cryo_test_setup cryo-flags-test
+import_busybox
 
 # --- `--` ends the options ---
 expect_eq "$(cryo run --rm busybox -- echo -e 'a\tb')" "$(printf 'a\tb')" "IMAGE -- CMD"

@@ -4,23 +4,8 @@
 # root, and nothing outside the rootfs is created, changed or mounted on.
 set -euo pipefail
 
-src=${CRYO_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
-cryo_bin=${CRYO:-$src/build/src/cli/cryo}
-[[ $(id -u) == 0 ]] || { echo "SKIP: needs root"; exit 0; }
-tmp=$(mktemp -d /tmp/cryo-hostile-test.XXXXXX)
-cryo() { "$cryo_bin" --root "$tmp/root" --runroot "$tmp/run" "$@"; }
-cleanup() {
-  cryo rm -f -t 0 -a >/dev/null 2>&1 || true
-  { grep -o " $tmp[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do umount -l "$m" || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'echo "FAIL: line $LINENO: $BASH_COMMAND" >&2' ERR
-fail() {
-  echo "FAIL: $*" >&2
-  exit 1
-}
-expect_eq() { [[ $1 == "$2" ]] || fail "$3: expected '$2', got '$1'"; }
+source "$(dirname "$0")/lib/common.bash"
+cryo_test_setup cryo-hostile-test
 
 tarball=${BUSYBOX_TAR:-${CRYO_BUILD_DIR:-$src/build}/busybox-rootfs.tar}
 [[ -s $tarball ]] || bash "$src/scripts/build-busybox-image.sh" "$tarball" >/dev/null

@@ -5,26 +5,9 @@
 # nothing (veth, netns file, container) is left after rm.
 set -euo pipefail
 
-src=${CRYO_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
-cryo_bin=${CRYO:-$src/build/src/cli/cryo}
-[[ $(id -u) == 0 ]] || { echo "SKIP: needs root"; exit 0; }
-tmp=$(mktemp -d /tmp/cryo-lifecycle-net-test.XXXXXX)
-cryo() { "$cryo_bin" --root "$tmp/root" --runroot "$tmp/run" "$@"; }
-cleanup() {
-  cryo rm -f -t 0 -a >/dev/null 2>&1 || true
-  { grep -o " $tmp[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do umount -l "$m" || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'echo "FAIL: line $LINENO: $BASH_COMMAND" >&2' ERR
-fail() {
-  echo "FAIL: $*" >&2
-  exit 1
-}
-expect_eq() { [[ $1 == "$2" ]] || fail "$3: expected '$2', got '$1'"; }
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+source "$(dirname "$0")/lib/common.bash"
+cryo_test_setup cryo-lifecycle-net-test
+
 # Waits (without a time limit of its own: ctest's applies) until the URL answers.
 wait_http() {
   local i
@@ -35,8 +18,7 @@ wait_http() {
   fail "no answer from $1"
 }
 
-BUSYBOX_TAR=${BUSYBOX_TAR:-${CRYO_BUILD_DIR:-$src/build}/busybox-rootfs.tar} CRYO=$cryo_bin \
-  bash "$src/scripts/import-busybox-image.sh" --root "$tmp/root" --runroot "$tmp/run"
+import_busybox
 
 port=$(free_port)
 id=$(cryo run -d --name web -p "127.0.0.1:$port:8080" busybox \

@@ -1,23 +1,9 @@
 # Shared by tests/integration/container_checkpoint*.sh (sourced, not a test of its own): a private
 # --root/--runroot under a temp dir with the busybox image, helpers, and a cleanup that ends only
 # what the test started (its containers, their monitors, mounts under its temp dir).
-set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.bash"
+cryo_test_setup cryo-ckpt-test curl
 
-src=${CRYO_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)}
-cryo_bin=${CRYO:-$src/build/src/cli/cryo}
-[[ $(id -u) == 0 ]] || { echo "SKIP: needs root"; exit 0; }
-command -v curl >/dev/null || { echo "SKIP: needs curl"; exit 0; }
-tmp=$(mktemp -d /tmp/cryo-ckpt-test.XXXXXX)
-
-cryo() { "$cryo_bin" --root "$tmp/root" --runroot "$tmp/run" "$@"; }
-# Monitors work in their container's runtime directory under $tmp/run.
-monitor_pids() {
-  local p
-  for p in /proc/[0-9]*; do
-    [[ $(readlink "$p/cwd" 2>/dev/null) == "$tmp/run/"* ]] && echo "${p#/proc/}"
-  done
-  return 0
-}
 # cryo processes of this test still there (CLIs, monitors, checkpoint guards), as "PID ARGS".
 cryo_processes() {
   local p args
@@ -27,42 +13,6 @@ cryo_processes() {
       echo "${p#/proc/} $args"
   done
   return 0
-}
-# Extra cleanup steps of a test (unmounts of its own mounts...), run before the common ones.
-extra_cleanup() { :; }
-cleanup() {
-  extra_cleanup || true
-  cryo rm -f -t 0 -a >/dev/null 2>&1 || true
-  for pid in $(monitor_pids); do kill -9 "$pid" 2>/dev/null || true; done
-  { grep -o " $tmp[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do umount -l "$m" || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'echo "FAIL: line $LINENO: $BASH_COMMAND" >&2' ERR
-fail() {
-  echo "FAIL: $*" >&2
-  exit 1
-}
-expect_eq() { [[ $1 == "$2" ]] || fail "$3: expected '$2', got '$1'"; }
-expect_exit() {
-  local want=$1
-  shift
-  local rc=0
-  "$@" >"$tmp/out" 2>"$tmp/err" || rc=$?
-  [[ $rc == "$want" ]] || fail "$*: exit code $rc, expected $want (stderr: $(cat "$tmp/err"))"
-}
-state_of() { cryo inspect -f '{{.State.Status}}' "$1"; }
-pid_of() { cryo inspect -f '{{.State.Pid}}' "$1"; }
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-# Waits (without a deadline that fails the test on a slow machine: 600 s) until "$@" succeeds.
-wait_until() {
-  for _ in $(seq 6000); do
-    "$@" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  fail "gave up waiting for: $*"
 }
 last_count() { cryo logs "$1" | grep -E '^[0-9]+$' | tail -n 1; }
 # count_at_least CONTAINER N: the counter has logged N or more.
@@ -111,5 +61,4 @@ if [[ -n ${ROOT_TMPFS_SIZE:-} ]]; then
   mkdir -p "$tmp/root"
   mount -t tmpfs -o size="$ROOT_TMPFS_SIZE" tmpfs "$tmp/root"
 fi
-BUSYBOX_TAR=${BUSYBOX_TAR:-${CRYO_BUILD_DIR:-$src/build}/busybox-rootfs.tar} CRYO=$cryo_bin \
-  bash "$src/scripts/import-busybox-image.sh" --root "$tmp/root" --runroot "$tmp/run"
+import_busybox
