@@ -130,6 +130,15 @@ static void helper(const char* out_path) {
         if (got[i] != 4 || memcmp(received[i], "back", 4) != 0)
           helper_report("FAIL: %s: the peer got %zu bytes before the end", connections[i].name,
                         got[i]);
+        /* Both FINs taken and acknowledged: the peer's connection ended cleanly (TIME_WAIT,
+         * which the socket itself reports as CLOSE once a time-wait entry took over), with no
+         * error pending (a reset would leave ECONNRESET). */
+        int state = tcp_state(connections[i].peer), error = 0;
+        socklen_t len = sizeof error;
+        getsockopt(connections[i].peer, SOL_SOCKET, SO_ERROR, &error, &len);
+        if ((state != TCP_TIME_WAIT && state != TCP_CLOSE) || error != 0)
+          helper_report("FAIL: %s: the peer ends in state %d with error %d", connections[i].name,
+                        state, error);
         done[i] = 1;
         --open_count;
       } else {
