@@ -19,6 +19,7 @@
 
 #include "checkpoint/file_kinds/file_kind.h"
 #include "checkpoint/file_kinds/socket_options.h"
+#include "checkpoint/file_kinds/sockets_tcp_fin.h"
 #include "checkpoint/file_kinds/sockets_tcp_hold.h"
 #include "common/error.h"
 #include "common/log.h"
@@ -180,10 +181,11 @@ bool fin_was_received(int state) {
   return state == TCP_CLOSE_WAIT || state == TCP_LAST_ACK || state == TCP_CLOSING;
 }
 
-// Connections dumped so far ("local -> peer"), to know at finish whether a peer that closed its
-// side is in the tree (and will send its FIN again when restored).
-struct DumpedTcpConnections {
-  std::set<std::string> seen;
+// Connections restored so far ("local -> peer"), to know once all exist whether the peer that
+// closed its side of a connection is one of them (it sends its FIN again when it leaves repair
+// mode) or is outside the tree (its FIN is injected).
+struct RestoredTcpConnections {
+  std::set<std::string> keys;
 };
 
 // An established or half-closed connection (FIN sent and/or received: `state`).
@@ -237,7 +239,8 @@ void dump_established(DumpContext& ctx, const DumpedFd& fd, const json& local, c
   // dumped rcv_nxt / write_seq.
   // A FIN takes a sequence number of its own, counted in rcv_nxt / write_seq but not in the
   // queues: the restore rebuilds the connection as established up to the FIN, and the FIN is
-  // sent again (by shutdown after repair mode: ours to the peer, the peer's to us).
+  // sent again after repair mode: ours by shutdown; the peer's by the peer's own shutdown when it
+  // is restored too, or else injected as a packet from the peer (sockets_tcp_fin.h).
   bool fin_sent = fin_was_sent(state), fin_received = fin_was_received(state);
   if (fin_received) received.first_seq -= 1;
   if (fin_sent) {
@@ -246,18 +249,6 @@ void dump_established(DumpContext& ctx, const DumpedFd& fd, const json& local, c
   }
   tcp["fin_sent"] = fin_sent;
   tcp["fin_received"] = fin_received;
-  std::string key = address_text(local) + " -> " + address_text(peer);
-  auto& dumped = ctx.kind_state<DumpedTcpConnections>("tcp_connections");
-  dumped.seen.insert(key);
-  if (fin_received) {
-    std::string reverse = address_text(peer) + " -> " + address_text(local);
-    ctx.add_finish_check([&dumped, key, reverse] {
-      if (dumped.seen.count(reverse) == 0)
-        throw Error("not supported yet: half-closed TCP connection " + key +
-                    " whose peer has closed its side (FIN received) and is not a socket of the "
-                    "tree (a peer outside it, or one no process holds any more)");
-    });
-  }
   tcp["recv_seq"] = received.first_seq;
   tcp["send_seq"] = sending.first_seq;
   std::string base = "tcp-" + std::to_string(description.at("id").get<uint64_t>());
@@ -394,12 +385,40 @@ void restore_established(RestoreContext& ctx, int s, const SocketIdentity& id,
     });
   }
   bool fin_sent = tcp.value("fin_sent", false);
-  ctx.add_after_open([held, what, reuse_address, unsent_tail, fin_sent] {
+  bool fin_received = tcp.value("fin_received", false);
+  auto& restored = ctx.kind_state<RestoredTcpConnections>("tcp_restored_connections");
+  restored.keys.insert(what);
+  std::string reverse =
+      address_text(description.at("peer")) + " -> " + address_text(description.at("local"));
+  // The peer's FIN as it would arrive again: at the restored rcv_nxt, acknowledging what the
+  // peer had acknowledged at dump (snd_una; an older ack than the socket's is accepted).
+  sockets::InjectedFin peer_fin;
+  peer_fin.family = id.domain;
+  peer_fin.peer_ip = description.at("peer").at("ip").get<std::string>();
+  peer_fin.peer_port = description.at("peer").at("port").get<uint16_t>();
+  peer_fin.local_ip = description.at("local").at("ip").get<std::string>();
+  peer_fin.local_port = description.at("local").at("port").get<uint16_t>();
+  peer_fin.local_scope_id = description.at("local").value("scope_id", 0u);
+  peer_fin.seq = rcv_nxt;
+  peer_fin.ack = tcp.at("send_seq").get<uint32_t>();
+  peer_fin.window = window.snd_wnd;
+  peer_fin.window_scale = tcp.value("snd_wscale", 0);
+  // Simultaneous close (CLOSING): ours went first; otherwise (CLOSE_WAIT, LAST_ACK) the peer's.
+  bool ours_first = description.value("tcp_state", std::string()) == "CLOSING";
+  ctx.add_after_open([held, what, reuse_address, unsent_tail, fin_sent, fin_received, &restored,
+                      reverse, peer_fin, ours_first] {
     with_context("TCP connection " + what, [&] {
       sockets::set_int_option(held->get(), IPPROTO_TCP, TCP_REPAIR, 0, "TCP_REPAIR off");
       sockets::send_all(held->get(), *unsent_tail, MSG_DONTWAIT, "writing the unsent bytes");
+      bool inject = fin_received && restored.keys.count(reverse) == 0;
+      if (inject && !ours_first)
+        with_context("injecting the FIN of the peer outside the tree",
+                     [&] { sockets::inject_peer_fin(held->get(), peer_fin); });
       if (fin_sent && ::shutdown(held->get(), SHUT_WR) < 0)
         throw_errno("shutdown SHUT_WR (the FIN it had sent)");
+      if (inject && ours_first)
+        with_context("injecting the FIN of the peer outside the tree",
+                     [&] { sockets::inject_peer_fin(held->get(), peer_fin); });
       if (reuse_address != 0)
         sockets::set_int_option(held->get(), SOL_SOCKET, SO_REUSEADDR, reuse_address,
                                 "SO_REUSEADDR");
