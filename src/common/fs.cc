@@ -77,13 +77,17 @@ void write_file(const std::string& path, std::string_view data, mode_t mode) {
   write_all(fd.get(), data.data(), data.size(), path);
 }
 
-void write_file_atomic(const std::string& path, std::string_view data, mode_t mode) {
+namespace {
+
+// Writes `data` to a temporary file beside `path` and renames it over `path`: readers see the old
+// or the new content, never half of it. With `sync`, the data is on disk before the rename.
+void replace_file(const std::string& path, std::string_view data, mode_t mode, bool sync) {
   std::string tmp =
       path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(std::random_device{}());
   try {
-    UniqueFd fd = open_or_throw(tmp, O_WRONLY | O_CREAT | O_EXCL, mode);
+    UniqueFd fd = open_or_throw(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
     write_all(fd.get(), data.data(), data.size(), tmp);
-    if (::fsync(fd.get()) < 0) throw_errno("fsync " + tmp);
+    if (sync && ::fsync(fd.get()) < 0) throw_errno("fsync " + tmp);
   } catch (...) {
     ::unlink(tmp.c_str());
     throw;
@@ -93,6 +97,16 @@ void write_file_atomic(const std::string& path, std::string_view data, mode_t mo
     ::unlink(tmp.c_str());
     throw_errno("rename " + tmp + " to " + path, err);
   }
+}
+
+}  // namespace
+
+void write_file_atomic(const std::string& path, std::string_view data, mode_t mode) {
+  replace_file(path, data, mode, true);
+}
+
+void write_file_replace(const std::string& path, std::string_view data, mode_t mode) {
+  replace_file(path, data, mode, false);
 }
 
 void mkdir_p(const std::string& path, mode_t mode) {

@@ -461,18 +461,7 @@ ArchiveImportResult import_container(const StorePaths& paths, const std::string&
   try {
     record = create_record_with_id(paths, record, [&](ContainerRecord& rec) {
       std::string dir = paths.container_dir(rec.id);
-      for (const char* sub : {"/upper", "/work", "/merged", "/userdata"}) fs::mkdir_p(dir + sub);
-      SpecInputs in;
-      in.lower_dirs = layers;
-      in.upper_dir = dir + "/upper";
-      in.work_dir = dir + "/work";
-      in.rootfs_dir = dir + "/merged";
-      in.user = user;
-      if (rec.config.network_mode != "host")
-        in.netns_path = NetworkManager(paths).netns_path(rec.id);
-      in.hosts_file = dir + "/userdata/hosts";
-      in.resolv_file = dir + "/userdata/resolv.conf";
-      in.hostname_file = dir + "/userdata/hostname";
+      SpecInputs in = make_container_dirs(paths, rec, layers, user);
       for (const char* name : kUserdataFiles) {
         std::string from = staging + "/userdata/" + name;
         fs::write_file(dir + "/userdata/" + name, read_optional(from).value_or(""));

@@ -316,20 +316,7 @@ void ContainerStore::save(const ContainerRecord& record, bool durable) const {
     fs::write_file_atomic(path, text, 0600);
     return;
   }
-  // Writers hold the container's lock: the temp name needs no more than the pid.
-  std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  try {
-    UniqueFd fd = fs::open_or_throw(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    fs::write_all(fd.get(), text.data(), text.size(), tmp);
-  } catch (...) {
-    ::unlink(tmp.c_str());
-    throw;
-  }
-  if (::rename(tmp.c_str(), path.c_str()) < 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
-    throw_errno("rename " + tmp + " to " + path, err);
-  }
+  fs::write_file_replace(path, text, 0600);
 }
 
 std::optional<ContainerRecord> ContainerStore::try_load(const std::string& id) const {

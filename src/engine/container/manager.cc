@@ -109,6 +109,25 @@ class StepTimer {
 
 }  // namespace
 
+SpecInputs make_container_dirs(const StorePaths& paths, const ContainerRecord& record,
+                               const std::vector<std::string>& layers, const ResolvedUser& user) {
+  std::string dir = paths.container_dir(record.id);
+  for (const char* sub : {"/upper", "/work", "/merged", "/userdata"}) fs::mkdir_p(dir + sub);
+  SpecInputs in;
+  in.lower_dirs = layers;
+  in.upper_dir = dir + "/upper";
+  in.work_dir = dir + "/work";
+  in.rootfs_dir = dir + "/merged";
+  in.user = user;
+  // The network manager creates the netns file at start, always at the same path.
+  if (record.config.network_mode != "host")
+    in.netns_path = NetworkManager(paths).netns_path(record.id);
+  in.hosts_file = dir + "/userdata/hosts";
+  in.resolv_file = dir + "/userdata/resolv.conf";
+  in.hostname_file = dir + "/userdata/hostname";
+  return in;
+}
+
 int parse_signal(const std::string& text) {
   std::string name = text;
   for (auto& c : name) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
@@ -272,20 +291,7 @@ ContainerRecord ContainerManager::create(const CreateRequest& req) {
     for (const auto& m : rec.config.mounts)
       if (!m.volume_name.empty()) volumes.ensure(m.volume_name);
 
-    std::string dir = paths_.container_dir(rec.id);
-    for (const char* sub : {"/upper", "/work", "/merged", "/userdata"}) fs::mkdir_p(dir + sub);
-    SpecInputs in;
-    in.lower_dirs = layers;
-    in.upper_dir = dir + "/upper";
-    in.work_dir = dir + "/work";
-    in.rootfs_dir = dir + "/merged";
-    in.user = user;
-    // The network manager creates the netns file at start, always at the same path.
-    if (rec.config.network_mode != "host")
-      in.netns_path = NetworkManager(paths_).netns_path(rec.id);
-    in.hosts_file = dir + "/userdata/hosts";
-    in.resolv_file = dir + "/userdata/resolv.conf";
-    in.hostname_file = dir + "/userdata/hostname";
+    SpecInputs in = make_container_dirs(paths_, rec, layers, user);
     fs::write_file(in.hostname_file, rec.config.hostname + "\n");
     fs::write_file(in.hosts_file, "");
     fs::write_file(in.resolv_file, resolv_conf_for(rec.config.network_mode));

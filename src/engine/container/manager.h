@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "engine/container/container.h"
+#include "engine/container/oci_spec.h"
 #include "engine/monitor/monitor.h"
 #include "engine/runtime/runtime.h"
 #include "engine/state/paths.h"
@@ -46,6 +47,11 @@ struct ExecRequest {
 
 // A signal by name ("TERM", "SIGTERM", case-insensitive) or number; ExitCodeError(125) otherwise.
 int parse_signal(const std::string& text);
+
+// Creates the directories of container `record` (overlay upper, work and mount point, userdata)
+// and returns the spec inputs that point at them, on top of the image `layers`.
+SpecInputs make_container_dirs(const StorePaths& paths, const ContainerRecord& record,
+                               const std::vector<std::string>& layers, const ResolvedUser& user);
 // Parses a memory size as podman does: "512m", "1g", "1048576", "100k", "1.5g".
 int64_t parse_memory_size(const std::string& text);
 // Parses -v: "host:ctr[:ro|rw]" (host path absolute) or "name:ctr[:opts]" (named volume).

@@ -41,19 +41,7 @@ void LockedJsonFile::save() {
     return;
   }
   // Replaced by rename as the durable files, so readers never see half of it, but not synced.
-  std::string tmp = path_ + ".tmp." + std::to_string(::getpid());
-  try {
-    UniqueFd fd = fs::open_or_throw(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    fs::write_all(fd.get(), text.data(), text.size(), tmp);
-  } catch (...) {
-    ::unlink(tmp.c_str());
-    throw;
-  }
-  if (::rename(tmp.c_str(), path_.c_str()) < 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
-    throw_errno("rename " + tmp + " to " + path_, err);
-  }
+  fs::write_file_replace(path_, text, 0600);
 }
 
 }  // namespace cryo::engine
