@@ -46,7 +46,23 @@ struct DumpedFd {
 
 // State of a dump shared by all kinds: where images go and the objects that stand behind
 // several descriptions (a pipe inode, a deleted file, a memfd...).
-class DumpContext {
+// State a file kind keeps across the descriptions of one dump or one restore (e.g. the TCP packet
+// hold of a dump), created on first use; `created` says whether this call made it.
+class KindStates {
+ public:
+  template <typename T>
+  T& kind_state(const std::string& kind, bool* created = nullptr) {
+    auto& slot = states_[kind];
+    if (created != nullptr) *created = !slot;
+    if (!slot) slot = std::make_shared<T>();
+    return *std::static_pointer_cast<T>(slot);
+  }
+
+ private:
+  std::map<std::string, std::shared_ptr<void>> states_;
+};
+
+class DumpContext : public KindStates {
  public:
   DumpContext(ImageSink& sink, FileDumpOptions options) : sink_(sink), options_(options) {}
   // Every image a kind writes goes through the sink (write_json_image, RawImageWriter), one
@@ -98,17 +114,8 @@ class DumpContext {
     for (const auto& action : kill_actions_) action();
     kill_actions_.clear();
   }
-  // State a kind keeps across the descriptions of one dump, created on first use (`created`).
-  template <typename T>
-  T& kind_state(const std::string& kind, bool* created = nullptr) {
-    auto& slot = kind_states_[kind];
-    if (created != nullptr) *created = !slot;
-    if (!slot) slot = std::make_shared<T>();
-    return *std::static_pointer_cast<T>(slot);
-  }
 
  private:
-  std::map<std::string, std::shared_ptr<void>> kind_states_;
   std::vector<std::function<void()>> finish_checks_;
   std::vector<std::function<void()>> resume_actions_;
   std::vector<std::function<void()>> kill_actions_;
@@ -123,7 +130,7 @@ class DumpContext {
 };
 
 // State of a restore shared by all kinds while FilePool::open creates the descriptions.
-class RestoreContext {
+class RestoreContext : public KindStates {
  public:
   RestoreContext(std::string image_dir, FileRestoreOptions options, const json& files);
   const std::string& image_dir() const { return image_dir_; }
@@ -149,14 +156,6 @@ class RestoreContext {
     for (const auto& step : after_open_) step();
     after_open_.clear();
   }
-  // State a kind keeps across the descriptions of one restore, created on first use.
-  template <typename T>
-  T& kind_state(const std::string& kind, bool* created = nullptr) {
-    auto& slot = kind_states_[kind];
-    if (created != nullptr) *created = !slot;
-    if (!slot) slot = std::make_shared<T>();
-    return *std::static_pointer_cast<T>(slot);
-  }
   // Pids (as dumped) of every process of the restored tree.
   const std::set<pid_t>& tree_pids() const { return tree_pids_; }
   void set_tree_pids(std::set<pid_t> pids) { tree_pids_ = std::move(pids); }
@@ -173,7 +172,6 @@ class RestoreContext {
   std::set<pid_t> tree_pids_;
   UniqueFd root_fd_;
   std::vector<std::function<void()>> after_open_;
-  std::map<std::string, std::shared_ptr<void>> kind_states_;
 };
 
 struct FileKind {
@@ -208,7 +206,7 @@ extern const FileKind kSignalFdKind;
 extern const FileKind kTimerFdKind;
 extern const FileKind kInotifyKind;
 extern const FileKind kPidFdKind;
-extern const FileKind kMqueueKind;   // POSIX message queues (mqueue.cc)
+extern const FileKind kMqueueKind;    // POSIX message queues (mqueue.cc)
 extern const FileKind kExternalKind;  // container-cr: fds outside the tree (external.cc)
 
 // Helpers shared by kinds.
