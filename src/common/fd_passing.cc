@@ -9,15 +9,31 @@
 
 namespace cryo {
 
-void send_fd(int socket, int fd, const std::string& what) {
-  char payload = 'f';  // a message must carry at least one byte
+namespace {
+
+// One byte of payload (a message must carry at least one) and room for one fd. Not copyable: the
+// header points into the object itself.
+struct FdMessage {
+  char payload = 'f';
   struct iovec iov = {&payload, 1};
   alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
   struct msghdr msg = {};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
+
+  FdMessage() {
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+  }
+  FdMessage(const FdMessage&) = delete;
+  FdMessage& operator=(const FdMessage&) = delete;
+};
+
+}  // namespace
+
+void send_fd(int socket, int fd, const std::string& what) {
+  FdMessage message;
+  struct msghdr& msg = message.msg;
   struct cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
   cmsg->cmsg_level = SOL_SOCKET;
   cmsg->cmsg_type = SCM_RIGHTS;
@@ -31,14 +47,8 @@ void send_fd(int socket, int fd, const std::string& what) {
 }
 
 UniqueFd receive_fd(int socket, const std::string& what) {
-  char payload;
-  struct iovec iov = {&payload, 1};
-  alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  struct msghdr msg = {};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
+  FdMessage message;
+  struct msghdr& msg = message.msg;
   ssize_t n;
   do {
     n = ::recvmsg(socket, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
