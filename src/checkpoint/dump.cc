@@ -23,6 +23,7 @@
 #include "checkpoint/tree.h"
 #include "common/clock.h"
 #include "common/error.h"
+#include "common/fault_injection.h"
 #include "common/fs.h"
 #include "common/log.h"
 #include "common/unique_fd.h"
@@ -173,6 +174,7 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
     if (info.zombie) continue;
     with_context("dumping pid " + std::to_string(info.pid), [&] {
       dump_process(process, sink, counters, tree_memory, pids);
+      fault_point("dump-first-memory-written");
       UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, info.pid, 0)));
       if (!pidfd) throw_errno("pidfd_open");
       uint64_t t_files = steady_now_us();

@@ -6,8 +6,8 @@
 #include <linux/sched.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/mman.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/rseq.h>
@@ -41,6 +41,7 @@
 #include "checkpoint/threads.h"
 #include "common/clock.h"
 #include "common/error.h"
+#include "common/fault_injection.h"
 #include "common/fs.h"
 #include "common/log.h"
 #include "common/strings.h"
@@ -451,6 +452,7 @@ RestoreResult restore(const std::string& image_dir, const RestoreOptions& option
       plans[pid] = plan_from_json(json::parse(text));
     }
     result.stats.forking_time = steady_now_us() - fork_start;
+    fault_point("restore-tree-forked");
 
     for (auto& [pid, plan] : plans) {
       with_context("restoring pid " + std::to_string(pid), [&] {

@@ -63,33 +63,20 @@ expect_running_as_before "$big" "$init"
 expect_no_checkpoint_dirs "$big"
 cryo rm -f -t 0 "$big" >/dev/null
 
-# --- checkpoint killed half way (SIGKILL of the CLI while it writes the images) ---
-killed=$(big_container 100)
+# --- checkpoint killed half way: the CLI dies by SIGKILL once the memory images of the first
+# process are written (fault injection: the same as a kill from outside at that moment, without
+# the race of timing one) ---
+killed=$(big_container 40)
 wait_until count_at_least "$killed" 3
-wait_until dd_holds "$killed" 100
-interrupted=false
-for attempt in 1 2 3 4 5 6 7 8; do
-  init=$(pid_of "$killed")
-  "$cryo_bin" --root "$tmp/root" --runroot "$tmp/run" container checkpoint "$killed" >/dev/null 2>&1 &
-  cli=$!
-  # As soon as the first page image is being written (or the CLI is done).
-  while kill -0 "$cli" 2>/dev/null && ! compgen -G "$tmp/root/containers/$killed/checkpoint.tmp/pages-*" >/dev/null; do
-    sleep 0.005
-  done
-  kill -9 "$cli" 2>/dev/null || true
-  rc=0
-  wait "$cli" || rc=$?
-  if [[ $rc == 137 && $(state_of "$killed") == running ]]; then
-    interrupted=true
-    wait_until count_at_least "$killed" $(($(last_count "$killed") + 3))
-    expect_running_as_before "$killed" "$init"
-    break
-  fi
-  # Finished before the kill: restore and try again.
-  wait_until bash -c "[[ \$(\"$cryo_bin\" --root $tmp/root --runroot $tmp/run inspect -f '{{.State.Status}}' $killed) == exited ]]"
-  cryo container restore "$killed" >/dev/null
-done
-$interrupted || fail "no checkpoint could be killed half way in 8 attempts"
+wait_until dd_holds "$killed" 40
+init=$(pid_of "$killed")
+expect_exit 137 env CRYO_FAULT_KILL_AT=dump-first-memory-written \
+  "$cryo_bin" --root "$tmp/root" --runroot "$tmp/run" container checkpoint "$killed"
+grep -q "fault injection: SIGKILL at dump-first-memory-written" "$tmp/err" ||
+  fail "the checkpoint was not killed at the injected point: $(cat "$tmp/err")"
+compgen -G "$tmp/root/containers/$killed/checkpoint.tmp/pages-*" >/dev/null ||
+  fail "the killed checkpoint had written no page image"
+expect_running_as_before "$killed" "$init"
 # A second checkpoint works after the killed one, and so does its restore.
 cryo container checkpoint "$killed" >/dev/null
 expect_eq "$(state_of "$killed")" "exited" "checkpoint after a killed one"
@@ -140,41 +127,23 @@ cryo container restore "$web" >/dev/null
 curl -sf "http://127.0.0.1:$port/" >/dev/null || fail "httpd does not answer after the second restore"
 cryo rm -f -t 0 "$web" >/dev/null
 
-# --- restore killed half way (SIGKILL of the restoring process once the tree is being rebuilt) ---
-slow=$(big_container 60)
+# --- restore killed half way: the restore helper dies by SIGKILL once it has forked the tree
+# (fault injection, as above) ---
+slow=$(big_container 40)
 wait_until count_at_least "$slow" 3
-wait_until dd_holds "$slow" 60
-interrupted=false
-for attempt in 1 2 3 4 5 6 7 8; do
-  cryo container checkpoint "$slow" >/dev/null
-  at=$(last_count "$slow")
-  cryo container restore "$slow" >"$tmp/out" 2>"$tmp/err" &
-  cli=$!
-  helper=""
-  # The restore helper (comm cryo-restore) joins the container's cgroup; kill it once a
-  # restored process is there with it.
-  while kill -0 "$cli" 2>/dev/null; do
-    procs=$(cat /sys/fs/cgroup/pids/cryo/"$slow"/cgroup.procs 2>/dev/null || true)
-    for p in $procs; do [[ $(cat /proc/"$p"/comm 2>/dev/null) == cryo-restore ]] && helper=$p; done
-    [[ -n $helper && $(wc -w <<<"$procs") -ge 2 ]] && break
-    helper=""
-    sleep 0.002
-  done
-  [[ -n $helper ]] && kill -9 "$helper" 2>/dev/null || true
-  rc=0
-  wait "$cli" || rc=$?
-  if [[ $rc != 0 ]]; then
-    interrupted=true
-    expect_eq "$(state_of "$slow")" "exited" "state after a killed restore"
-    expect_nothing_left_of "$slow"
-    [[ -f $tmp/root/containers/$slow/checkpoint/inventory.img ]] || fail "checkpoint lost"
-    cryo container restore "$slow" >/dev/null
-    wait_until count_at_least "$slow" $((at + 3))
-    counter_continuous "$slow" || fail "counter restarted after a killed restore"
-    break
-  fi
-done
-$interrupted || fail "no restore could be killed half way in 8 attempts"
+wait_until dd_holds "$slow" 40
+cryo container checkpoint "$slow" >/dev/null
+at=$(last_count "$slow")
+expect_exit 125 env CRYO_FAULT_KILL_AT=restore-tree-forked \
+  "$cryo_bin" --root "$tmp/root" --runroot "$tmp/run" container restore "$slow"
+grep -q "died without reporting" "$tmp/err" || fail "killed restore: $(cat "$tmp/err")"
+expect_eq "$(state_of "$slow")" "exited" "state after a killed restore"
+expect_nothing_left_of "$slow"
+[[ -f $tmp/root/containers/$slow/checkpoint/inventory.img ]] || fail "checkpoint lost"
+cryo container restore "$slow" >/dev/null
+wait_until count_at_least "$slow" $((at + 3))
+counter_continuous "$slow" || fail "counter restarted after a killed restore"
+dd_holds "$slow" 40 || fail "the restored dd lost its 40 MiB"
 cryo rm -f -t 0 "$slow" >/dev/null
 
 [[ -z $(monitor_pids) ]] || fail "monitors left: $(monitor_pids)"

@@ -227,6 +227,12 @@ TEST_F(FilesTest, DescriptionsSharedBetweenProcessesStayShared) {
     write_string(31, std::string(reinterpret_cast<char*>(&child), sizeof child));
     ::close(31);
     ::close(11);  // the parent keeps the write end only
+    // Ready only once the child has closed its copies: a dump any earlier would see them.
+    const std::string child_fds = "/proc/" + std::to_string(child) + "/fd/";
+    while (::access((child_fds + "12").c_str(), F_OK) == 0 ||
+           ::access((child_fds + "30").c_str(), F_OK) == 0 ||
+           ::access((child_fds + "31").c_str(), F_OK) == 0)
+      ::usleep(1000);
     write_string(30, "r");
     ::close(30);
   });
