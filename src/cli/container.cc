@@ -916,6 +916,9 @@ void register_container_commands(CLI::App& app, CLI::App& container, GlobalOptio
     cmd->add_option("-u,--user", req->user, "Sets the username or UID used");
     cmd->callback([&g, cmd, req, interactive, detach, env_files] {
       std::vector<std::string> rest = cmd->remaining();
+      // Like Podman's `exec [OPTS] CTR -- CMD...`: the `--` before the command ends the options;
+      // a later `--` belongs to the command.
+      if (rest.size() > 1 && rest[1] == "--") rest.erase(rest.begin() + 1);
       if (rest.size() < 2)
         throw ExitCodeError("exec requires the name or ID of a container and a command", 125);
       ContainerManager manager(store_paths(g));

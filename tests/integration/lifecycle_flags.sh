@@ -109,6 +109,9 @@ cryo run -d --name tty busybox sleep 1000 >/dev/null
 rc=0
 echo | script -qec "$cryo_cmd exec -it tty sh -c 'exit 4'" /dev/null >/dev/null || rc=$?
 expect_eq "$rc" "4" "exec -it exit code through script"
+# `--` before the command ends the options; a later one is the command's.
+expect_eq "$(cryo exec tty -- echo -n dashes)" "dashes" "exec CTR -- CMD"
+expect_eq "$(cryo exec tty -- sh -c 'echo $1' sh --)" "--" "a later -- goes to the command"
 cryo rm -f -t 0 tty >/dev/null
 
 # --- -p with the container port only: a free host port is picked ---
