@@ -124,7 +124,9 @@ void TransferProgress::finish() {
 bool is_framed_image_entry(const std::string& name) {
   static const std::set<std::string> unframed = {"checkpoint/container.json", "checkpoint/dump.log",
                                                  "checkpoint/restore.log"};
-  return starts_with(name, "checkpoint/") && !unframed.count(name);
+  // The tmpfs contents (checkpoint/tmpfs-N.tar) are tars.
+  return starts_with(name, "checkpoint/") && !unframed.count(name) &&
+         !(starts_with(name, "checkpoint/tmpfs-") && name.ends_with(".tar"));
 }
 
 // The archive's bytes on their way to the fd: the producing thread fills buffers of
