@@ -274,8 +274,13 @@ TEST(CheckpointArchive, FramedImagesAreCheckedByTheirOwnChecksum) {
     }
     fs::remove_all(dest);
   };
-  size_t image = original.find(std::string("CRYOIMG\0", 8));
-  ASSERT_NE(image, std::string::npos);
+  // An image's header starts a tar data block (the magic also occurs inside page data).
+  size_t image = 0;
+  for (;; image += 8) {
+    image = original.find(std::string("CRYOIMG\0", 8), image);
+    ASSERT_NE(image, std::string::npos);
+    if (image % 512 == 0 && original[image + 8] == 1 && original[image + 12] == 1) break;
+  }
   std::string damaged = original;
   damaged[image + 24] ^= 1;  // a reserved header byte
   refused_with(damaged, "reserved header bytes");

@@ -624,137 +624,6 @@ class ImageStreamVerifier {
   uint64_t payload_size_ = 0;
 };
 
-// Decompresses a zstd archive in a thread of its own into a few large buffers that libarchive's
-// tar reader takes in order (its read callback): decompression overlaps the unpacking (checksums
-// and writes of the entries). The zstd frames' own checksums are verified by libzstd; a stream
-// that ends inside a frame is an error.
-class ZstdPrefetch {
- public:
-  static constexpr size_t kBufferSize = 4 << 20;
-  static constexpr size_t kBufferCount = 4;
-  static constexpr size_t kInputSize = 1 << 20;
-
-  explicit ZstdPrefetch(int fd) : fd_(fd), dctx_(ZSTD_createDCtx()) {
-    if (!dctx_) throw Error("out of memory creating the zstd decompressor");
-    for (size_t i = 0; i < kBufferCount; ++i) {
-      buffers_.push_back(std::make_unique_for_overwrite<char[]>(kBufferSize));
-      free_.push_back(i);
-    }
-    thread_ = std::thread([this] { run(); });
-  }
-  ~ZstdPrefetch() {
-    {
-      std::lock_guard lock(mutex_);
-      stopping_ = true;
-      changed_.notify_all();
-    }
-    thread_.join();
-    ZSTD_freeDCtx(dctx_);
-  }
-  ZstdPrefetch(const ZstdPrefetch&) = delete;
-  ZstdPrefetch& operator=(const ZstdPrefetch&) = delete;
-
-  // libarchive's read callback: the next buffer, valid until the next call.
-  static la_ssize_t read(archive* a, void* self_ptr, const void** buffer) {
-    auto* self = static_cast<ZstdPrefetch*>(self_ptr);
-    std::unique_lock lock(self->mutex_);
-    if (self->current_ != kNone) {
-      self->free_.push_back(self->current_);
-      self->current_ = kNone;
-      self->changed_.notify_all();
-    }
-    self->changed_.wait(
-        lock, [&] { return !self->filled_.empty() || self->ended_ || !self->error_.empty(); });
-    if (!self->filled_.empty()) {
-      auto [index, size] = self->filled_.front();
-      self->filled_.pop_front();
-      self->current_ = index;
-      *buffer = self->buffers_[index].get();
-      return static_cast<la_ssize_t>(size);
-    }
-    if (!self->error_.empty()) {
-      archive_set_error(a, EINVAL, "%s", self->error_.c_str());
-      return -1;
-    }
-    return 0;
-  }
-
- private:
-  static constexpr size_t kNone = static_cast<size_t>(-1);
-
-  void run() {
-    try {
-      decompress();
-    } catch (const std::exception& e) {
-      std::lock_guard lock(mutex_);
-      error_ = e.what();
-      changed_.notify_all();
-    }
-  }
-
-  void decompress() {
-    std::vector<char> input(kInputSize);
-    size_t out_index = kNone, out_pos = 0;
-    size_t last = 0;  // 0: at a frame boundary
-    auto submit = [&] {
-      std::lock_guard lock(mutex_);
-      filled_.push_back({out_index, out_pos});
-      out_index = kNone;
-      out_pos = 0;
-      changed_.notify_all();
-    };
-    for (;;) {
-      ssize_t n = ::read(fd_, input.data(), input.size());
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) throw Error(std::string("read: ") + std::strerror(errno));
-      if (n == 0) break;
-      ZSTD_inBuffer in{input.data(), static_cast<size_t>(n), 0};
-      bool output_full = false;
-      while (in.pos < in.size || output_full) {
-        if (out_index == kNone) {
-          std::unique_lock lock(mutex_);
-          changed_.wait(lock, [&] { return !free_.empty() || stopping_; });
-          if (stopping_) return;
-          out_index = free_.front();
-          free_.pop_front();
-        }
-        ZSTD_outBuffer out{buffers_[out_index].get(), kBufferSize, out_pos};
-        size_t r = ZSTD_decompressStream(dctx_, &out, &in);
-        if (ZSTD_isError(r))
-          throw Error(std::string("damaged zstd stream: ") + ZSTD_getErrorName(r));
-        last = r;
-        out_pos = out.pos;
-        output_full = out.pos == out.size;
-        if (output_full) submit();
-      }
-    }
-    if (last != 0) throw Error("truncated archive: the zstd stream ends inside a frame");
-    if (out_index != kNone && out_pos > 0) submit();
-    std::lock_guard lock(mutex_);
-    ended_ = true;
-    changed_.notify_all();
-  }
-
-  int fd_;
-  ZSTD_DCtx* dctx_;
-  std::vector<std::unique_ptr<char[]>> buffers_;
-  std::thread thread_;
-  std::mutex mutex_;
-  std::condition_variable changed_;
-  std::deque<size_t> free_;
-  std::deque<std::pair<size_t, size_t>> filled_;
-  size_t current_ = kNone;  // the buffer libarchive reads
-  bool ended_ = false;
-  bool stopping_ = false;
-  std::string error_;
-};
-
-bool is_zstd_file(int fd) {
-  unsigned char magic[4];
-  return ::pread(fd, magic, sizeof magic, 0) == 4 && magic[0] == 0x28 && magic[1] == 0xb5 &&
-         magic[2] == 0x2f && magic[3] == 0xfd;
-}
-
 struct ReadArchiveFree {
   void operator()(archive* a) const { archive_read_free(a); }
 };
@@ -826,16 +695,15 @@ UnpackedArchive unpack_checkpoint_archive(const std::string& path, const std::st
   return with_context("archive " + path, [&] {
     UniqueFd dest_fd = fs::open_or_throw(dest, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     UniqueFd in = fs::open_or_throw(path, O_RDONLY | O_CLOEXEC);
-    // Destroyed after the reader that calls it.
-    std::unique_ptr<ZstdPrefetch> prefetch;
-    if (is_zstd_file(in.get())) prefetch = std::make_unique<ZstdPrefetch>(in.get());
     std::unique_ptr<archive, ReadArchiveFree> a(archive_read_new());
     if (!a) throw Error("archive_read_new failed");
+    // libarchive's own decompression, in this thread: its small blocks are checked and written
+    // while still in the cache (a decompression thread of its own filling large buffers was
+    // measured slower: the checks and writes then read every byte back from memory).
+    archive_read_support_filter_zstd(a.get());
     archive_read_support_filter_gzip(a.get());
     archive_read_support_format_tar(a.get());
-    int opened =
-        prefetch ? archive_read_open(a.get(), prefetch.get(), nullptr, &ZstdPrefetch::read, nullptr)
-                 : archive_read_open_fd(a.get(), in.get(), 1 << 20);
+    int opened = archive_read_open_fd(a.get(), in.get(), 1 << 20);
     if (opened != ARCHIVE_OK)
       throw Error("damaged, truncated or not a checkpoint archive: " + archive_message(a.get()));
 
