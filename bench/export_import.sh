@@ -3,7 +3,10 @@
 # with no compression, then import + restore (`restore -i`) on a second engine; each figure printed
 # next to the ceiling measured in the same run on the same bytes:
 #   - zstd export   vs `zstd -b1 -T<cores>` on the uncompressed archive in memory (/dev/shm)
-#   - none export   vs writing the same bytes to the same disk with fsync (dd conv=fsync)
+#   - none export   vs writing the same bytes to the same disk with fsync (dd conv=fsync), and
+#                   with O_DIRECT (dd oflag=direct, as the export writes): the faster is the ceiling
+#   - the CPU seconds (user+sys) of each export next to those of `zstd -1 -T<cores>` compressing
+#     the same bytes from /dev/shm to /dev/null: with every core busy, CPU is what bounds the rate
 #   - import+restore (zstd archive) vs 1 GB/s (the goal) and zstd's decompression rate
 #   bench/export_import.sh [BUILD_DIR] [SIZE_MIB] [DISK_DIR]   (default: build, 1024, /var/tmp)
 # Own --root/--runroot under DISK_DIR; run as root on a quiet machine.
@@ -25,6 +28,13 @@ cleanup() {
 }
 trap cleanup EXIT
 now_us() { echo $(($(date +%s%N) / 1000)); }
+# cpu_of FILE CMD...: runs CMD (stdout kept), its user+sys CPU seconds into FILE.
+cpu_of() {
+  local file=$1
+  shift
+  /usr/bin/time -f "%U %S" -o "$file" "$@"
+}
+cpu_sum() { awk '{printf "%.2f", $1 + $2}' "$1"; }
 cores=$(nproc)
 
 # A static program that fills SIZE MiB like a process's memory (runs of zeros, small integers,
@@ -74,12 +84,12 @@ pct() { python3 -c "import sys; print('%.0f%%' % (100.0 * float(sys.argv[1]) / f
 # Export with none first (also gives the uncompressed bytes for the ceilings), -R so that the
 # same container is exported again.
 t0=$(now_us)
-s_none=$(cryoA container checkpoint -R --print-stats -c none -e "$tmp/ctr.tar" "$id")
+s_none=$(cpu_of "$tmp/cpu_none" "$cryo_bin" --root "$tmp/A/root" --runroot "$tmp/A/run" container checkpoint -R --print-stats -c none -e "$tmp/ctr.tar" "$id")
 t_none=$(($(now_us) - t0))
 bytes=$(stat_field "$s_none" archive_uncompressed_size)
 none_archive_us=$(stat_field "$s_none" export_duration)
 t0=$(now_us)
-s_zstd=$(cryoA container checkpoint -R --print-stats -e "$tmp/ctr.tar.zst" "$id")
+s_zstd=$(cpu_of "$tmp/cpu_zstd" "$cryo_bin" --root "$tmp/A/root" --runroot "$tmp/A/run" container checkpoint -R --print-stats -e "$tmp/ctr.tar.zst" "$id")
 t_zstd=$(($(now_us) - t0))
 zstd_archive_us=$(stat_field "$s_zstd" export_duration)
 zstd_size=$(stat_field "$s_zstd" archive_size)
@@ -90,9 +100,14 @@ cp "$tmp/ctr.tar" "$shm/ctr.tar"
 zb=$(zstd -b1 -i3 -T"$cores" "$shm/ctr.tar" 2>&1 | tr '\r' '\n' | grep -E 'MB/s' | tail -n 1)
 zstd_c_mbs=$(echo "$zb" | grep -oE '[0-9.]+ MB/s' | head -n 1 | cut -d' ' -f1)
 zstd_d_mbs=$(echo "$zb" | grep -oE '[0-9.]+ MB/s' | tail -n 1 | cut -d' ' -f1)
+cpu_of "$tmp/cpu_zstd_cli" zstd -q -1 -T"$cores" -c "$shm/ctr.tar" >/dev/null
 t0=$(now_us)
 dd if="$shm/ctr.tar" of="$tmp/disk-ceiling" bs=4M conv=fsync status=none
 t_disk=$(($(now_us) - t0))
+rm -f "$tmp/disk-ceiling"
+t0=$(now_us)
+dd if="$shm/ctr.tar" of="$tmp/disk-ceiling" bs=4M oflag=direct conv=fsync status=none
+t_disk_direct=$(($(now_us) - t0))
 rm -f "$tmp/disk-ceiling" "$shm/ctr.tar"
 
 # Import + restore on engine B from the zstd archive (page cache warm, as after a copy).
@@ -105,10 +120,13 @@ echo "export/import of a container with $size_mib MiB ($bytes bytes uncompressed
 printf "%-34s %10s %10s   %s\n" "" "GB/s" "ceiling" "ceiling measured now"
 zc=$(python3 -c "print('%.2f' % ($zstd_c_mbs / 1000.0))")
 zd=$(python3 -c "print('%.2f' % ($zstd_d_mbs / 1000.0))")
-disk=$(gbps "$bytes" "$t_disk")
+disk_buffered=$(gbps "$bytes" "$t_disk")
+disk_direct=$(gbps "$bytes" "$t_disk_direct")
+disk=$(python3 -c "import sys; print(max(sys.argv[1:], key=float))" "$disk_buffered" "$disk_direct")
 printf "%-34s %10s %10s   %s\n" "export zstd (whole command)" "$(gbps "$bytes" "$t_zstd")" "$zc" "zstd -1 -T$cores in memory, same bytes ($(pct "$(gbps "$bytes" "$t_zstd")" "$zc"))"
 printf "%-34s %10s %10s   %s\n" "export zstd (inside cryo)" "$(gbps "$bytes" "$zstd_archive_us")" "$zc" "($(pct "$(gbps "$bytes" "$zstd_archive_us")" "$zc"))"
-printf "%-34s %10s %10s   %s\n" "export none (whole command)" "$(gbps "$bytes" "$t_none")" "$disk" "dd conv=fsync to $disk_dir, same bytes ($(pct "$(gbps "$bytes" "$t_none")" "$disk"))"
+printf "%-34s %10s %10s   %s\n" "export none (whole command)" "$(gbps "$bytes" "$t_none")" "$disk" "dd to $disk_dir, same bytes: buffered $disk_buffered, O_DIRECT $disk_direct ($(pct "$(gbps "$bytes" "$t_none")" "$disk"))"
 printf "%-34s %10s %10s   %s\n" "export none (inside cryo)" "$(gbps "$bytes" "$none_archive_us")" "$disk" "($(pct "$(gbps "$bytes" "$none_archive_us")" "$disk"))"
 printf "%-34s %10s %10s   %s\n" "import+restore zstd (whole)" "$(gbps "$bytes" "$t_imp")" "1.00" "goal; zstd -d in memory: $zd GB/s"
 printf "%-34s %10s\n" "import unpack+verify phase" "$(gbps "$bytes" "$(stat_field "$s_imp" import_duration)")"
+printf "%-34s %10s %10s   %s\n" "CPU s: export zstd / none" "$(cpu_sum "$tmp/cpu_zstd")" "$(cpu_sum "$tmp/cpu_zstd_cli")" "/ $(cpu_sum "$tmp/cpu_none"); zstd -1 -T$cores CLI on the same bytes (user+sys)"

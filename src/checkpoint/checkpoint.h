@@ -13,6 +13,7 @@
 namespace cryo::ckpt {
 
 class ImageSink;
+struct DumpStats;
 
 struct DumpOptions {
   bool leave_running = false;
@@ -32,6 +33,9 @@ struct DumpOptions {
   // gone and its images are not committed; when it throws, the tree runs on), or after it is
   // resumed with leave_running.
   std::function<void()> images_complete;
+  // Filled just before the sink is finished with the figures known then (the frozen time up to
+  // that moment), for a sink that records them (an export's stats-dump).
+  DumpStats* stats_at_finish = nullptr;
 };
 
 // Measured, in microseconds (Podman's --print-stats names).

@@ -204,14 +204,22 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
   // back as they were.
   // The images are made durable once, for the whole set: after the tree runs on again when it
   // does, before it is killed otherwise (a dump that fails must leave the tree alive).
+  auto finish_sink = [&] {
+    if (options.stats_at_finish) {
+      *options.stats_at_finish = stats;
+      if (!options.leave_running)
+        options.stats_at_finish->frozen_time = steady_now_us() - frozen_at;
+    }
+    with_context(sink.describe(), [&] { sink.finish(); });
+  };
   if (options.leave_running) {
     files.release_tcp_repair();
     tree.resume();
     stats.frozen_time = steady_now_us() - frozen_at;
-    with_context(sink.describe(), [&] { sink.finish(); });
+    finish_sink();
     if (options.images_complete) options.images_complete();
   } else {
-    with_context(sink.describe(), [&] { sink.finish(); });
+    finish_sink();
     if (options.images_complete) options.images_complete();
     files.keep_tcp_repair_for_kill();
     tree.kill();

@@ -221,6 +221,10 @@ void register_checkpoint_commands(CLI::App& app, CLI::App& container, GlobalOpti
         return r.state == ContainerState::kRunning;
       });
       if (!exp->file.empty()) return run_export(paths, ids, *exp, *opts, *print_stats, t0);
+      if (exp->ignore_rootfs)
+        throw ExitCodeError("--ignore-rootfs can only be used with --export", 125);
+      if (exp->ignore_volumes)
+        throw ExitCodeError("--ignore-volumes can only be used with --export", 125);
       nlohmann::json stats = nlohmann::json::array();
       for_each_container(ids, [&](const std::string& id) {
         engine::ContainerCheckpointResult r = engine::checkpoint_container(paths, id, *opts);
@@ -267,6 +271,10 @@ void register_checkpoint_commands(CLI::App& app, CLI::App& container, GlobalOpti
       }
       if (!imp->options.name.empty() || !imp->options.publish.empty())
         throw ExitCodeError("--name and --publish can only be used with --import", 125);
+      if (imp->options.ignore_rootfs)
+        throw ExitCodeError("--ignore-rootfs can only be used with --import", 125);
+      if (imp->options.ignore_volumes)
+        throw ExitCodeError("--ignore-volumes can only be used with --import", 125);
       ContainerManager manager(paths);
       auto ids = select_containers(manager, *sel, [](const ContainerRecord& r) {
         return r.checkpointed && r.state != ContainerState::kRunning;

@@ -251,6 +251,47 @@ TEST(CheckpointArchive, FuzzedZstdArchiveNeverEscapesOrCrashes) {
   fuzz(ArchiveCompression::kZstd, 300);
 }
 
+// An image's integrity in the archive is its own framing: every header byte is checked, and its
+// XXH3-64 must be the one checksums.json records.
+TEST(CheckpointArchive, FramedImagesAreCheckedByTheirOwnChecksum) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (ptrace of the dumped child)";
+  EXPECT_TRUE(is_framed_image_entry("checkpoint/inventory.img"));
+  EXPECT_FALSE(is_framed_image_entry("checkpoint/container.json"));
+  EXPECT_FALSE(is_framed_image_entry("checkpoint/tmpfs-0.tar"));
+  EXPECT_FALSE(is_framed_image_entry("config.dump"));
+  TempDir tmp;
+  std::string original = fs::read_file(make_real_archive(tmp.path(), ArchiveCompression::kNone));
+  auto refused_with = [&](const std::string& damaged, const std::string& why) {
+    std::string path = tmp.path() + "/damaged.tar";
+    std::string dest = tmp.path() + "/target";
+    fs::write_file(path, damaged);
+    fs::mkdir_p(dest);
+    try {
+      unpack_checkpoint_archive(path, dest, nullptr);
+      ADD_FAILURE() << "accepted: " << why;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
+    }
+    fs::remove_all(dest);
+  };
+  // An image's header starts a tar data block (the magic also occurs inside page data).
+  size_t image = 0;
+  for (;; image += 8) {
+    image = original.find(std::string("CRYOIMG\0", 8), image);
+    ASSERT_NE(image, std::string::npos);
+    if (image % 512 == 0 && original[image + 8] == 1 && original[image + 12] == 1) break;
+  }
+  std::string damaged = original;
+  damaged[image + 24] ^= 1;  // a reserved header byte
+  refused_with(damaged, "reserved header bytes");
+  size_t recorded = original.find("\"image_xxh3_64\": \"");
+  ASSERT_NE(recorded, std::string::npos);
+  damaged = original;
+  char& digit = damaged[recorded + 18];
+  digit = digit == '0' ? '1' : '0';
+  refused_with(damaged, "corrupted");
+}
+
 TEST(CheckpointArchive, HostCompatibility) {
   nlohmann::json here = {
       {"arch", "x86_64"}, {"xcr0", "0x7"}, {"cpu_flags", {"sse2", "avx", "avx2", "ht"}}};

@@ -1,4 +1,5 @@
 #include "engine/checkpoint/archive.h"
+#include "engine/checkpoint/container_checkpoint_mounts.h"
 
 #include "checkpoint/image/image_sink.h"
 
@@ -170,7 +171,7 @@ void write_archive_head(ArchiveWriter& out, const StorePaths& paths, const Conta
 // on disk before the dump ends the container.
 void write_archive_tail(ArchiveWriter& out, int fd, const StorePaths& paths,
                         const ContainerRecord& record, const ArchiveExportOptions& options,
-                        uint64_t images, uint64_t image_bytes, uint64_t dump_start_us) {
+                        const nlohmann::json& stats) {
   ContainerStore store(paths);
   std::string container_dir = paths.container_dir(record.id);
   if (!options.ignore_rootfs) {
@@ -201,9 +202,6 @@ void write_archive_tail(ArchiveWriter& out, int fd, const StorePaths& paths,
   }
   if (fs::exists(store.log_path(record.id)))
     out.add_file("container.log", store.log_path(record.id));
-  nlohmann::json stats = {{"images", images},
-                          {"image_bytes", image_bytes},
-                          {"dump_time_until_archive_tail", steady_now_us() - dump_start_us}};
   out.add_bytes("stats-dump", stats.dump(2) + "\n");
   out.finish();
   if (::fsync(fd) < 0) throw_errno("fsync the archive");
@@ -273,15 +271,27 @@ ArchiveExportResult export_container(const StorePaths& paths, const std::string&
     ArchiveWriter writer(fd.get(), file, options.compression, &progress);
     write_archive_head(writer, paths, record, options);
     ArchiveSink* sink_ptr = nullptr;
+    ckpt::DumpStats stats_at_tail;
     ArchiveSink sink(writer, file, [&] {
-      write_archive_tail(writer, fd.get(), paths, record, options, sink_ptr->images(),
-                         sink_ptr->bytes(), t0);
+      // The engine's figures (CRIU's stats-dump names, microseconds), frozen_time up to here.
+      nlohmann::json stats = {{"freezing_time", stats_at_tail.freezing_time},
+                              {"frozen_time", stats_at_tail.frozen_time},
+                              {"memdump_time", stats_at_tail.memdump_time},
+                              {"memwrite_time", stats_at_tail.memwrite_time},
+                              {"pages_scanned", stats_at_tail.pages_scanned},
+                              {"pages_written", stats_at_tail.pages_written},
+                              {"images", sink_ptr->images()},
+                              {"image_bytes", sink_ptr->bytes()},
+                              {"leave_running", options.checkpoint.leave_running},
+                              {"export_time_until_tail", steady_now_us() - t0}};
+      write_archive_tail(writer, fd.get(), paths, record, options, stats);
     });
     sink_ptr = &sink;
     // The dump streams into the archive; the tail is written from the sink's finish(), before
     // the dump ends (or resumes) the container. Any failure up to there resumes it.
     ContainerCheckpointOptions checkpoint = options.checkpoint;
     checkpoint.sink = &sink;
+    checkpoint.stats_at_finish = &stats_at_tail;
     result.checkpoint = checkpoint_container(paths, id, checkpoint);
     progress.finish();
     result.archive_bytes = writer.compressed_bytes();
@@ -309,6 +319,33 @@ nlohmann::json parse_entry(const std::string& staging, const std::string& name) 
     return nlohmann::json::parse(*text);
   } catch (const nlohmann::json::exception& e) {
     throw Error(name + " is not valid JSON: " + e.what());
+  }
+}
+
+// The tmpfs mounts the checkpoint describes are mounted and filled inside the container on
+// restore: each must be an absolute path without "..", and its contents a tmpfs-N.tar of the
+// archive.
+void check_saved_tmpfs(const nlohmann::json& saved, const std::string& staging) {
+  if (!saved.contains("tmpfs")) return;
+  if (!saved["tmpfs"].is_array()) throw Error("malformed tmpfs list");
+  for (const auto& item : saved["tmpfs"]) {
+    SavedTmpfs t;
+    try {
+      t = saved_tmpfs_from_json(item);
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(std::string("malformed tmpfs entry: ") + e.what());
+    }
+    if (t.path.empty() || t.path[0] != '/')
+      throw Error("refusing tmpfs at \"" + t.path + "\": not an absolute path");
+    for (const auto& c : split(t.path, '/'))
+      if (c == "..") throw Error("refusing tmpfs at " + t.path + ": \"..\" component");
+    std::string digits = t.archive.size() > 10 ? t.archive.substr(6, t.archive.size() - 10) : "";
+    if (!starts_with(t.archive, "tmpfs-") || !t.archive.ends_with(".tar") || digits.empty() ||
+        digits.find_first_not_of("0123456789") != std::string::npos)
+      throw Error("refusing tmpfs contents \"" + t.archive + "\": not a tmpfs-N.tar");
+    if (!fs::exists(staging + "/checkpoint/" + t.archive))
+      throw Error("the archive lacks checkpoint/" + t.archive + " (the contents of tmpfs " +
+                  t.path + ")");
   }
 }
 
@@ -378,6 +415,7 @@ ArchiveImportResult import_container(const StorePaths& paths, const std::string&
   nlohmann::json saved = with_context("checkpoint/container.json", [&] {
     return parse_entry(staging, std::string("checkpoint/") + kCheckpointContainerFile);
   });
+  with_context("checkpoint/container.json", [&] { check_saved_tmpfs(saved, staging); });
   if (!fs::exists(staging + "/checkpoint/inventory.img"))
     throw Error("the archive holds no process images (checkpoint/inventory.img)");
   if (!valid_container_name(old.name) || old.id.size() != 64 ||
@@ -513,6 +551,9 @@ ArchiveImportResult import_container(const StorePaths& paths, const std::string&
       if (network) saved["network_status"] = to_json(*network);
       fs::write_file_atomic(staging + "/checkpoint/" + kCheckpointContainerFile,
                             saved.dump(2) + "\n", 0600);
+      // --keep: the dump's statistics stay with the checkpoint, beside the restore's.
+      if (options.keep && fs::exists(staging + "/stats-dump"))
+        ::rename((staging + "/stats-dump").c_str(), (staging + "/checkpoint/stats-dump").c_str());
       std::string target = checkpoint_dir(paths, rec.id);
       if (::rename((staging + "/checkpoint").c_str(), target.c_str()) < 0)
         throw_errno("rename the unpacked checkpoint to " + target);

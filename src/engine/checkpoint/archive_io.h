@@ -6,6 +6,7 @@
 #include <xxhash.h>
 
 #include <cstdint>
+#include <exception>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -24,7 +25,8 @@ std::string to_string(ArchiveCompression compression);
 // The entries an archive always has, and the one written last that checks all others.
 inline constexpr const char* kManifestEntry = "export.json";
 inline constexpr const char* kChecksumsEntry = "checksums.json";
-inline constexpr int kArchiveFormatVersion = 1;
+// 2: framed images are checked by their own XXH3-64 (checksums.json "image_xxh3_64").
+inline constexpr int kArchiveFormatVersion = 2;
 
 // "Exporting: 1.2 GiB, 850.3 MiB/s" on stderr, redrawn at most every 200 ms. Silent unless
 // enabled (the CLI enables it when stderr is a terminal).
@@ -46,8 +48,20 @@ class TransferProgress {
   uint64_t last_draw_us_ = 0;
 };
 
+// Whether the archive entry `name` is a framed checkpoint image (checkpoint/NAME other than the
+// unframed container.json and logs): its integrity is its own trailer's XXH3-64, verified by
+// the importer as the bytes go by, so the archive records that value instead of hashing the
+// entry a second time.
+bool is_framed_image_entry(const std::string& name);
+
+class ArchiveOutput;
+
 // Writes a tar archive (pax, zstd-compressed on all cores, gzip or plain) to an fd, entry by entry.
-// Every entry's size and XXH3-128 go into kChecksumsEntry, written by finish().
+// Every entry's size and checksum go into kChecksumsEntry, written by finish(): XXH3-128 of the
+// entry, or for a framed image the XXH3-64 of its trailer. The data passes through libarchive's
+// tar writer without blocking copies, through libzstd's multi-threaded compressor (zstd) and into
+// large buffers that a thread of their own writes to the fd, starting the disk's writeback as it
+// goes: compression, writing and the dump that feeds write() overlap.
 class ArchiveWriter {
  public:
   // `what` names the output in errors. `progress` (may be null) counts compressed bytes written.
@@ -65,30 +79,37 @@ class ArchiveWriter {
   void begin_entry(const std::string& name, uint64_t size);
   void write(const void* data, size_t size);
   void end_entry();
-  // Writes the checksums and the end of the archive, flushes the compressor.
+  // Writes the checksums and the end of the archive, flushes the compressor and waits until every
+  // byte was written to the fd (not synced: the caller fsyncs).
   void finish();
 
-  uint64_t compressed_bytes() const { return compressed_bytes_; }
+  uint64_t compressed_bytes() const;
   uint64_t uncompressed_bytes() const { return uncompressed_bytes_; }
 
  private:
   struct Free {
     void operator()(archive* a) const;
   };
+  struct ZstdFree {
+    void operator()(void* cctx) const;
+  };
   static ssize_t write_callback(archive* a, void* self, const void* buffer, size_t length);
+  void compress(const void* data, size_t size, bool end);
   [[noreturn]] void fail(const std::string& doing);
 
-  int fd_;
   std::string what_;
-  TransferProgress* progress_;
+  std::unique_ptr<ArchiveOutput> output_;
+  std::unique_ptr<void, ZstdFree> zstd_;  // ZSTD_CCtx, with -c zstd
   std::unique_ptr<archive, Free> archive_;
-  int write_errno_ = 0;
-  uint64_t compressed_bytes_ = 0;
+  std::exception_ptr callback_error_;  // of the output or the compressor, seen in the callback
+  bool abandoned_ = false;
   uint64_t uncompressed_bytes_ = 0;
   // The open streamed entry.
   std::string entry_name_;
   uint64_t entry_size_ = 0;
   uint64_t entry_written_ = 0;
+  bool entry_framed_ = false;
+  char entry_trailer_[16] = {};
   XXH3_state_t* entry_hash_;
   nlohmann::json checksums_ = nlohmann::json::object();
 };

@@ -152,6 +152,49 @@ void write_all_and_close(UniqueFd& fd, const std::string& text) {
   fd.reset();
 }
 
+// An export's sink: the tmpfs contents go into the archive as its last images, when the dump
+// finishes it (the tree still frozen, unless -R resumed it, as for a checkpoint in place).
+class TmpfsExportSink : public ckpt::ImageSink {
+ public:
+  TmpfsExportSink(ckpt::ImageSink* archive, const std::vector<SavedTmpfs>& tmpfs,
+                  const std::vector<UniqueFd>& roots, std::string scratch_dir)
+      : archive_(archive), tmpfs_(tmpfs), roots_(roots), scratch_dir_(std::move(scratch_dir)) {}
+  std::unique_ptr<ckpt::ImageOutput> create(const std::string& name, uint64_t size) override {
+    return archive_->create(name, size);
+  }
+  void finish() override {
+    uint64_t t0 = steady_now_us();
+    // Each tar is made beside the dump's log, then copied into the archive with its exact size.
+    save_tmpfs_contents(tmpfs_, roots_, scratch_dir_);
+    for (const SavedTmpfs& t : tmpfs_) {
+      std::string path = scratch_dir_ + "/" + t.archive;
+      UniqueFd in = fs::open_or_throw(path, O_RDONLY | O_CLOEXEC);
+      struct stat st;
+      if (::fstat(in.get(), &st) < 0) throw_errno("stat " + path);
+      auto out = archive_->create(t.archive, static_cast<uint64_t>(st.st_size));
+      std::vector<char> buffer(1 << 20);
+      for (;;) {
+        ssize_t n = ::read(in.get(), buffer.data(), buffer.size());
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) throw_errno("read " + path);
+        if (n == 0) break;
+        out->write(buffer.data(), static_cast<size_t>(n));
+      }
+      out->commit();
+      ::unlink(path.c_str());
+    }
+    LOG_DEBUG << "tmpfs contents archived in " << (steady_now_us() - t0) << " us";
+    archive_->finish();
+  }
+  std::string describe() const override { return archive_->describe(); }
+
+ private:
+  ckpt::ImageSink* archive_;
+  const std::vector<SavedTmpfs>& tmpfs_;
+  const std::vector<UniqueFd>& roots_;
+  std::string scratch_dir_;
+};
+
 }  // namespace
 
 std::string checkpoint_dir(const StorePaths& paths, const std::string& id) {
@@ -197,9 +240,6 @@ ContainerCheckpointResult checkpoint_container(const StorePaths& paths, const st
     std::vector<SavedTmpfs> tmpfs = with_context("the mounts of container " + record.name, [&] {
       return tmpfs_to_save(spec, read_mountinfo(record.pid));
     });
-    // Not supported yet: an export carries no tmpfs contents (the archive is finished before they
-    // are saved); the spec's tmpfs mounts come back empty on the destination.
-    if (options.sink) tmpfs.clear();
     std::vector<UniqueFd> tmpfs_roots;
     nlohmann::json tmpfs_json = nlohmann::json::array();
     for (const SavedTmpfs& t : tmpfs) {
@@ -219,14 +259,16 @@ ContainerCheckpointResult checkpoint_container(const StorePaths& paths, const st
     dump_options.tcp_established = options.tcp_established;
     dump_options.file_locks = options.file_locks;
     dump_options.freezer_cgroup = freezer_dir;
+    dump_options.stats_at_finish = options.stats_at_finish;
     for (auto& [fd, stream] : streams.items())
       if (stream.at("kind") != "other") dump_options.external_files.insert(stream.at("link"));
+    TmpfsExportSink export_sink(options.sink, tmpfs, tmpfs_roots, temp_dir);
     if (options.sink) {
       // An export: every image goes into the archive; no checkpoint directory is committed.
       auto out = options.sink->create(kContainerImage, saved_text.size());
       out->write(saved_text.data(), saved_text.size());
       out->commit();
-      dump_options.sink = options.sink;
+      dump_options.sink = &export_sink;
     } else {
       fs::write_file_atomic(temp_dir + "/" + kContainerImage, saved_text, 0600);
     }

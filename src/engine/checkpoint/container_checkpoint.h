@@ -27,6 +27,8 @@ struct ContainerCheckpointOptions {
   // checkpoint -e: the images (and container.json) go to this sink (an archive being written)
   // instead of <container dir>/checkpoint; not owned.
   ckpt::ImageSink* sink = nullptr;
+  // checkpoint -e: the dump's statistics as known when the sink is finished (for its stats-dump).
+  ckpt::DumpStats* stats_at_finish = nullptr;
 };
 
 struct ContainerCheckpointResult {
