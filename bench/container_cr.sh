@@ -143,7 +143,7 @@ rss_mib() { awk '/^Rss/ {s += $2} END {print int(s / 1024)}' /proc/"$1"/smaps_ro
 dd_pid=""
 until [[ -n $dd_pid && $(rss_mib "$dd_pid") -ge 1024 ]]; do
   sleep 0.1
-  dd_pid=$(for p in $(cat /sys/fs/cgroup/pids/cryo/"$big"/cgroup.procs); do
+  dd_pid=$(for p in $(cat /sys/fs/cgroup/pids/cryo*/"$big"/cgroup.procs); do
     [[ $(cat /proc/"$p"/comm) == dd ]] && echo "$p"; done || true)
 done
 for i in 1 2 3; do

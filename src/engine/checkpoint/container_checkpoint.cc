@@ -16,6 +16,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <optional>
 
 #include "common/clock.h"
 #include "common/error.h"
@@ -182,7 +183,8 @@ ContainerCheckpointResult checkpoint_container(const StorePaths& paths, const st
     rename_or_throw(previous_dir, final_dir);
   fs::remove_all(temp_dir);
   fs::remove_all(previous_dir);
-  std::string freezer_dir = ContainerCgroup::existing(id).freezer_path();
+  std::string freezer_dir =
+      ContainerCgroup::existing(container_cgroup_name(paths, id)).freezer_path();
 
   ContainerCheckpointResult result;
   result.id = id;
@@ -245,6 +247,9 @@ ContainerCheckpointResult checkpoint_container(const StorePaths& paths, const st
         ContainerRecord marked = manager.store().load(id);
         marked.checkpointed = true;
         marked.checkpointed_ns = now_ns();
+        // In place, the network waits for the restore where it is (an export's destination
+        // builds its own, and the ports are free for it).
+        marked.network_kept = !options.sink;
         manager.store().save(marked);
       }
     };
@@ -323,12 +328,38 @@ ContainerRestoreResult restore_container(const StorePaths& paths, const std::str
     if (!saved.at("network_status").is_null()) {
       uint64_t t_network = steady_now_us();
       NetworkStatus before = network_status_from_json(saved.at("network_status"));
+      NetworkManager network(paths);
+      std::optional<NetworkStatus> status;
+      if (record.network_kept && !record.network_status.is_null()) {
+        // From here on a failed restore tears the kept network down like a rebuilt one.
+        NetworkStatus kept = network_status_from_json(record.network_status);
+        record.network_kept = false;
+        store.save(record);
+        bool taken_over = false;
+        try {
+          taken_over = network.take_over_kept(id, kept);
+        } catch (...) {
+          network.teardown(id, kept);
+          record.network_status = nullptr;
+          store.save(record);
+          throw;
+        }
+        if (taken_over) {
+          status = kept;
+          LOG_DEBUG << "kept network taken over";
+        } else {
+          LOG_INFO << "the kept network of container " << id << " is incomplete: rebuilt";
+          network.teardown(id, kept);
+          record.network_status = nullptr;
+          store.save(record);
+        }
+      }
       // A setup that fails (a host port taken meanwhile...) removes what it made.
-      NetworkStatus status = NetworkManager(paths).setup(id, request_from_status(before));
-      record.network_status = to_json(status);
+      if (!status) status = network.setup(id, request_from_status(before));
+      record.network_status = to_json(*status);
       store.save(record);
       for (auto& ns : spec.at("linux").at("namespaces"))
-        if (ns.at("type") == "network") ns["path"] = status.netns_path;
+        if (ns.at("type") == "network") ns["path"] = status->netns_path;
       LOG_DEBUG << "network set up in " << (steady_now_us() - t_network) << " us";
     }
     fs::write_file_atomic(store.spec_path(id), spec.dump(2) + "\n", 0600);

@@ -119,7 +119,8 @@ class Monitor {
     nlohmann::json restore_stats;
     try {
       cgroup_ = std::make_unique<ContainerCgroup>(
-          ContainerCgroup::create(id_, {record.config.memory_limit, record.config.pids_limit}));
+          ContainerCgroup::create(container_cgroup_name(paths_, id_),
+                                  {record.config.memory_limit, record.config.pids_limit}));
       // container-cr: a restore makes the time namespace with the dumped clocks itself.
       if (!restore_) enter_new_time_namespace_for_children();
       ProcessStdio stdio;
@@ -169,6 +170,7 @@ class Monitor {
       record.started_ns = now_ns();
       record.finished_ns = 0;
       record.exit_code = 0;
+      record.network_kept = false;
       if (restore_) {  // container-cr
         record.checkpointed = false;
         record.restored = true;
