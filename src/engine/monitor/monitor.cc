@@ -176,7 +176,8 @@ class Monitor {
         record.restored = true;
         record.restored_ns = record.started_ns;
       }
-      store_.save(record);
+      // Live state (the monitor's and init's PIDs): a power loss ends them whatever it says.
+      store_.save(record, false);
     }
     ::unlink(store_.exit_file_path(id_).c_str());
     report_status({{"ok", true}, {"pid", init_pid_}, {"restore_stats", restore_stats}});
