@@ -42,7 +42,7 @@ done
 # Capabilities: Podman's default set only.
 expect_eq "$(awk '/^CapBnd/ {print $2}' /proc/"$pid"/status)" "00000000800405fb" "bounding set"
 # One cgroup per container, with the init in it.
-grep -q "cryo/$id" /proc/"$pid"/cgroup || fail "init not in the container cgroup: $(cat /proc/"$pid"/cgroup)"
+grep -q ":/cryo-[0-9a-f]*/$id$" /proc/"$pid"/cgroup || fail "init not in the container cgroup: $(cat /proc/"$pid"/cgroup)"
 
 # --- exec ---
 expect_eq "$(cryo exec web sh -c 'echo $((6*7))')" "42" "exec output"
