@@ -370,9 +370,9 @@ ContainerRestoreResult restore_container(const StorePaths& paths, const std::str
       fs::write_file_atomic(store.spec_path(id), spec_text, 0600);
     fs::mkdir_p(paths.run_container_dir(id));
     fs::write_file_replace(paths.run_container_dir(id) + "/" + kRestoreOptionsFile,
-                          nlohmann::json{{"tcp_established", options.tcp_established},
-                                         {"file_locks", options.file_locks}}
-                              .dump());
+                           nlohmann::json{{"tcp_established", options.tcp_established},
+                                          {"file_locks", options.file_locks}}
+                               .dump());
   }
   MonitorStart started;
   try {
