@@ -4,9 +4,11 @@
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <thread>
 
@@ -14,7 +16,6 @@
 #include "common/fs.h"
 #include "common/log.h"
 #include "common/strings.h"
-#include "engine/storage/digest.h"
 
 namespace cryo::engine {
 
@@ -64,8 +65,11 @@ std::string container_cgroup_name(const StorePaths& paths, const std::string& co
   std::string runroot = std::filesystem::absolute(paths.runroot).lexically_normal().string();
   while (runroot.size() > 1 && runroot.back() == '/') runroot.pop_back();
   if (runroot == kDefaultRunroot) return std::string(kDefaultParent) + "/" + container_id;
-  return std::string(kDefaultParent) + "-" + storage::sha256_hex(runroot).substr(0, 12) + "/" +
-         container_id;
+  // XXH3, not SHA-256: a name, not a security boundary, and no libcrypto start in every monitor.
+  char hash[17];
+  std::snprintf(hash, sizeof hash, "%016llx",
+                static_cast<unsigned long long>(XXH3_64bits(runroot.data(), runroot.size())));
+  return std::string(kDefaultParent) + "-" + std::string(hash, 12) + "/" + container_id;
 }
 
 bool ContainerCgroup::host_is_pure_cgroup2() {

@@ -17,7 +17,7 @@ namespace cryo::engine {
 
 // The cgroup of container `container_id` of the engine store `paths`, relative to each hierarchy's
 // root (the OCI spec's cgroupsPath): "cryo/<id>" for the default runroot (/run/cryo), and
-// "cryo-<12 hex digits of the SHA-256 of the absolute runroot>/<id>" for any other, so that two
+// "cryo-<12 hex digits of the XXH3 hash of the absolute runroot>/<id>" for any other, so that two
 // engines with their own runroots never share a cgroup, even for the same container id.
 std::string container_cgroup_name(const StorePaths& paths, const std::string& container_id);
 
