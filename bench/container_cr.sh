@@ -6,10 +6,14 @@
 #     downtime seen by a client polling every millisecond
 #       through checkpoint + restore                        <= 100 ms
 #   container holding 1 GiB of touched memory: checkpoint   <= 1.5 s
+# The first HTTP answer after a restore is asked for by bash itself (/dev/tcp: no process start
+# per attempt; a curl start costs 20-40 ms, not the container's), timed with $EPOCHREALTIME.
 # Prints the medians (min, max) of CYCLES cycles, each cycle's --print-stats figures, the machine's
 # ceilings measured in the same run (bench/ceilings) and the load average: figures mean something
 # only on a quiet machine.
 #   bash bench/container_cr.sh [BUILD_DIR] [CYCLES]      (default: build, 10)
+# CRYO_BENCH_HTTPD_ONLY=1 skips the 1 GiB container (e.g. to compare two builds one after the
+# other under the same load).
 # Uses its own --root/--runroot under /tmp (CRYO_BENCH_DIR to put them elsewhere) and free
 # loopback ports. Run as root.
 set -euo pipefail
@@ -26,7 +30,15 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
-now_us() { echo $(($(date +%s%N) / 1000)); }
+# One HTTP/1.0 request by bash's /dev/tcp: succeeds when the status line came back.
+http_answers() {
+  local line
+  exec 3<>"/dev/tcp/127.0.0.1/$1" || return 1
+  printf 'GET / HTTP/1.0\r\n\r\n' >&3
+  IFS= read -r line <&3 || line=
+  exec 3<&-
+  [[ $line == HTTP/* ]]
+}
 # Median (min, max) of the numbers (µs) in file $1, in ms.
 summary() { sort -n "$1" | awk '{a[NR]=$1} END {printf "%8.1f ms  (min %.1f, max %.1f, n=%d)", a[int((NR+1)/2)]/1000, a[1]/1000, a[NR]/1000, NR}'; }
 free_port() {
@@ -42,16 +54,20 @@ BUSYBOX_TAR=${BUSYBOX_TAR:-$build/busybox-rootfs.tar} CRYO=$cryo_bin \
 port=$(free_port)
 id=$(cryo run -dt -p "127.0.0.1:$port:8080/tcp" busybox httpd -f -p 8080 -h /www)
 until curl -sf -o /dev/null "http://127.0.0.1:$port/"; do sleep 0.01; done
+t0=${EPOCHREALTIME/./}
+http_answers "$port"
+t1=${EPOCHREALTIME/./}
+echo "for scale: one /dev/tcp request to the running httpd: $((t1 - t0)) us"
 
 # --- checkpoint, and restore until the first HTTP answer ---
 : >"$tmp/ckpt" ; : >"$tmp/restore_answer" ; : >"$tmp/restore_cli"
 printf "%5s %10s %10s %10s %10s %10s %12s\n" cycle ckpt_us freeze_us frozen_us pages restore_us answer_us
 for i in $(seq "$cycles"); do
   c=$(cryo container checkpoint --print-stats "$id")
-  t0=$(now_us)
+  t0=${EPOCHREALTIME/./}
   r=$(cryo container restore --print-stats "$id")
-  until curl -sf -o /dev/null --max-time 1 "http://127.0.0.1:$port/"; do :; done
-  t1=$(now_us)
+  until http_answers "$port" 2>/dev/null; do :; done
+  t1=${EPOCHREALTIME/./}
   ckpt=$(json_field "$c" 'd["podman_checkpoint_duration"]')
   restore=$(json_field "$r" 'd["podman_restore_duration"]')
   echo "$ckpt" >>"$tmp/ckpt"
@@ -136,6 +152,7 @@ done
 cryo rm -f -t 0 "$id" >/dev/null
 
 # --- a container holding 1 GiB of touched memory ---
+if [[ -z ${CRYO_BENCH_HTTPD_ONLY:-} ]]; then
 : >"$tmp/big_ckpt" ; : >"$tmp/big_restore"
 # Random bytes: zero pages would not be dumped, nor restored, nor dumped again.
 big=$(cryo run -d busybox sh -c 'dd if=/dev/urandom bs=1024M count=1 2>/dev/null | sleep 1000000')
@@ -143,7 +160,7 @@ rss_mib() { awk '/^Rss/ {s += $2} END {print int(s / 1024)}' /proc/"$1"/smaps_ro
 dd_pid=""
 until [[ -n $dd_pid && $(rss_mib "$dd_pid") -ge 1024 ]]; do
   sleep 0.1
-  dd_pid=$(for p in $(cat /sys/fs/cgroup/pids/cryo/"$big"/cgroup.procs); do
+  dd_pid=$(for p in $(cat /sys/fs/cgroup/pids/cryo*/"$big"/cgroup.procs); do
     [[ $(cat /proc/"$p"/comm) == dd ]] && echo "$p"; done || true)
 done
 for i in 1 2 3; do
@@ -154,12 +171,13 @@ for i in 1 2 3; do
   json_field "$r" 'd["podman_restore_duration"]' >>"$tmp/big_restore"
 done
 cryo rm -f -t 0 "$big" >/dev/null
+fi
 
 echo
 echo "httpd checkpoint (podman_checkpoint_duration) $(summary "$tmp/ckpt")   target <= 30 ms"
 echo "httpd restore until first HTTP answer         $(summary "$tmp/restore_answer")   target <= 50 ms"
 echo "httpd restore (podman_restore_duration)       $(summary "$tmp/restore_cli")"
 echo "downtime seen by a 1 ms poller (ckpt+restore) $(summary "$tmp/downtime")   target <= 100 ms"
-echo "1 GiB checkpoint (podman_checkpoint_duration) $(summary "$tmp/big_ckpt")   target <= 1.5 s"
-echo "1 GiB restore (podman_restore_duration)       $(summary "$tmp/big_restore")"
+[[ -s $tmp/big_ckpt ]] && echo "1 GiB checkpoint (podman_checkpoint_duration) $(summary "$tmp/big_ckpt")   target <= 1.5 s"
+[[ -s $tmp/big_restore ]] && echo "1 GiB restore (podman_restore_duration)       $(summary "$tmp/big_restore")"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

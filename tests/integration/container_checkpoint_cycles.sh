@@ -31,7 +31,13 @@ server=$(cryo run -d -p "127.0.0.1:$port:8080/tcp" busybox sh -c '
   done
   exec httpd -f -p 8080 -h /www')
 wait_until curl -sf "http://127.0.0.1:$port/"
-workers_counted() { for w in 1 2 3; do cryo logs "$server" | grep -q "^w$w $1\$" || return 1; done; }
+# The log is read whole first: a `grep -q` quitting early on a log bigger than a pipe's buffer
+# would make `cryo logs` die of SIGPIPE, and the pipeline fail (pipefail) however far they count.
+workers_counted() {
+  local log w
+  log=$(cryo logs "$server")
+  for w in 1 2 3; do grep -q "^w$w $1\$" <<<"$log" || return 1; done
+}
 wait_until workers_counted 3
 # Each worker's numbers follow on one by one, whatever the checkpoints in between.
 workers_continuous() {

@@ -16,7 +16,7 @@ big_container() {
 # The dd of big container $1 holds $2 MiB.
 dd_holds() {
   local p
-  for p in $(cat /sys/fs/cgroup/pids/cryo/"$1"/cgroup.procs); do
+  for p in $(cat /sys/fs/cgroup/pids/cryo*/"$1"/cgroup.procs); do
     [[ $(cat /proc/"$p"/comm 2>/dev/null) == dd ]] || continue
     [[ $(awk '/^Rss/ {s += $2} END {print int(s / 1024)}' /proc/"$p"/smaps_rollup) -ge $2 ]] && return 0
   done

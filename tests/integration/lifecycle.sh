@@ -42,7 +42,7 @@ done
 # Capabilities: Podman's default set only.
 expect_eq "$(awk '/^CapBnd/ {print $2}' /proc/"$pid"/status)" "00000000800405fb" "bounding set"
 # One cgroup per container, with the init in it.
-grep -q "cryo/$id" /proc/"$pid"/cgroup || fail "init not in the container cgroup: $(cat /proc/"$pid"/cgroup)"
+grep -q ":/cryo-[0-9a-f]*/$id$" /proc/"$pid"/cgroup || fail "init not in the container cgroup: $(cat /proc/"$pid"/cgroup)"
 
 # --- exec ---
 expect_eq "$(cryo exec web sh -c 'echo $((6*7))')" "42" "exec output"
@@ -131,14 +131,18 @@ expect_eq "$(cat "$tmp/host/g")" "written" "read-write bind mount"
 
 # --- limits ---
 id=$(cryo run -d --memory 64m --pids-limit 32 busybox sleep 1000)
-cg=$(awk -F: '$2 == "memory" {print $3}' /proc/"$(cryo inspect -f '{{.State.Pid}}' "$id")"/cgroup)
+# The cgroup of a store other than the default one: cryo-<hash of its runroot>/<id>.
+pid=$(cryo inspect -f '{{.State.Pid}}' "$id")
 if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then
-  expect_eq "$(cat /sys/fs/cgroup/cryo/"$id"/memory.max)" "67108864" "memory.max"
-  expect_eq "$(cat /sys/fs/cgroup/cryo/"$id"/pids.max)" "32" "pids.max"
+  cg=$(awk -F: '$1 == "0" {print $3}' /proc/"$pid"/cgroup)
+  [[ $cg == /cryo-*/"$id" ]] || fail "cgroup of $id: $cg"
+  expect_eq "$(cat /sys/fs/cgroup"$cg"/memory.max)" "67108864" "memory.max"
+  expect_eq "$(cat /sys/fs/cgroup"$cg"/pids.max)" "32" "pids.max"
 else
-  expect_eq "$cg" "/cryo/$id" "memory cgroup"
-  expect_eq "$(cat /sys/fs/cgroup/memory/cryo/"$id"/memory.limit_in_bytes)" "67108864" "memory limit"
-  expect_eq "$(cat /sys/fs/cgroup/pids/cryo/"$id"/pids.max)" "32" "pids limit"
+  cg=$(awk -F: '$2 == "memory" {print $3}' /proc/"$pid"/cgroup)
+  [[ $cg == /cryo-*/"$id" ]] || fail "memory cgroup of $id: $cg"
+  expect_eq "$(cat /sys/fs/cgroup/memory"$cg"/memory.limit_in_bytes)" "67108864" "memory limit"
+  expect_eq "$(cat /sys/fs/cgroup/pids"$cg"/pids.max)" "32" "pids limit"
 fi
 cryo rm -f -t 0 "$id" >/dev/null
 
@@ -156,7 +160,7 @@ done
 [[ -z $(ls "$tmp/run/containers") ]] || fail "runtime state left: $(ls "$tmp/run/containers")"
 [[ -z $(monitor_pids) ]] || fail "monitors left: $(monitor_pids)"
 ! grep -q "$tmp" /proc/mounts || fail "mounts left: $(grep "$tmp" /proc/mounts)"
-for d in /sys/fs/cgroup/*/cryo /sys/fs/cgroup/cryo; do
+for d in /sys/fs/cgroup/*/cryo* /sys/fs/cgroup/cryo*; do
   [[ -d $d ]] || continue
   for id in "${cycle_ids[@]}"; do
     [[ ! -d $d/$id ]] || fail "cgroup left: $d/$id"

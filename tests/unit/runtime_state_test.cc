@@ -333,10 +333,27 @@ TEST(OciSpec, HostNetworkSharesTheHostNamespace) {
   EXPECT_NE(sandbox_clone_flags(make_oci_spec(r, none)) & CLONE_NEWNET, 0);
 }
 
+TEST(Cgroups, NamePerEngineStore) {
+  std::string id(64, 'a');
+  EXPECT_EQ(container_cgroup_name({"/var/lib/cryo", "/run/cryo"}, id), "cryo/" + id);
+  EXPECT_EQ(container_cgroup_name({"/elsewhere", "/run/cryo/"}, id), "cryo/" + id);
+  std::string a = container_cgroup_name({"/tmp/a/root", "/tmp/a/run"}, id);
+  std::string b = container_cgroup_name({"/tmp/b/root", "/tmp/b/run"}, id);
+  EXPECT_NE(a, b);
+  EXPECT_EQ(a, container_cgroup_name({"/tmp/a/root", "/tmp/a/./run/"}, id));
+  for (const std::string& name : {a, b}) {
+    EXPECT_TRUE(starts_with(name, "cryo-")) << name;
+    EXPECT_EQ(name.substr(name.find('/') + 1), id);
+    EXPECT_EQ(name.find('/'), std::string("cryo-").size() + 12) << name;
+  }
+}
+
 TEST(Cgroups, CreateLimitFreezeThawRemove) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root";
   std::string id = "unit-" + random_hex(8);
-  ContainerCgroup cg = ContainerCgroup::create(id, {32 << 20, 16});
+  // A store of its own: its parent cgroup goes with its only container.
+  std::string name = container_cgroup_name({"/nonexistent/root", "/nonexistent/run-" + id}, id);
+  ContainerCgroup cg = ContainerCgroup::create(name, {32 << 20, 16});
   std::string freezer = cg.freezer_path();
   ASSERT_FALSE(freezer.empty());
   for (const auto& dir : cg.dirs()) EXPECT_TRUE(fs::exists(dir)) << dir;
@@ -377,7 +394,10 @@ TEST(Cgroups, CreateLimitFreezeThawRemove) {
   int status = 0;
   ASSERT_EQ(::waitpid(child, &status, 0), child);
   EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
-  for (const auto& dir : cg.dirs()) EXPECT_FALSE(fs::exists(dir)) << dir;
+  for (const auto& dir : cg.dirs()) {
+    EXPECT_FALSE(fs::exists(dir)) << dir;
+    EXPECT_FALSE(fs::exists(dir.substr(0, dir.rfind('/')))) << "parent of " << dir;
+  }
 }
 
 }  // namespace

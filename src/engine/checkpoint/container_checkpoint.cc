@@ -16,6 +16,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <optional>
 
 #include "common/clock.h"
 #include "common/error.h"
@@ -225,7 +226,8 @@ ContainerCheckpointResult checkpoint_container(const StorePaths& paths, const st
     rename_or_throw(previous_dir, final_dir);
   fs::remove_all(temp_dir);
   fs::remove_all(previous_dir);
-  std::string freezer_dir = ContainerCgroup::existing(id).freezer_path();
+  std::string freezer_dir =
+      ContainerCgroup::existing(container_cgroup_name(paths, id)).freezer_path();
 
   ContainerCheckpointResult result;
   result.id = id;
@@ -270,7 +272,8 @@ ContainerCheckpointResult checkpoint_container(const StorePaths& paths, const st
       out->commit();
       dump_options.sink = &export_sink;
     } else {
-      fs::write_file_atomic(temp_dir + "/" + kContainerImage, saved_text, 0600);
+      // Made durable with the images (the sink syncs their file system before the commit).
+      fs::write_file_replace(temp_dir + "/" + kContainerImage, saved_text, 0600);
     }
     dump_options.images_complete = [&] {
       if (!options.sink) {
@@ -287,6 +290,9 @@ ContainerCheckpointResult checkpoint_container(const StorePaths& paths, const st
         ContainerRecord marked = manager.store().load(id);
         marked.checkpointed = true;
         marked.checkpointed_ns = now_ns();
+        // In place, the network waits for the restore where it is (an export's destination
+        // builds its own, and the ports are free for it).
+        marked.network_kept = !options.sink;
         manager.store().save(marked);
       }
     };
@@ -330,7 +336,8 @@ ContainerCheckpointResult checkpoint_container(const StorePaths& paths, const st
     after.checkpointed = true;
     after.restored = false;
     after.exit_code = 0;
-    manager.store().save(after);
+    // The record marked before the kill is the durable one; this adds live state only.
+    manager.store().save(after, false);
   }
   result.runtime_checkpoint_duration_us = steady_now_us() - t0;
   return result;
@@ -365,20 +372,49 @@ ContainerRestoreResult restore_container(const StorePaths& paths, const std::str
     if (!saved.at("network_status").is_null()) {
       uint64_t t_network = steady_now_us();
       NetworkStatus before = network_status_from_json(saved.at("network_status"));
+      NetworkManager network(paths);
+      std::optional<NetworkStatus> status;
+      // The network status is live state (like a start's): saved without fsync.
+      if (record.network_kept && !record.network_status.is_null()) {
+        NetworkStatus kept = network_status_from_json(record.network_status);
+        bool taken_over = false;
+        try {
+          taken_over = network.take_over_kept(id, kept);
+        } catch (...) {
+          network.teardown(id, kept);
+          record.network_kept = false;
+          record.network_status = nullptr;
+          store.save(record, false);
+          throw;
+        }
+        if (taken_over) {
+          status = kept;
+          LOG_DEBUG << "kept network taken over";
+        } else {
+          LOG_INFO << "the kept network of container " << id << " is incomplete: rebuilt";
+          network.teardown(id, kept);
+          record.network_status = nullptr;
+        }
+      }
       // A setup that fails (a host port taken meanwhile...) removes what it made.
-      NetworkStatus status = NetworkManager(paths).setup(id, request_from_status(before));
-      record.network_status = to_json(status);
-      store.save(record);
+      if (!status) status = network.setup(id, request_from_status(before));
+      // From here on a failed restore tears the network down, kept or rebuilt.
+      record.network_kept = false;
+      record.network_status = to_json(*status);
+      store.save(record, false);
       for (auto& ns : spec.at("linux").at("namespaces"))
-        if (ns.at("type") == "network") ns["path"] = status.netns_path;
+        if (ns.at("type") == "network") ns["path"] = status->netns_path;
       LOG_DEBUG << "network set up in " << (steady_now_us() - t_network) << " us";
     }
-    fs::write_file_atomic(store.spec_path(id), spec.dump(2) + "\n", 0600);
+    // Unchanged when the network was kept (same netns path): not written again.
+    std::string spec_text = spec.dump(2) + "\n";
+    if (fs::read_file_if_exists(store.spec_path(id)) != spec_text)
+      fs::write_file_atomic(store.spec_path(id), spec_text, 0600);
     fs::mkdir_p(paths.run_container_dir(id));
-    fs::write_file_atomic(paths.run_container_dir(id) + "/" + kRestoreOptionsFile,
-                          nlohmann::json{{"tcp_established", options.tcp_established},
-                                         {"file_locks", options.file_locks}}
-                              .dump());
+    fs::write_file_replace(paths.run_container_dir(id) + "/" + kRestoreOptionsFile,
+                           nlohmann::json{{"tcp_established", options.tcp_established},
+                                          {"file_locks", options.file_locks}}
+                               .dump());
   }
   MonitorStart started;
   try {

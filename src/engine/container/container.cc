@@ -104,6 +104,7 @@ nlohmann::json to_json(const ContainerRecord& r) {
       {"checkpointed_at", r.checkpointed_ns},
       {"restored", r.restored},
       {"restored_at", r.restored_ns},
+      {"network_kept", r.network_kept},
   };
 }
 
@@ -152,6 +153,7 @@ ContainerRecord container_record_from_json(const nlohmann::json& j) {
   r.checkpointed_ns = j.value("checkpointed_at", int64_t{0});
   r.restored = j.value("restored", false);
   r.restored_ns = j.value("restored_at", int64_t{0});
+  r.network_kept = j.value("network_kept", false);
   return r;
 }
 

@@ -125,6 +125,7 @@ SpecInputs make_container_dirs(const StorePaths& paths, const ContainerRecord& r
   in.hosts_file = dir + "/userdata/hosts";
   in.resolv_file = dir + "/userdata/resolv.conf";
   in.hostname_file = dir + "/userdata/hostname";
+  in.cgroups_path = container_cgroup_name(paths, record.id);
   return in;
 }
 
@@ -311,6 +312,8 @@ MonitorStart ContainerManager::start(const std::string& id, bool attach,
     record = reconcile(store_.load(id));
     if (record.state == ContainerState::kRunning || record.state == ContainerState::kPaused)
       throw ExitCodeError("container " + record.name + " is already running", 125);
+    // A fresh start of a checkpointed container builds its network anew.
+    if (record.network_kept) release_resources_locked(record);
     std::string dir = paths_.container_dir(id);
 
     // Network first: the container joins its namespace.
@@ -388,8 +391,9 @@ ContainerRecord ContainerManager::reconcile(ContainerRecord record) {
   record.monitor_pid = 0;
   record.monitor_start_time = 0;
   store_.save(record, false);
-  // Whatever is left in its cgroup is ended there, and its network goes.
-  release_resources_locked(record);
+  // Whatever is left in its cgroup is ended there, and its network goes (unless an in-place
+  // checkpoint keeps it for the restore).
+  release_resources_locked(record, true, /*keep_checkpointed_network=*/true);
   return record;
 }
 
@@ -469,8 +473,11 @@ void ContainerManager::remove(const std::string& id, bool force, std::optional<u
   remove_stopped(id);
 }
 
-void ContainerManager::release_resources_locked(ContainerRecord& record, bool save) {
-  ContainerCgroup::existing(record.id).remove();
+void ContainerManager::release_resources_locked(ContainerRecord& record, bool save,
+                                                bool keep_checkpointed_network) {
+  ContainerCgroup::existing(container_cgroup_name(paths_, record.id)).remove();
+  if (keep_checkpointed_network && record.network_kept) return;
+  record.network_kept = false;
   if (!record.network_status.is_null()) {
     NetworkManager(paths_).teardown(record.id, network_status_from_json(record.network_status));
     record.network_status = nullptr;
@@ -482,7 +489,7 @@ void ContainerManager::record_exit(const std::string& id, int exit_code, int64_t
   FileLock lock = store_.lock(id);
   ContainerRecord record = store_.load(id);
   try {
-    release_resources_locked(record, false);
+    release_resources_locked(record, false, /*keep_checkpointed_network=*/true);
   } catch (const std::exception& e) {
     LOG_ERROR << "cleanup of container " << id << ": " << e.what();
   }
@@ -541,7 +548,9 @@ SpawnedProcess ContainerManager::exec(const std::string& id, const ExecRequest& 
     process["user"] = {
         {"uid", user.uid}, {"gid", user.gid}, {"additionalGids", user.additional_gids}};
   }
-  return spawn_exec_process(record.pid, ContainerCgroup::existing(id).dirs(), process, req.stdio);
+  return spawn_exec_process(record.pid,
+                            ContainerCgroup::existing(container_cgroup_name(paths_, id)).dirs(),
+                            process, req.stdio);
 }
 
 }  // namespace cryo::engine

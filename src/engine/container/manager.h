@@ -83,7 +83,8 @@ class ContainerManager {
   // Network and cgroup of a container that no longer runs: torn down. Idempotent.
   void release_resources(const std::string& id);
   // Records the exit of a container's init (by its monitor, after the cgroup is gone): network
-  // torn down, state exited, exit code and time, in one write of the record.
+  // torn down (kept when an in-place checkpoint asked for it: ContainerRecord::network_kept),
+  // state exited, exit code and time, in one write of the record.
   void record_exit(const std::string& id, int exit_code, int64_t finished_ns);
   // Deletes a container that is not running (resources released first).
   void remove_stopped(const std::string& id);
@@ -91,7 +92,9 @@ class ContainerManager {
  private:
   ContainerRecord reconcile(ContainerRecord record);
   // release_resources with the container's lock held; `save` writes the record afterwards.
-  void release_resources_locked(ContainerRecord& record, bool save = true);
+  // `keep_checkpointed_network`: the network of a record marked network_kept stays.
+  void release_resources_locked(ContainerRecord& record, bool save = true,
+                                bool keep_checkpointed_network = false);
   // Waits up to `timeout_ms` (-1: forever) for the monitor of `record` to exit.
   bool wait_for_monitor(const ContainerRecord& record, int timeout_ms);
 

@@ -206,7 +206,7 @@ nlohmann::json make_oci_spec(const ContainerRecord& record, const SpecInputs& in
         {"org.opencontainers.image.stopSignal", std::to_string(c.stop_signal)}}},
       {"linux",
        {{"namespaces", namespaces},
-        {"cgroupsPath", "cryo/" + record.id},
+        {"cgroupsPath", in.cgroups_path.empty() ? "cryo/" + record.id : in.cgroups_path},
         {"resources", resources},
         {"maskedPaths", default_masked_paths()},
         {"readonlyPaths", default_readonly_paths()}}},

@@ -36,6 +36,7 @@ struct SpecInputs {
   std::string netns_path;               // "" = the host's network namespace (--network host)
   bool new_netns_without_path = false;  // --network none without a managed netns
   std::string hosts_file, resolv_file, hostname_file;
+  std::string cgroups_path;  // container_cgroup_name(); "" = the default store's cryo/<id>
 };
 
 nlohmann::json make_oci_spec(const ContainerRecord& record, const SpecInputs& inputs);

@@ -119,7 +119,8 @@ class Monitor {
     nlohmann::json restore_stats;
     try {
       cgroup_ = std::make_unique<ContainerCgroup>(
-          ContainerCgroup::create(id_, {record.config.memory_limit, record.config.pids_limit}));
+          ContainerCgroup::create(container_cgroup_name(paths_, id_),
+                                  {record.config.memory_limit, record.config.pids_limit}));
       // container-cr: a restore makes the time namespace with the dumped clocks itself.
       if (!restore_) enter_new_time_namespace_for_children();
       ProcessStdio stdio;
@@ -169,12 +170,14 @@ class Monitor {
       record.started_ns = now_ns();
       record.finished_ns = 0;
       record.exit_code = 0;
+      record.network_kept = false;
       if (restore_) {  // container-cr
         record.checkpointed = false;
         record.restored = true;
         record.restored_ns = record.started_ns;
       }
-      store_.save(record);
+      // Live state (the monitor's and init's PIDs): a power loss ends them whatever it says.
+      store_.save(record, false);
     }
     ::unlink(store_.exit_file_path(id_).c_str());
     report_status({{"ok", true}, {"pid", init_pid_}, {"restore_stats", restore_stats}});

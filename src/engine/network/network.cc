@@ -300,6 +300,18 @@ void NetworkManager::setup_bridge(const std::string& container_id, const Network
   }
 }
 
+bool NetworkManager::take_over_kept(const std::string& container_id, const NetworkStatus& status) {
+  return with_context("kept network of container " + container_id.substr(0, 12), [&] {
+    if (status.mode == "host") return true;
+    if (status.netns_path.empty() || !fs::exists(status.netns_path)) return false;
+    if (status.mode == "bridge") {
+      if (status.host_veth.empty() || RtNetlink().link_index(status.host_veth) == 0) return false;
+      PortRegistry(paths_.networks_dir() + "/ports.json").claim(container_id, status.ports);
+    }
+    return true;
+  });
+}
+
 void NetworkManager::teardown(const std::string& container_id, const NetworkStatus& status) {
   if (status.mode == "host") return;
   std::optional<Error> first_error;

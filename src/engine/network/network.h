@@ -64,6 +64,12 @@ class NetworkManager {
   // the same container (restart, restore) gets the same addresses: call release() when the
   // container is removed.
   void teardown(const std::string& container_id, const NetworkStatus& status);
+  // Takes over the network an in-place checkpoint kept for the restore (see
+  // ContainerRecord::network_kept): true when its netns and host veth are still there and its
+  // host ports are still free (claimed again, Podman's "address already in use" error otherwise);
+  // false when something is missing (the caller tears it down and calls setup()). Its NAT rules
+  // are not checked: nothing of cryo removes them while the container is checkpointed.
+  bool take_over_kept(const std::string& container_id, const NetworkStatus& status);
   // Releases the container's IP lease (container removal). No-op when it has none.
   void release(const std::string& container_id);
   // Tears down what a setup() of this container left without its status being recorded (a cryo

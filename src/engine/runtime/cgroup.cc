@@ -4,9 +4,12 @@
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
+#include <filesystem>
 #include <thread>
 
 #include "common/error.h"
@@ -19,6 +22,9 @@ namespace cryo::engine {
 namespace {
 
 constexpr const char* kCgroupRoot = "/sys/fs/cgroup";
+// The parent of the default store's container cgroups (Podman's are under libpod_parent).
+constexpr const char* kDefaultParent = "cryo";
+constexpr const char* kDefaultRunroot = "/run/cryo";
 constexpr const char* kV1Controllers[] = {"memory", "pids", "cpu", "freezer"};
 
 void write_value(const std::string& path, const std::string& value) {
@@ -55,22 +61,33 @@ std::vector<pid_t> procs_of(const std::string& dir) {
 
 }  // namespace
 
+std::string container_cgroup_name(const StorePaths& paths, const std::string& container_id) {
+  std::string runroot = std::filesystem::absolute(paths.runroot).lexically_normal().string();
+  while (runroot.size() > 1 && runroot.back() == '/') runroot.pop_back();
+  if (runroot == kDefaultRunroot) return std::string(kDefaultParent) + "/" + container_id;
+  // XXH3, not SHA-256: a name, not a security boundary, and no libcrypto start in every monitor.
+  char hash[17];
+  std::snprintf(hash, sizeof hash, "%016llx",
+                static_cast<unsigned long long>(XXH3_64bits(runroot.data(), runroot.size())));
+  return std::string(kDefaultParent) + "-" + std::string(hash, 12) + "/" + container_id;
+}
+
 bool ContainerCgroup::host_is_pure_cgroup2() {
   return fs::exists(std::string(kCgroupRoot) + "/cgroup.controllers");
 }
 
-ContainerCgroup ContainerCgroup::existing(const std::string& container_id) {
+ContainerCgroup ContainerCgroup::existing(const std::string& cgroup_name) {
   ContainerCgroup cg;
   if (host_is_pure_cgroup2()) {
-    cg.dirs_.push_back(std::string(kCgroupRoot) + "/cryo/" + container_id);
+    cg.dirs_.push_back(std::string(kCgroupRoot) + "/" + cgroup_name);
     cg.freezer_dir_ = cg.dirs_.back();
   } else {
     if (fs::exists(std::string(kCgroupRoot) + "/unified/cgroup.procs"))
-      cg.dirs_.push_back(std::string(kCgroupRoot) + "/unified/cryo/" + container_id);
+      cg.dirs_.push_back(std::string(kCgroupRoot) + "/unified/" + cgroup_name);
     for (const char* ctl : kV1Controllers) {
       std::string base = std::string(kCgroupRoot) + "/" + ctl;
       if (!fs::exists(base + "/cgroup.procs")) continue;
-      cg.dirs_.push_back(base + "/cryo/" + container_id);
+      cg.dirs_.push_back(base + "/" + cgroup_name);
       if (std::string(ctl) == "freezer") {
         cg.freezer_dir_ = cg.dirs_.back();
         cg.freezer_is_v1_ = true;
@@ -82,20 +99,22 @@ ContainerCgroup ContainerCgroup::existing(const std::string& container_id) {
   return cg;
 }
 
-ContainerCgroup ContainerCgroup::create(const std::string& container_id,
+ContainerCgroup ContainerCgroup::create(const std::string& cgroup_name,
                                         const CgroupLimits& limits) {
-  ContainerCgroup cg = existing(container_id);
+  ContainerCgroup cg = existing(cgroup_name);
   cg.released_ = false;
-  with_context("creating cgroup for container " + container_id, [&] {
+  with_context("creating cgroup " + cgroup_name, [&] {
     bool v2 = host_is_pure_cgroup2();
-    if (v2) {
-      enable_v2_controllers(kCgroupRoot);
-      make_dir(std::string(kCgroupRoot) + "/cryo");
-      enable_v2_controllers(std::string(kCgroupRoot) + "/cryo");
-    }
+    if (v2) enable_v2_controllers(kCgroupRoot);
     for (const auto& dir : cg.dirs_) {
-      make_dir(dir.substr(0, dir.rfind('/')));
-      make_dir(dir);
+      // Another engine of the same store may remove the (empty) parent in between: once more.
+      for (int attempt = 0;; ++attempt) {
+        std::string parent = dir.substr(0, dir.rfind('/'));
+        make_dir(parent);
+        if (v2) enable_v2_controllers(parent);
+        if (::mkdir(dir.c_str(), 0755) == 0 || errno == EEXIST) break;
+        if (errno != ENOENT || attempt == 2) throw_errno("mkdir " + dir);
+      }
     }
     for (const auto& dir : cg.dirs_) {
       bool is_memory = v2 || dir.find("/memory/") != std::string::npos;
@@ -170,6 +189,11 @@ void ContainerCgroup::remove() {
         throw Error("rmdir " + dir + ": cgroup still busy after 10 s");
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
+    // An engine store's own parent goes with its last container (the default one stays, as
+    // Podman's libpod_parent does); a parent still in use is EBUSY, one removed meanwhile ENOENT.
+    std::string parent = dir.substr(0, dir.rfind('/'));
+    if (starts_with(parent.substr(parent.rfind('/') + 1), std::string(kDefaultParent) + "-"))
+      ::rmdir(parent.c_str());
   }
 }
 

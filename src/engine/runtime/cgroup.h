@@ -1,7 +1,8 @@
-// One cgroup per container. On hybrid hosts (v1 controllers + cgroup2 at /sys/fs/cgroup/unified)
-// the container gets a directory cryo/<id> under each v1 controller it uses (memory, pids, cpu,
-// freezer) and under the unified hierarchy; on pure cgroup2 hosts one directory
-// /sys/fs/cgroup/cryo/<id> with the controllers enabled in the parents.
+// One cgroup per container, named by container_cgroup_name() (cryo/<id> for the default store). On
+// hybrid hosts (v1 controllers + cgroup2 at /sys/fs/cgroup/unified) the container gets that
+// directory under each v1 controller it uses (memory, pids, cpu, freezer) and under the unified
+// hierarchy; on pure cgroup2 hosts one directory /sys/fs/cgroup/<name> with the controllers
+// enabled in the parents.
 #pragma once
 
 #include <sys/types.h>
@@ -10,7 +11,15 @@
 #include <string>
 #include <vector>
 
+#include "engine/state/paths.h"
+
 namespace cryo::engine {
+
+// The cgroup of container `container_id` of the engine store `paths`, relative to each hierarchy's
+// root (the OCI spec's cgroupsPath): "cryo/<id>" for the default runroot (/run/cryo), and
+// "cryo-<12 hex digits of the XXH3 hash of the absolute runroot>/<id>" for any other, so that two
+// engines with their own runroots never share a cgroup, even for the same container id.
+std::string container_cgroup_name(const StorePaths& paths, const std::string& container_id);
 
 struct CgroupLimits {
   int64_t memory_bytes = 0;  // 0 = unlimited
@@ -19,10 +28,11 @@ struct CgroupLimits {
 
 class ContainerCgroup {
  public:
-  // Creates the directories and applies the limits; on failure nothing is left.
-  static ContainerCgroup create(const std::string& container_id, const CgroupLimits& limits);
+  // Creates the directories of `cgroup_name` (container_cgroup_name()) and applies the limits;
+  // on failure nothing is left.
+  static ContainerCgroup create(const std::string& cgroup_name, const CgroupLimits& limits);
   // Handle on the directories of a container whose cgroup may exist (for removal and freezing).
-  static ContainerCgroup existing(const std::string& container_id);
+  static ContainerCgroup existing(const std::string& cgroup_name);
   static bool host_is_pure_cgroup2();
 
   ContainerCgroup(ContainerCgroup&& other) noexcept;
@@ -38,8 +48,9 @@ class ContainerCgroup {
   std::string freezer_path() const { return freezer_dir_; }
   // Every directory, cgroup2 (or unified) first.
   const std::vector<std::string>& dirs() const { return dirs_; }
-  // Kills what is left inside, waits for the cgroup to empty and removes the directories.
-  // Safe when they do not exist.
+  // Kills what is left inside, waits for the cgroup to empty and removes the directories, and
+  // their parent when it is an engine store's own (cryo-<hash>) and now empty. Safe when they
+  // do not exist.
   void remove();
   // Keeps the cgroup on destruction (it outlives this handle).
   void release() { released_ = true; }

@@ -46,7 +46,7 @@ stable_processes() {
 # veth or netns of it, no monitor.
 expect_nothing_left_of() {
   local id=$1 dir
-  for dir in /sys/fs/cgroup/*/cryo/"$id" /sys/fs/cgroup/unified/cryo/"$id"; do
+  for dir in /sys/fs/cgroup/*/cryo*/"$id" /sys/fs/cgroup/cryo*/"$id"; do
     [[ ! -e $dir ]] || fail "cgroup $dir left (procs: $(cat "$dir/cgroup.procs" 2>/dev/null | tr '\n' ' '))"
   done
   [[ -z $(monitor_pids) ]] || fail "monitors left: $(monitor_pids)"
