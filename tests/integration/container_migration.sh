@@ -84,8 +84,7 @@ expect_eq "$(inB curl -sf "http://$ip:8080/")" "migrated" "the original still an
 cryoB rm -f -t 0 web2 >/dev/null
 expect_fail "already exists on this host" cryoB container restore -i "$tmp/copied.tar.zst"
 
-# gzip and none, --ignore-rootfs: from B back to A. Engines on one machine share the cgroup
-# hierarchy (cryo/<id>), so a container's record is removed only while no engine runs that ID.
+# gzip and none, --ignore-rootfs: from B back to A.
 cryoB container checkpoint -e "$tmp/web.tar.gz" -c gzip web >/dev/null
 [[ $(head -c 2 "$tmp/web.tar.gz" | od -An -tx1 | tr -d ' ') == 1f8b ]] || fail "not gzip"
 cryoA rm web >/dev/null
