@@ -483,8 +483,9 @@ struct FilePool::Impl {
     pid_t shared_with = -1;
   };
   std::map<pid_t, Table> tables;
-  std::map<uint64_t, UniqueFd> descriptions;  // description id -> pool fd
-  std::map<uint64_t, UniqueFd> memfds;        // dumped inode -> pool fd
+  std::map<uint64_t, UniqueFd> descriptions;                 // description id -> pool fd
+  std::map<uint64_t, UniqueFd> memfds;                       // dumped inode -> pool fd
+  std::map<std::pair<uint64_t, uint64_t>, UniqueFd> ghosts;  // dumped (dev, inode) -> pool fd
   int max_fd = -1;
   // Descriptions whose kind has an after_install step: id -> (kind, description).
   std::map<uint64_t, std::pair<const FileKind*, json>> after_install;
@@ -518,6 +519,11 @@ std::vector<FilePool::PosixLock> FilePool::posix_locks(pid_t pid) const {
   for (size_t i = 0; i < locks.size(); ++i)
     out.push_back(PosixLock{fds[i], locks[i].write, locks[i].start, locks[i].length});
   return out;
+}
+
+int FilePool::ghost_for_inode(uint64_t dumped_dev, uint64_t dumped_ino) const {
+  auto it = impl_->ghosts.find({dumped_dev, dumped_ino});
+  return it == impl_->ghosts.end() ? -1 : it->second.get();
 }
 
 int FilePool::memfd_for_inode(uint64_t dumped_ino) const {
@@ -639,6 +645,7 @@ std::unique_ptr<FilePool> FilePool::open(const std::string& image_dir,
   ctx.drop_object_fds();
   with_context("restoring file locks", [&] { impl.locks->lock_descriptions(impl.descriptions); });
   impl.memfds = std::move(ctx.memfds_by_inode());
+  impl.ghosts = std::move(ctx.ghosts_by_inode());
   return pool;
 }
 
@@ -656,7 +663,8 @@ void FilePool::install(pid_t pid, std::vector<int>* keep) {
   // Everything we hold goes above every number the process will use, so that dup3 into place
   // never hits one of them.
   const int base = impl.max_fd + 1;
-  size_t total = impl.descriptions.size() + impl.memfds.size() + (keep ? keep->size() : 0);
+  size_t total = impl.descriptions.size() + impl.memfds.size() + impl.ghosts.size() +
+                 (keep ? keep->size() : 0);
   with_context(context, [&] { ensure_fd_limit(static_cast<uint64_t>(base) + total + 16); });
 
   auto move_up = [&](int fd) -> int {
@@ -672,6 +680,7 @@ void FilePool::install(pid_t pid, std::vector<int>* keep) {
   with_context(context, [&] {
     for (auto& [id, fd] : impl.descriptions) fd.reset(move_up(fd.release()));
     for (auto& [ino, fd] : impl.memfds) fd.reset(move_up(fd.release()));
+    for (auto& [ino, fd] : impl.ghosts) fd.reset(move_up(fd.release()));
     if (keep)
       for (int& fd : *keep) fd = move_up(fd);
   });
@@ -689,6 +698,7 @@ void FilePool::install(pid_t pid, std::vector<int>* keep) {
   // The pool itself is closed with the rest: the restored process holds only its own fds.
   for (auto& [id, fd] : impl.descriptions) (void)fd.release();
   for (auto& [ino, fd] : impl.memfds) (void)fd.release();
+  for (auto& [ino, fd] : impl.ghosts) (void)fd.release();
   unsigned int next = 0;
   for (int fd : preserved) {
     if (static_cast<unsigned int>(fd) > next &&

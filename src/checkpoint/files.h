@@ -111,6 +111,9 @@ class FilePool {
   // the pool's (O_RDWR, close-on-exec): valid in the coordinator until the pool is destroyed and
   // in a restoring process until install(), which closes it unless it is passed in `keep`.
   int memfd_for_inode(uint64_t dumped_ino) const;
+  // The same for a deleted file the tree held as an fd (a "ghost"), by the (st_dev, st_ino) it
+  // had at dump time: -1 when the tree held no fd of it. O_RDWR; valid as memfd_for_inode's.
+  int ghost_for_inode(uint64_t dumped_dev, uint64_t dumped_ino) const;
 
   // A POSIX (fcntl F_SETLK) lock of a restored process, on its fd `fd` (--file-locks).
   struct PosixLock {

@@ -67,6 +67,7 @@ struct RestoreContext {
   pid_t root = -1;
   std::map<pid_t, ProcessImages> processes;
   std::map<std::string, UniqueFd> files;  // mapped files by path
+  json mapped_ghosts = json::array();     // mapped-ghosts.img
   std::map<uint64_t, UniqueFd> shmem;     // shared anonymous memory by dumped inode
   std::map<std::string, UniqueFd> exes;
   std::unique_ptr<FilePool> pool;
@@ -289,14 +290,11 @@ UniqueFd recreate_mapped_ghost(const std::string& image_dir, const json& ghost) 
 void load_images(RestoreContext& ctx) {
   json inventory = read_and_check_inventory(ctx.dir);
   ctx.root = inventory.at("root_pid");
-  // Images of older dumps have no mapped-ghosts.img.
+  // Images of older dumps have no mapped-ghosts.img. The files are made by load_mapped_ghosts().
   if (fs::exists(ctx.dir + "/" + kMappedGhostsImage))
-    for (const json& ghost : read_json_image(ctx.dir, kMappedGhostsImage))
-      with_context("mapped deleted file " + ghost.at("path").get<std::string>(), [&] {
-        ctx.files[ghost.at("path").get<std::string>()] = recreate_mapped_ghost(ctx.dir, ghost);
-      });
+    ctx.mapped_ghosts = read_json_image(ctx.dir, kMappedGhostsImage);
   std::set<std::string> ghost_paths;
-  for (const auto& [path, fd] : ctx.files) ghost_paths.insert(path);
+  for (const json& ghost : ctx.mapped_ghosts) ghost_paths.insert(ghost.at("path"));
   json pstree = read_json_image(ctx.dir, "pstree.img");
   for (const json& entry : pstree) {
     pid_t pid = entry.at("pid");
@@ -324,6 +322,25 @@ void load_images(RestoreContext& ctx) {
     if (!ctx.exes.count(exe)) ctx.exes[exe] = fs::open_or_throw(exe, O_RDONLY | O_CLOEXEC);
   }
   if (!ctx.processes.count(ctx.root)) throw Error("pstree.img does not contain the root");
+}
+
+// Deleted files the tree maps, once the file pool exists: one the tree also held as an fd is the
+// pool's file (one inode, as dumped: writes through the fd show in MAP_SHARED mappings), the
+// others are recreated from their mapped-ghost images.
+void load_mapped_ghosts(RestoreContext& ctx) {
+  for (const json& ghost : ctx.mapped_ghosts) {
+    std::string path = ghost.at("path");
+    with_context("mapped deleted file " + path, [&] {
+      int held = ctx.pool->ghost_for_inode(ghost.at("dev"), ghost.at("ino"));
+      if (held < 0) {
+        ctx.files[path] = recreate_mapped_ghost(ctx.dir, ghost);
+        return;
+      }
+      UniqueFd same(::fcntl(held, F_DUPFD_CLOEXEC, 0));
+      if (!same) throw_errno("dup of the recreated deleted file");
+      ctx.files[path] = std::move(same);
+    });
+  }
 }
 
 // Shared memory objects the tree maps, once the file pool exists: a memfd that is also held as
@@ -415,6 +432,7 @@ RestoreResult restore(const std::string& image_dir, const RestoreOptions& option
   file_options.inherit_fds = options.inherit_fds;  // container-cr
   ctx.pool = FilePool::open(image_dir, file_options);
   load_shared_memory(ctx);
+  load_mapped_ghosts(ctx);
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) throw_errno("socketpair");
   ctx.report_read = UniqueFd(sv[0]);
