@@ -11,10 +11,10 @@
  * on both.
  *
  * Only the dump mode. After a dump that leaves the tree running the original finishes the
- * conversation (as socket_tcp_half_closed_external). Two rounds fail about one run in eight:
- * after the second restore (of connections that were themselves restored) the LAST_ACK end is
- * found CLOSE with no socket error, i.e. its FIN was acknowledged although the peer had not read
- * the bytes queued before it; not diagnosed yet (see the s3-ckpt-gaps report). */
+ * conversation (as socket_tcp_half_closed_external). Two rounds (run.sh --mode two-rounds) fail
+ * about one run in eight, not diagnosed yet: after the second restore the LAST_ACK end is found
+ * CLOSE with no socket error, and the helper (the peer outside the tree) has disappeared without
+ * writing a verdict. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
