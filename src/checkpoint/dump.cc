@@ -32,25 +32,38 @@ namespace cryo::ckpt {
 
 namespace {
 
-// Restoring fd tables shared by CLONE_FILES is not implemented: refuse before anything is
-// written, while the tree can still run on (kcmp orders fd tables, so sorting finds the sharers).
-void refuse_shared_fd_tables(std::vector<FrozenProcess>& processes) {
-  std::vector<pid_t> live;
+// Fd tables shared by CLONE_FILES are restored by forking the sharers with CLONE_FILES from the
+// process that owns the table (the first of them in tree order): each must be its child. Other
+// shapes are refused before anything is written, while the tree can still run on (kcmp orders
+// fd tables, so grouping by it finds the sharers).
+void refuse_unrestorable_shared_fd_tables(const std::vector<FrozenProcess>& processes) {
+  std::vector<const ProcessInfo*> live;  // tree order: parents first
   for (const FrozenProcess& p : processes)
-    if (!p.info.zombie) live.push_back(p.info.pid);
+    if (!p.info.zombie) live.push_back(&p.info);
   auto kcmp_files = [](pid_t a, pid_t b) {
     long r = ::syscall(SYS_kcmp, a, b, KCMP_FILES, 0, 0);
     if (r < 0)
       throw_errno("kcmp KCMP_FILES of pids " + std::to_string(a) + " and " + std::to_string(b));
     return r;
   };
-  std::sort(live.begin(), live.end(), [&](pid_t a, pid_t b) { return kcmp_files(a, b) == 1; });
-  for (size_t i = 1; i < live.size(); ++i)
-    if (kcmp_files(live[i - 1], live[i]) == 0)
-      throw Error("not supported yet: pids " + std::to_string(live[i - 1]) + " and " +
-                  std::to_string(live[i]) +
-                  " share one fd table (CLONE_FILES); restoring shared fd tables is not "
-                  "implemented");
+  std::vector<const ProcessInfo*> by_table = live;
+  std::stable_sort(by_table.begin(), by_table.end(),
+                   [&](auto* a, auto* b) { return kcmp_files(a->pid, b->pid) == 1; });
+  std::map<pid_t, size_t> tree_order;
+  for (size_t i = 0; i < live.size(); ++i) tree_order[live[i]->pid] = i;
+  for (size_t begin = 0, end = 0; begin < by_table.size(); begin = end) {
+    end = begin + 1;
+    while (end < by_table.size() && kcmp_files(by_table[begin]->pid, by_table[end]->pid) == 0)
+      ++end;
+    const ProcessInfo* owner = by_table[begin];
+    for (size_t i = begin; i < end; ++i)
+      if (tree_order[by_table[i]->pid] < tree_order[owner->pid]) owner = by_table[i];
+    for (size_t i = begin; i < end; ++i)
+      if (by_table[i] != owner && by_table[i]->ppid != owner->pid)
+        throw Error("not supported yet: pid " + std::to_string(by_table[i]->pid) +
+                    " shares the fd table (CLONE_FILES) of pid " + std::to_string(owner->pid) +
+                    ", which is not its parent");
+  }
 }
 
 json dump_process(FrozenProcess& process, ImageSink& sink, MemoryDumpCounters& counters,
@@ -137,7 +150,7 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
     throw Error("the session leader " + std::to_string(root.sid) + " of pid " +
                 std::to_string(pid) + " is outside the tree (a shell job): use --shell-job");
 
-  refuse_shared_fd_tables(processes);
+  refuse_unrestorable_shared_fd_tables(processes);
   {
     std::vector<pid_t> live;
     for (auto& p : processes)

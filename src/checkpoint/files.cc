@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/kcmp.h>
 #include <linux/openat2.h>
 #include <sys/resource.h>
@@ -295,6 +296,7 @@ struct FileDumper::Impl {
   // Candidates for "same description" by inode: kcmp only compares within one inode.
   std::map<std::pair<uint64_t, uint64_t>, std::vector<Description>> by_inode;
   std::vector<pid_t> dumped_pids;
+  std::vector<pid_t> dumped_image_pids;  // the same processes, as the images name them
   files::FileLockDumper locks;
   bool finished = false;
 
@@ -393,15 +395,20 @@ void FileDumper::dump_process(pid_t pid, int pidfd, pid_t image_pid) {
   std::string proc = "/proc/" + std::to_string(pid);
   json table = json::object();
   table["pid"] = image_pid;
-  // Processes created with CLONE_FILES share one fd table.
-  for (pid_t other : impl_->dumped_pids) {
+  // Processes created with CLONE_FILES share one fd table: its fds are recorded once, with the
+  // first process dumped (parents are dumped before their children).
+  for (size_t i = 0; i < impl_->dumped_pids.size(); ++i) {
+    pid_t other = impl_->dumped_pids[i];
     int r = sys_kcmp(pid, other, KCMP_FILES, 0, 0);
     if (r < 0)
       throw_errno("pid " + std::to_string(pid) + ": kcmp KCMP_FILES with pid " +
                   std::to_string(other));
     if (r == 0) {
-      table["shared_with"] = other;
-      break;
+      table["shared_with"] = impl_->dumped_image_pids[i];
+      table["fds"] = json::array();
+      with_context("pid " + std::to_string(pid),
+                   [&] { write_json_image(impl_->ctx.sink(), fdtable_image(image_pid), table); });
+      return;
     }
   }
 
@@ -446,6 +453,7 @@ void FileDumper::dump_process(pid_t pid, int pidfd, pid_t image_pid) {
   with_context("pid " + std::to_string(pid),
                [&] { write_json_image(impl_->ctx.sink(), fdtable_image(image_pid), table); });
   impl_->dumped_pids.push_back(pid);
+  impl_->dumped_image_pids.push_back(image_pid);
 }
 
 void FileDumper::finish() {
@@ -475,8 +483,9 @@ struct FilePool::Impl {
     pid_t shared_with = -1;
   };
   std::map<pid_t, Table> tables;
-  std::map<uint64_t, UniqueFd> descriptions;  // description id -> pool fd
-  std::map<uint64_t, UniqueFd> memfds;        // dumped inode -> pool fd
+  std::map<uint64_t, UniqueFd> descriptions;                 // description id -> pool fd
+  std::map<uint64_t, UniqueFd> memfds;                       // dumped inode -> pool fd
+  std::map<std::pair<uint64_t, uint64_t>, UniqueFd> ghosts;  // dumped (dev, inode) -> pool fd
   int max_fd = -1;
   // Descriptions whose kind has an after_install step: id -> (kind, description).
   std::map<uint64_t, std::pair<const FileKind*, json>> after_install;
@@ -490,6 +499,19 @@ int FilePool::max_fd() const {
   return impl_->max_fd;
 }
 
+pid_t FilePool::fd_table_owner(pid_t pid) const {
+  auto it = impl_->tables.find(pid);
+  if (it == impl_->tables.end() || it->second.shared_with < 0) return pid;
+  return it->second.shared_with;
+}
+
+std::vector<pid_t> FilePool::fd_table_sharers(pid_t owner) const {
+  std::vector<pid_t> sharers;
+  for (const auto& [pid, table] : impl_->tables)
+    if (table.shared_with == owner) sharers.push_back(pid);
+  return sharers;
+}
+
 std::vector<FilePool::PosixLock> FilePool::posix_locks(pid_t pid) const {
   std::vector<int> fds;
   std::vector<files::FileLock> locks = impl_->locks->process_locks(pid, &fds);
@@ -497,6 +519,11 @@ std::vector<FilePool::PosixLock> FilePool::posix_locks(pid_t pid) const {
   for (size_t i = 0; i < locks.size(); ++i)
     out.push_back(PosixLock{fds[i], locks[i].write, locks[i].start, locks[i].length});
   return out;
+}
+
+int FilePool::ghost_for_inode(uint64_t dumped_dev, uint64_t dumped_ino) const {
+  auto it = impl_->ghosts.find({dumped_dev, dumped_ino});
+  return it == impl_->ghosts.end() ? -1 : it->second.get();
 }
 
 int FilePool::memfd_for_inode(uint64_t dumped_ino) const {
@@ -566,10 +593,15 @@ std::unique_ptr<FilePool> FilePool::open(const std::string& image_dir,
     }
   }
   for (const auto& [pid, table] : impl.tables) {
-    if (table.shared_with >= 0)
-      throw Error("not supported yet: restoring an fd table shared by CLONE_FILES (pid " +
-                  std::to_string(pid) + " shares its fd table with pid " +
-                  std::to_string(table.shared_with) + ")");
+    if (table.shared_with < 0) continue;
+    auto owner = impl.tables.find(table.shared_with);
+    if (owner == impl.tables.end() || owner->second.shared_with >= 0)
+      throw Error("pid " + std::to_string(pid) + " shares the fd table of pid " +
+                  std::to_string(table.shared_with) + ", which has no fd table of its own");
+    if (!table.fds.empty())
+      throw Error("pid " + std::to_string(pid) + " shares the fd table of pid " +
+                  std::to_string(table.shared_with) + " but has fds of its own in " +
+                  fdtable_image(pid));
   }
 
   json files = read_json_image(image_dir, kFilesImage);
@@ -613,6 +645,7 @@ std::unique_ptr<FilePool> FilePool::open(const std::string& image_dir,
   ctx.drop_object_fds();
   with_context("restoring file locks", [&] { impl.locks->lock_descriptions(impl.descriptions); });
   impl.memfds = std::move(ctx.memfds_by_inode());
+  impl.ghosts = std::move(ctx.ghosts_by_inode());
   return pool;
 }
 
@@ -622,12 +655,16 @@ void FilePool::install(pid_t pid, std::vector<int>* keep) {
   if (table_it == impl.tables.end())
     throw Error("restoring fds of pid " + std::to_string(pid) + ": no " + fdtable_image(pid));
   const Impl::Table& table = table_it->second;
+  if (table.shared_with >= 0)
+    throw Error("pid " + std::to_string(pid) + " shares the fd table of pid " +
+                std::to_string(table.shared_with) + ": that process installs it");
   std::string context = "restoring fds of pid " + std::to_string(pid);
 
   // Everything we hold goes above every number the process will use, so that dup3 into place
   // never hits one of them.
   const int base = impl.max_fd + 1;
-  size_t total = impl.descriptions.size() + impl.memfds.size() + (keep ? keep->size() : 0);
+  size_t total = impl.descriptions.size() + impl.memfds.size() + impl.ghosts.size() +
+                 (keep ? keep->size() : 0);
   with_context(context, [&] { ensure_fd_limit(static_cast<uint64_t>(base) + total + 16); });
 
   auto move_up = [&](int fd) -> int {
@@ -643,6 +680,7 @@ void FilePool::install(pid_t pid, std::vector<int>* keep) {
   with_context(context, [&] {
     for (auto& [id, fd] : impl.descriptions) fd.reset(move_up(fd.release()));
     for (auto& [ino, fd] : impl.memfds) fd.reset(move_up(fd.release()));
+    for (auto& [ino, fd] : impl.ghosts) fd.reset(move_up(fd.release()));
     if (keep)
       for (int& fd : *keep) fd = move_up(fd);
   });
@@ -660,6 +698,7 @@ void FilePool::install(pid_t pid, std::vector<int>* keep) {
   // The pool itself is closed with the rest: the restored process holds only its own fds.
   for (auto& [id, fd] : impl.descriptions) (void)fd.release();
   for (auto& [ino, fd] : impl.memfds) (void)fd.release();
+  for (auto& [ino, fd] : impl.ghosts) (void)fd.release();
   unsigned int next = 0;
   for (int fd : preserved) {
     if (static_cast<unsigned int>(fd) > next &&
@@ -682,6 +721,86 @@ void FilePool::install(pid_t pid, std::vector<int>* keep) {
     }
     impl.locks->lock_process(pid);
   });
+}
+
+namespace {
+
+UniqueFd fd_at_or_above(int fd, int lowest_fd) {
+  UniqueFd original(fd);
+  int moved = ::fcntl(fd, F_DUPFD_CLOEXEC, lowest_fd);
+  if (moved < 0)
+    throw_errno("moving fd " + std::to_string(fd) + " to " + std::to_string(lowest_fd));
+  return UniqueFd(moved);
+}
+
+void read_exactly(int fd, void* data, size_t size, const char* what) {
+  auto* out = static_cast<char*>(data);
+  while (size > 0) {
+    ssize_t n = ::read(fd, out, size);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw_errno(std::string("reading ") + what);
+    if (n == 0) throw Error(std::string("reading ") + what + ": end of file");
+    out += n;
+    size -= static_cast<size_t>(n);
+  }
+}
+
+void write_all(int fd, const void* data, size_t size, const char* what) {
+  ssize_t n;
+  do {
+    n = ::write(fd, data, size);
+  } while (n < 0 && errno == EINTR);
+  if (n != static_cast<ssize_t>(size)) throw_errno(std::string("writing ") + what);
+}
+
+}  // namespace
+
+SharedFdTableHandoff::SharedFdTableHandoff(int lowest_fd) {
+  int ready[2], numbers[2];
+  if (::pipe2(ready, O_CLOEXEC) < 0) throw_errno("pipe2 for a shared fd table");
+  UniqueFd ready_read(ready[0]), ready_write(ready[1]);
+  if (::pipe2(numbers, O_CLOEXEC) < 0) throw_errno("pipe2 for a shared fd table");
+  UniqueFd numbers_read(numbers[0]), numbers_write(numbers[1]);
+  ready_read_ = fd_at_or_above(ready_read.release(), lowest_fd);
+  ready_write_ = fd_at_or_above(ready_write.release(), lowest_fd);
+  numbers_read_ = fd_at_or_above(numbers_read.release(), lowest_fd);
+  numbers_write_ = fd_at_or_above(numbers_write.release(), lowest_fd);
+}
+
+std::vector<int> SharedFdTableHandoff::sharer_ready_and_wait(size_t count) {
+  // A message up to PIPE_BUF bytes is written at once, so each sharer reads a whole one.
+  if (count * sizeof(int) > PIPE_BUF)
+    throw Error("not supported yet: " + std::to_string(count) +
+                " restorer fds in one shared fd table");
+  char ready = 1;
+  write_all(ready_write_.get(), &ready, 1, "the ready byte of a shared fd table");
+  std::vector<int> numbers(count);
+  read_exactly(numbers_read_.get(), numbers.data(), count * sizeof(int),
+               "the fd numbers of a shared fd table");
+  return numbers;
+}
+
+void SharedFdTableHandoff::owner_wait_ready(size_t sharers) {
+  std::vector<char> ready(sharers);
+  read_exactly(ready_read_.get(), ready.data(), sharers, "the ready bytes of a shared fd table");
+}
+
+void SharedFdTableHandoff::owner_send(const std::vector<int>& numbers, size_t sharers) {
+  if (numbers.size() * sizeof(int) > PIPE_BUF)
+    throw Error("not supported yet: " + std::to_string(numbers.size()) +
+                " restorer fds in one shared fd table");
+  for (size_t i = 0; i < sharers; ++i)
+    write_all(numbers_write_.get(), numbers.data(), numbers.size() * sizeof(int),
+              "the fd numbers of a shared fd table");
+}
+
+std::vector<int> SharedFdTableHandoff::fds() const {
+  return {ready_read_.get(), ready_write_.get(), numbers_read_.get(), numbers_write_.get()};
+}
+
+std::vector<int> SharedFdTableHandoff::release_fds() {
+  return {ready_read_.release(), ready_write_.release(), numbers_read_.release(),
+          numbers_write_.release()};
 }
 
 }  // namespace cryo::ckpt

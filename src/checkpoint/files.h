@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "checkpoint/image/image_sink.h"
+#include "common/unique_fd.h"
 
 namespace cryo::ckpt {
 
@@ -98,12 +99,21 @@ class FilePool {
   void install(pid_t pid, std::vector<int>* keep);
   // Highest fd number used by any restored process (callers keep their own fds above it).
   int max_fd() const;
+  // Fd tables shared by CLONE_FILES: the pid whose table `pid` shares (its parent in the tree,
+  // which installs the one table for both and forks `pid` with CLONE_FILES), or `pid` itself when
+  // its table is its own. A process sharing a table does not call install().
+  pid_t fd_table_owner(pid_t pid) const;
+  // The processes sharing the table of `owner` (owner excluded; empty when it shares with none).
+  std::vector<pid_t> fd_table_sharers(pid_t owner) const;
   // A memfd recreated for a memfd the tree held as an fd, by the inode number it had at dump
   // time (st_ino of the fd, the inode in /proc/PID/maps): -1 when the tree held no fd of it.
   // Mappings of that memfd must map this fd, so that fd and mapping stay one object. The fd is
   // the pool's (O_RDWR, close-on-exec): valid in the coordinator until the pool is destroyed and
   // in a restoring process until install(), which closes it unless it is passed in `keep`.
   int memfd_for_inode(uint64_t dumped_ino) const;
+  // The same for a deleted file the tree held as an fd (a "ghost"), by the (st_dev, st_ino) it
+  // had at dump time: -1 when the tree held no fd of it. O_RDWR; valid as memfd_for_inode's.
+  int ghost_for_inode(uint64_t dumped_dev, uint64_t dumped_ino) const;
 
   // A POSIX (fcntl F_SETLK) lock of a restored process, on its fd `fd` (--file-locks).
   struct PosixLock {
@@ -122,6 +132,31 @@ class FilePool {
   FilePool();
   struct Impl;
   std::unique_ptr<Impl> impl_;
+};
+
+// Restoring an fd table shared by CLONE_FILES. Its owner forks the processes sharing it with
+// CLONE_FILES before installing it; each of them forks its own children first (they copy the
+// table while it still holds the pool), says so, and waits: the owner then installs the table
+// once for all of them, keeping every fd their restorers need, and hands them the new numbers of
+// those fds. Made by the owner before it forks; its pipes sit above `lowest_fd` (the pool's
+// max_fd() + 1), where install() leaves kept fds at their numbers.
+class SharedFdTableHandoff {
+ public:
+  explicit SharedFdTableHandoff(int lowest_fd);
+  // In a process sharing the table, once its children are forked: returns the owner's numbers.
+  std::vector<int> sharer_ready_and_wait(size_t count);
+  // In the owner: waits until `sharers` processes are ready.
+  void owner_wait_ready(size_t sharers);
+  // In the owner, after install(): gives `numbers` to each of the `sharers` processes.
+  void owner_send(const std::vector<int>& numbers, size_t sharers);
+  // The pipes' fds, which the owner keeps through install() (they stay at their numbers).
+  std::vector<int> fds() const;
+  // The same fds, to close at the end of the restore. After this,
+  // the handoff no longer owns them (the table they are in is closed by the restorer).
+  std::vector<int> release_fds();
+
+ private:
+  UniqueFd ready_read_, ready_write_, numbers_read_, numbers_write_;
 };
 
 }  // namespace cryo::ckpt

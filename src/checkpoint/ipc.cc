@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/kcmp.h>
 #include <mqueue.h>
 #include <sched.h>
 #include <sys/ipc.h>
@@ -426,12 +427,28 @@ bool has_own_ipc_namespace(pid_t pid) {
   return ns_link(std::to_string(pid)) != fs::read_link("/proc/thread-self/ns/ipc");
 }
 
+bool has_semaphore_undo_list(pid_t pid) {
+  long r = ::syscall(SYS_kcmp, pid, ::getpid(), KCMP_SYSVSEM, 0, 0);
+  if (r < 0) throw_errno("pid " + std::to_string(pid) + ": kcmp KCMP_SYSVSEM");
+  return r != 0;
+}
+
 void dump_ipc_namespace(pid_t root, const std::vector<pid_t>& tree, ImageSink& sink) {
   std::string root_ns = ns_link(std::to_string(root));
   for (pid_t pid : tree)
     if (ns_link(std::to_string(pid)) != root_ns)
       throw Error("not supported yet: pid " + std::to_string(pid) +
                   " is in another IPC namespace than the tree's root " + std::to_string(root));
+  // Undo values cannot be read (ipc.h): the restored process has none. Applying them to find
+  // them out (unshare(CLONE_SYSVSEM) in the process) would run the operations of processes
+  // waiting on those semaphores, so they are left alone and the loss is said.
+  for (pid_t pid : tree) {
+    if (has_semaphore_undo_list(pid)) {
+      LOG_WARN << "pid " << pid
+               << " has System V semaphore undo values (SEM_UNDO): the kernel does not expose "
+                  "them, so they are not restored (the restored process has none)";
+    }
+  }
   if (!has_own_ipc_namespace(root)) return;
   with_context("dumping the IPC namespace of pid " + std::to_string(root), [&] {
     UniqueFd target =

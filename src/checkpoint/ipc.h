@@ -24,6 +24,12 @@ inline constexpr const char* kIpcNamespaceImage = "ipcns.img";
 // True when `pid` is in another IPC namespace than the caller.
 bool has_own_ipc_namespace(pid_t pid);
 
+// True when `pid` has a System V semaphore undo list: it made a semop with SEM_UNDO (the kernel
+// allocates the list then and keeps it, even once its adjustments add up to zero). Found with
+// kcmp(KCMP_SYSVSEM) against the caller, which must have none. The values in the list cannot be
+// read from outside the process (no /proc file, semctl command or ptrace request shows them).
+bool has_semaphore_undo_list(pid_t pid);
+
 // Dumps the IPC namespace of `root` into `sink` when it is not the caller's; every pid of
 // `tree` must share it (nested IPC namespaces are refused). Queued POSIX messages are read and put
 // back in the same order. Call with the tree frozen.

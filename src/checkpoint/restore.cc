@@ -67,11 +67,14 @@ struct RestoreContext {
   pid_t root = -1;
   std::map<pid_t, ProcessImages> processes;
   std::map<std::string, UniqueFd> files;  // mapped files by path
+  json mapped_ghosts = json::array();     // mapped-ghosts.img
   std::map<uint64_t, UniqueFd> shmem;     // shared anonymous memory by dumped inode
   std::map<std::string, UniqueFd> exes;
   std::unique_ptr<FilePool> pool;
   UniqueFd report_read;   // coordinator's end
   UniqueFd report_write;  // restoring processes' end
+  // In the processes sharing an fd table and their owner: the owner's handoff (files.h).
+  SharedFdTableHandoff* table_handoff = nullptr;
 };
 
 pid_t clone_with_pid(pid_t pid, uint64_t flags) {
@@ -145,9 +148,19 @@ void unregister_rseq() {
       throw_errno("setpgid to group " + std::to_string(pgid));
     }
     if (!keep_session) restore_terminal_control(pid, sid, pgid);  // before the children fork
+    // Fd tables shared by CLONE_FILES: this process installs its table for the children sharing
+    // it, forked with CLONE_FILES (files.h, SharedFdTableHandoff).
+    const pid_t table_owner = ctx.pool->fd_table_owner(pid);
+    const std::vector<pid_t> table_sharers = ctx.pool->fd_table_sharers(table_owner);
+    std::unique_ptr<SharedFdTableHandoff> handoff;
+    if (table_owner == pid && !table_sharers.empty()) {
+      handoff = std::make_unique<SharedFdTableHandoff>(ctx.pool->max_fd() + 1);
+      ctx.table_handoff = handoff.get();  // the sharers' copy of it, in their memory
+    }
     for (const json& child_pid : entry.at("children")) {
       pid_t child = child_pid;
-      pid_t r = clone_with_pid(child, 0);
+      bool shares_table = ctx.pool->fd_table_owner(child) == pid && child != pid;
+      pid_t r = clone_with_pid(child, shares_table ? CLONE_FILES : 0);
       if (r == 0) {
         const json& child_entry = ctx.processes.at(child).entry;
         if (child_entry.at("zombie").get<bool>()) become_zombie(child_entry.at("exit_code"));
@@ -156,33 +169,45 @@ void unregister_rseq() {
       created.push_back(r);
     }
     if (entry.at("zombie").get<bool>()) become_zombie(entry.at("exit_code"));
+    if (table_owner != pid && parent != table_owner)
+      throw Error("not supported yet: pid " + std::to_string(pid) + " shares the fd table of pid " +
+                  std::to_string(table_owner) + ", which is not its parent");
 
     ::prctl(PR_SET_NAME, entry.at("comm").get<std::string>().c_str());
-    // The fds the restorer needs, kept (and moved out of the way) by the file pool.
-    std::vector<int> keep{ctx.report_write.get(), images.pages->fd(),
-                          ctx.exes.at(images.mm.at("exe")).get()};
-    std::vector<std::pair<std::string, size_t>> file_slots;
-    std::vector<std::pair<uint64_t, size_t>> shmem_slots;
-    for (const json& v : images.mm.at("vmas")) {
-      std::string path = v.at("path");
-      VmaKind kind = vma_kind_from_name(v.at("kind"));
-      if (kind == VmaKind::kFilePrivate || kind == VmaKind::kFileShared) {
-        file_slots.push_back({path, keep.size()});
-        keep.push_back(ctx.files.at(path).get());
-      } else if (kind == VmaKind::kSharedAnon) {
-        uint64_t inode = v.at("inode");
-        shmem_slots.push_back({inode, keep.size()});
-        keep.push_back(ctx.shmem.at(inode).get());
+    // The fds the restorer needs, kept (and moved out of the way) by the file pool; with a shared
+    // fd table, those of every process sharing it.
+    std::vector<int> keep;
+    std::vector<pid_t> table_members{table_owner};
+    table_members.insert(table_members.end(), table_sharers.begin(), table_sharers.end());
+    for (pid_t member : table_members) {
+      const ProcessImages& member_images = ctx.processes.at(member);
+      keep.push_back(ctx.report_write.get());
+      keep.push_back(member_images.pages->fd());
+      keep.push_back(ctx.exes.at(member_images.mm.at("exe")).get());
+      for (const json& v : member_images.mm.at("vmas")) {
+        VmaKind kind = vma_kind_from_name(v.at("kind"));
+        if (kind == VmaKind::kFilePrivate || kind == VmaKind::kFileShared)
+          keep.push_back(ctx.files.at(v.at("path")).get());
+        else if (kind == VmaKind::kSharedAnon)
+          keep.push_back(ctx.shmem.at(v.at("inode")).get());
       }
     }
-    std::sort(keep.begin() + 3, keep.end());
     // Duplicates (a file mapped several times) would be moved twice: keep each number once.
-    std::vector<int> unique_keep;
-    for (int fd : keep)
-      if (std::find(unique_keep.begin(), unique_keep.end(), fd) == unique_keep.end())
-        unique_keep.push_back(fd);
+    std::sort(keep.begin(), keep.end());
+    std::vector<int> unique_keep(keep.begin(), std::unique(keep.begin(), keep.end()));
     std::vector<int> moved = unique_keep;
-    ctx.pool->install(pid, &moved);
+    if (handoff) {
+      handoff->owner_wait_ready(table_sharers.size());  // their children have copied the table
+      std::vector<int> kept = moved;
+      for (int fd : handoff->fds()) kept.push_back(fd);  // stay at their numbers
+      ctx.pool->install(pid, &kept);
+      moved.assign(kept.begin(), kept.begin() + static_cast<ptrdiff_t>(moved.size()));
+      handoff->owner_send(moved, table_sharers.size());
+    } else if (table_owner != pid) {
+      moved = ctx.table_handoff->sharer_ready_and_wait(unique_keep.size());
+    } else {
+      ctx.pool->install(pid, &moved);
+    }
     auto new_number = [&](int old_fd) {
       auto it = std::find(unique_keep.begin(), unique_keep.end(), old_fd);
       return moved[static_cast<size_t>(it - unique_keep.begin())];
@@ -198,7 +223,16 @@ void unregister_rseq() {
       else if (kind == VmaKind::kSharedAnon)
         fds.shmem[v.at("inode")] = new_number(ctx.shmem.at(v.at("inode")).get());
     }
-    fds.close_at_end = moved;
+    // One table: its restorer fds are closed once, by the last of its processes to be restored
+    // (the coordinator restores them in pid order).
+    if (table_sharers.empty()) {
+      fds.close_at_end = moved;
+    } else if (pid == std::max(table_owner,
+                               *std::max_element(table_sharers.begin(), table_sharers.end()))) {
+      fds.close_at_end = moved;
+      std::vector<int> pipes = ctx.table_handoff->release_fds();
+      fds.close_at_end.insert(fds.close_at_end.end(), pipes.begin(), pipes.end());
+    }
     const json& attrs = images.core.at("process_attrs");
     restore_process_attrs_early(attrs);
 
@@ -256,14 +290,11 @@ UniqueFd recreate_mapped_ghost(const std::string& image_dir, const json& ghost) 
 void load_images(RestoreContext& ctx) {
   json inventory = read_and_check_inventory(ctx.dir);
   ctx.root = inventory.at("root_pid");
-  // Images of older dumps have no mapped-ghosts.img.
+  // Images of older dumps have no mapped-ghosts.img. The files are made by load_mapped_ghosts().
   if (fs::exists(ctx.dir + "/" + kMappedGhostsImage))
-    for (const json& ghost : read_json_image(ctx.dir, kMappedGhostsImage))
-      with_context("mapped deleted file " + ghost.at("path").get<std::string>(), [&] {
-        ctx.files[ghost.at("path").get<std::string>()] = recreate_mapped_ghost(ctx.dir, ghost);
-      });
+    ctx.mapped_ghosts = read_json_image(ctx.dir, kMappedGhostsImage);
   std::set<std::string> ghost_paths;
-  for (const auto& [path, fd] : ctx.files) ghost_paths.insert(path);
+  for (const json& ghost : ctx.mapped_ghosts) ghost_paths.insert(ghost.at("path"));
   json pstree = read_json_image(ctx.dir, "pstree.img");
   for (const json& entry : pstree) {
     pid_t pid = entry.at("pid");
@@ -291,6 +322,25 @@ void load_images(RestoreContext& ctx) {
     if (!ctx.exes.count(exe)) ctx.exes[exe] = fs::open_or_throw(exe, O_RDONLY | O_CLOEXEC);
   }
   if (!ctx.processes.count(ctx.root)) throw Error("pstree.img does not contain the root");
+}
+
+// Deleted files the tree maps, once the file pool exists: one the tree also held as an fd is the
+// pool's file (one inode, as dumped: writes through the fd show in MAP_SHARED mappings), the
+// others are recreated from their mapped-ghost images.
+void load_mapped_ghosts(RestoreContext& ctx) {
+  for (const json& ghost : ctx.mapped_ghosts) {
+    std::string path = ghost.at("path");
+    with_context("mapped deleted file " + path, [&] {
+      int held = ctx.pool->ghost_for_inode(ghost.at("dev"), ghost.at("ino"));
+      if (held < 0) {
+        ctx.files[path] = recreate_mapped_ghost(ctx.dir, ghost);
+        return;
+      }
+      UniqueFd same(::fcntl(held, F_DUPFD_CLOEXEC, 0));
+      if (!same) throw_errno("dup of the recreated deleted file");
+      ctx.files[path] = std::move(same);
+    });
+  }
 }
 
 // Shared memory objects the tree maps, once the file pool exists: a memfd that is also held as
@@ -382,6 +432,7 @@ RestoreResult restore(const std::string& image_dir, const RestoreOptions& option
   file_options.inherit_fds = options.inherit_fds;  // container-cr
   ctx.pool = FilePool::open(image_dir, file_options);
   load_shared_memory(ctx);
+  load_mapped_ghosts(ctx);
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) throw_errno("socketpair");
   ctx.report_read = UniqueFd(sv[0]);

@@ -485,8 +485,9 @@ TEST_F(FilesTest, InheritedDescriptionIsTheCallersOwn) {
   ::close(monitor[0]);
 }
 
-TEST_F(FilesTest, SharedFdTableIsRecordedAndRefusedAtRestore) {
-  // A process and a CLONE_FILES child: one fd table.
+TEST_F(FilesTest, SharedFdTableIsRecordedOnceAndInstalledByItsOwner) {
+  // A process and a CLONE_FILES child: one fd table, recorded with the process dumped first and
+  // installed by it (the restore forks the sharer with CLONE_FILES: zdtm fd_table_shared).
   pid_t sharer = -1;
   int pid_pipe[2];
   ASSERT_EQ(::pipe(pid_pipe), 0);
@@ -520,13 +521,17 @@ TEST_F(FilesTest, SharedFdTableIsRecordedAndRefusedAtRestore) {
   ::kill(sharer, SIGKILL);
   json table = read_json_image(images_, "fdtable-" + std::to_string(sharer) + ".img");
   EXPECT_EQ(table.value("shared_with", -1), tree.pid());
+  EXPECT_TRUE(table.at("fds").empty()) << "the shared table's fds are recorded once";
+  std::unique_ptr<FilePool> pool = FilePool::open(images_, {});
+  EXPECT_EQ(pool->fd_table_owner(sharer), tree.pid());
+  EXPECT_EQ(pool->fd_table_owner(tree.pid()), tree.pid());
+  EXPECT_EQ(pool->fd_table_sharers(tree.pid()), std::vector<pid_t>{sharer});
+  EXPECT_TRUE(pool->fd_table_sharers(sharer).empty());
   try {
-    FilePool::open(images_, {});
-    FAIL() << "a shared fd table was restored";
+    pool->install(sharer, nullptr);
+    ADD_FAILURE() << "the sharer installed a table of its own";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("not supported yet: restoring an fd table shared by "
-                                         "CLONE_FILES"),
-              std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("that process installs it"), std::string::npos)
         << e.what();
   }
 }

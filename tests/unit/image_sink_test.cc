@@ -195,26 +195,33 @@ TEST_F(ImageSinkTest, DumpThroughMemorySinkGivesTheDirectoryDumpsBytes) {
 namespace cryo::ckpt {
 namespace {
 
-// A tree whose processes share one fd table (CLONE_FILES) is refused by dump() before anything is
-// written, and runs on untraced.
-TEST_F(ImageSinkTest, DumpRefusesSharedFdTablesAndLeavesTheTreeRunning) {
+// Fd tables shared by CLONE_FILES are restored by forking each sharer from the table's owner:
+// a tree whose sharers are not the owner's children (here two siblings, the second made with
+// CLONE_FILES | CLONE_PARENT by the first) is refused by dump() before anything is written, and
+// runs on untraced.
+TEST_F(ImageSinkTest, DumpRefusesSharedFdTablesOfSiblingsAndLeavesTheTreeRunning) {
   int ready[2];
   ASSERT_EQ(pipe(ready), 0);
   pid_t root = fork();
   if (root == 0) {
     setsid();
-    static char stack[64 * 1024];
-    pid_t sharer = clone(
-        [](void*) -> int {
-          for (;;) pause();
-        },
-        stack + sizeof stack, CLONE_FILES | SIGCHLD, nullptr);
-    if (write(ready[1], &sharer, sizeof sharer) != sizeof sharer) _exit(1);
+    pid_t first = fork();
+    if (first == 0) {
+      static char stack[64 * 1024];
+      pid_t sibling = clone(
+          [](void*) -> int {
+            for (;;) pause();
+          },
+          stack + sizeof stack, CLONE_FILES | CLONE_PARENT, nullptr);
+      pid_t pids[2] = {getpid(), sibling};
+      if (write(ready[1], pids, sizeof pids) != sizeof pids) _exit(1);
+      for (;;) pause();
+    }
     for (;;) pause();
   }
   close(ready[1]);
-  pid_t sharer = -1;
-  ASSERT_EQ(read(ready[0], &sharer, sizeof sharer), static_cast<ssize_t>(sizeof sharer));
+  pid_t sharers[2] = {-1, -1};
+  ASSERT_EQ(read(ready[0], sharers, sizeof sharers), static_cast<ssize_t>(sizeof sharers));
   close(ready[0]);
   MemorySink sink;
   DumpOptions options;
@@ -222,20 +229,22 @@ TEST_F(ImageSinkTest, DumpRefusesSharedFdTablesAndLeavesTheTreeRunning) {
   options.shell_job = true;
   try {
     dump(root, dir_, options);
-    ADD_FAILURE() << "a tree sharing an fd table was dumped";
+    ADD_FAILURE() << "a tree sharing an fd table between siblings was dumped";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("share one fd table (CLONE_FILES)"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("not supported yet: pid " + std::to_string(sharers[1]) +
+                                         " shares the fd table (CLONE_FILES) of pid " +
+                                         std::to_string(sharers[0]) + ", which is not its parent"),
+              std::string::npos)
         << e.what();
   }
   EXPECT_TRUE(sink.images().empty());
   EXPECT_FALSE(sink.finished());
-  for (pid_t p : {root, sharer}) {
+  for (pid_t p : {root, sharers[0], sharers[1]}) {
     EXPECT_EQ(kill(p, 0), 0) << p;
     std::string status = fs::read_file("/proc/" + std::to_string(p) + "/status");
     EXPECT_NE(status.find("TracerPid:\t0"), std::string::npos) << p;
   }
-  kill(sharer, SIGKILL);
-  kill(root, SIGKILL);
+  for (pid_t p : {sharers[1], sharers[0], root}) kill(p, SIGKILL);
   waitpid(root, nullptr, 0);
 }
 

@@ -162,6 +162,9 @@ class RestoreContext : public KindStates {
 
   // Fds that the pool keeps after open() for other parts of the restore (memfds for mappings).
   std::map<uint64_t, UniqueFd>& memfds_by_inode() { return memfds_by_inode_; }
+  // The same for recreated deleted files, by the (dev, ino) they had at dump time: a deleted file
+  // the tree also maps is mapped from this one, so that fd and mapping stay one file.
+  std::map<std::pair<uint64_t, uint64_t>, UniqueFd>& ghosts_by_inode() { return ghosts_by_inode_; }
 
  private:
   std::string image_dir_;
@@ -169,6 +172,7 @@ class RestoreContext : public KindStates {
   std::map<uint64_t, const json*> objects_by_id_;
   std::map<std::pair<uint64_t, int>, UniqueFd> object_fds_;
   std::map<uint64_t, UniqueFd> memfds_by_inode_;
+  std::map<std::pair<uint64_t, uint64_t>, UniqueFd> ghosts_by_inode_;
   std::set<pid_t> tree_pids_;
   UniqueFd root_fd_;
   std::vector<std::function<void()>> after_open_;

@@ -59,9 +59,11 @@ void dump_ghost(DumpContext& ctx, const DumpedFd& fd, json& description) {
     ghost["mode"] = static_cast<uint32_t>(fd.st.st_mode);
     ghost["uid"] = fd.st.st_uid;
     ghost["gid"] = fd.st.st_gid;
+    ghost["dev"] = static_cast<uint64_t>(fd.st.st_dev);  // to find the tree's mappings of it
+    ghost["ino"] = static_cast<uint64_t>(fd.st.st_ino);
     UniqueFd reader = reopen_fd(fd.stolen, O_RDONLY);
-    ghost["content"] = dump_file_content(
-        ctx.sink(), "ghost-" + std::to_string(object.id) + ".img", reader.get());
+    ghost["content"] =
+        dump_file_content(ctx.sink(), "ghost-" + std::to_string(object.id) + ".img", reader.get());
   }
   description["kind"] = "ghost";
   description["ghost"] = object.id;
@@ -112,6 +114,12 @@ UniqueFd ghost_open(RestoreContext& ctx, const json& description) {
       throw_errno("fchown");
     if (::fchmod(file_fd.get(), ghost.at("mode").get<uint32_t>() & 07777) < 0)
       throw_errno("fchmod");
+    if (ghost.contains("ino")) {  // absent from images of older dumps
+      UniqueFd for_mappings(::fcntl(file_fd.get(), F_DUPFD_CLOEXEC, 0));
+      if (!for_mappings) throw_errno("fcntl F_DUPFD_CLOEXEC");
+      ctx.ghosts_by_inode()[{ghost.at("dev").get<uint64_t>(), ghost.at("ino").get<uint64_t>()}] =
+          std::move(for_mappings);
+    }
     ctx.set_object_fd(id, std::move(file_fd));
   }
   auto flags = description.at("flags").get<int>();
@@ -152,8 +160,8 @@ void memfd_dump(DumpContext& ctx, const DumpedFd& fd, json& description) {
     if (seals < 0) throw_errno("fcntl F_GET_SEALS");
     memfd["seals"] = seals;
     UniqueFd reader = reopen_fd(fd.stolen, O_RDONLY);
-    memfd["content"] = dump_file_content(
-        ctx.sink(), "memfd-" + std::to_string(object.id) + ".img", reader.get());
+    memfd["content"] =
+        dump_file_content(ctx.sink(), "memfd-" + std::to_string(object.id) + ".img", reader.get());
   }
   description["kind"] = "memfd";
   description["memfd"] = object.id;
