@@ -64,11 +64,12 @@ void check_restorer_results(const RestorerPlan& plan, const std::vector<uint8_t>
                             size_t entries = SIZE_MAX);
 
 // Writes the pages of a restoring process, stopped at its restorer's pause (every VMA that gets
-// pages mapped and writable), from the coordinator: process_vm_writev from a mapping of the page
-// image straight into place, on several threads, so that the kernel populates and copies in one
-// pass per page (no page faults in the target, no populate pass first). The image's checksum is
-// verified on the way, over the whole payload (pages found zero at dump time are in it, in no
-// run), before the process can run: a mismatch throws. Returns the bytes written.
+// pages mapped and writable), from the coordinator: the page image is read in small steps into
+// per-thread buffers and written with process_vm_writev straight to the run addresses, on
+// several threads, so that the kernel populates and fills each page in one pass (no page faults
+// in the target, no populate pass first). The image's checksum is verified on the way, over the
+// whole payload (pages found zero at dump time are in it, in no run), before the process can
+// run: a mismatch throws. Returns the bytes written.
 uint64_t fill_process_memory(pid_t pid, const RawImageReader& pages,
                              const std::vector<PageRun>& runs);
 
