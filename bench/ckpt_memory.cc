@@ -4,7 +4,11 @@
 //                                               OUTFILE and waits; on SIGTERM checks the memory
 //                                               and writes PASS or FAIL.
 //   ckpt_memory ceilings MIB DIR                 prints this machine's ceilings measured now:
-//                                               memcpy, process_vm_readv, write to a file in DIR.
+//                                               memcpy, process_vm_readv, write to a file in DIR
+//                                               (from memory, and from a small buffer on 1 and 2
+//                                               threads), populate, pread, and process_vm_writev
+//                                               into fresh memory of another process (1 and 2
+//                                               threads).
 //   ckpt_memory tree N OUTFILE                  a tree of N small processes (this one and N-1
 //                                               children), READY, then on SIGTERM checks that
 //                                               every child is still there and writes PASS/FAIL.
@@ -20,6 +24,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -167,6 +172,63 @@ int main(int argc, char** argv) {
     printf("ceiling pread into populated memory %6.2f GB/s\n", size / seconds_since(t0) / 1e9);
     close(fd);
     unlink(path.c_str());
+
+    // The dump's writer writes from a small buffer that stays in the CPU caches; tmpfs takes one
+    // writer at a time per file, so two threads write two files.
+    for (int threads : {1, 2}) {
+      std::vector<std::thread> writers;
+      t0 = std::chrono::steady_clock::now();
+      for (int w = 0; w < threads; ++w)
+        writers.emplace_back([&, w] {
+          std::string name = path + std::to_string(w);
+          int out = open(name.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+          const size_t chunk = 2 << 20;
+          uint8_t* buffer = populated(chunk);
+          memcpy(buffer, src, chunk);
+          for (size_t off = 0; off < size / threads; off += chunk)
+            if (out < 0 || write(out, buffer, chunk) != static_cast<ssize_t>(chunk)) {
+              perror("write");
+              break;
+            }
+          close(out);
+          munmap(buffer, chunk);
+        });
+      for (std::thread& t : writers) t.join();
+      printf("ceiling write to %-8s from a 2 MiB buffer, %d thread(s), %d file(s) %6.2f GB/s\n",
+             argv[3], threads, threads, size / seconds_since(t0) / 1e9);
+      for (int w = 0; w < threads; ++w) unlink((path + std::to_string(w)).c_str());
+    }
+
+    // Restore writes pages into not yet populated memory of the restored process.
+    for (int threads : {1, 2}) {
+      void* area = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      pid_t target = fork();
+      if (target == 0) {
+        pause();
+        _exit(0);
+      }
+      munmap(area, size);
+      std::vector<std::thread> writers;
+      t0 = std::chrono::steady_clock::now();
+      for (int w = 0; w < threads; ++w)
+        writers.emplace_back([&, w] {
+          const size_t chunk = 2 << 20;
+          for (size_t off = w * chunk; off < size; off += threads * chunk) {
+            iovec local{src + off, std::min(chunk, size - off)};
+            iovec remote{static_cast<uint8_t*>(area) + off, local.iov_len};
+            if (process_vm_writev(target, &local, 1, &remote, 1, 0) !=
+                static_cast<ssize_t>(local.iov_len)) {
+              perror("process_vm_writev");
+              break;
+            }
+          }
+        });
+      for (std::thread& t : writers) t.join();
+      printf("ceiling process_vm_writev into fresh memory, %d thread(s) %6.2f GB/s\n", threads,
+             size / seconds_since(t0) / 1e9);
+      kill(target, SIGKILL);
+      waitpid(target, nullptr, 0);
+    }
     return 0;
   }
   fprintf(stderr, "unknown mode %s\n", mode.c_str());

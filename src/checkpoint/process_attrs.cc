@@ -246,13 +246,41 @@ size_t add_step(SyscallBatch& batch, long nr, std::initializer_list<BatchArg> ar
   return index;
 }
 
+namespace {
+
+// While one frozen process's attributes are dumped, its status files are read once: the readers
+// (umask, no_new_privs, credentials, seccomp, the leader check) each used to read it again.
+thread_local std::map<std::pair<pid_t, pid_t>, std::map<std::string, std::string>>*
+    status_reads_shared = nullptr;
+
+class ShareStatusReads {
+ public:
+  ShareStatusReads() : previous_(status_reads_shared) {
+    if (!previous_) status_reads_shared = &reads_;
+  }
+  ~ShareStatusReads() { status_reads_shared = previous_; }
+  ShareStatusReads(const ShareStatusReads&) = delete;
+  ShareStatusReads& operator=(const ShareStatusReads&) = delete;
+
+ private:
+  std::map<std::pair<pid_t, pid_t>, std::map<std::string, std::string>> reads_;
+  decltype(status_reads_shared) previous_;
+};
+
+}  // namespace
+
 std::map<std::string, std::string> read_status(pid_t pid, pid_t tid) {
+  if (status_reads_shared) {
+    auto it = status_reads_shared->find({pid, tid});
+    if (it != status_reads_shared->end()) return it->second;
+  }
   std::map<std::string, std::string> fields;
   for (const std::string& line : split(fs::read_file(task_dir(pid, tid) + "/status"), '\n')) {
     size_t colon = line.find(':');
     if (colon == std::string::npos) continue;
     fields[line.substr(0, colon)] = std::string(trim(std::string_view(line).substr(colon + 1)));
   }
+  if (status_reads_shared) (*status_reads_shared)[{pid, tid}] = fields;
   return fields;
 }
 
@@ -267,6 +295,7 @@ pid_t innermost_tid(pid_t pid, pid_t tid) {
 
 json dump_process_attrs_with(pid_t pid, const BatchRunner& runner) {
   return with_context("process attributes of " + std::to_string(pid), [&] {
+    ShareStatusReads share_status;
     json out = json::object();
     std::string proc = "/proc/" + std::to_string(pid);
     out["personality"] = std::strtoull(fs::read_file(proc + "/personality").c_str(), nullptr, 16);
@@ -311,6 +340,7 @@ json dump_process_attrs_with(pid_t pid, const BatchRunner& runner) {
 
 json dump_thread_attrs_with(pid_t pid, pid_t tid, const BatchRunner& runner) {
   return with_context("attributes of thread " + std::to_string(tid), [&] {
+    ShareStatusReads share_status;
     json out = json::object();
     DumpQueries queries;
     queue_task_dump(pid, tid, queries, out);
@@ -327,6 +357,7 @@ json dump_process_attrs(pid_t pid, RemoteSyscalls& main_thread) {
 }
 
 json dump_thread_attrs(pid_t tid, RemoteSyscalls& thread) {
+  attrs::ShareStatusReads share_status;
   if (std::atoi(attrs::read_status(tid, tid)["Tgid"].c_str()) == tid) return json{{"leader", true}};
   // /proc/TID/task/TID names the thread whichever process it belongs to.
   return attrs::dump_thread_attrs_with(

@@ -126,8 +126,6 @@ struct RemoteSyscalls::Impl {
     if (::ptrace(PTRACE_CONT, thread.tid(), nullptr, nullptr) != 0)
       throw_errno(who() + ": PTRACE_CONT into the injected code");
     wait_trap(code, code + x86_64::blob_size());
-    // The batch may have moved the vdso: find the syscall instruction again when next needed.
-    syscall_insn = 0;
   }
 
   void ensure_scratch(size_t size) {
@@ -308,10 +306,13 @@ std::vector<uint8_t> RemoteSyscalls::run_batch(const SyscallBatch& batch) {
 
 std::vector<uint8_t> RemoteSyscalls::run_prepared(RemoteAddr code, size_t area_size,
                                                   RemoteAddr block, size_t block_size,
-                                                  RemoteAddr stack_top) {
+                                                  RemoteAddr stack_top, RemoteAddr first_entry) {
   impl_->scratch_base = code;
   impl_->scratch_size = area_size;
-  impl_->run_code(code, block, stack_top);
+  impl_->run_code(code, first_entry.value() ? first_entry : block, stack_top);
+  // The restorer moves the vdso: find the syscall instruction again when next needed. (Batches
+  // of run_batch only ask questions; the instruction found once stays valid for the session.)
+  impl_->syscall_insn = 0;
   std::vector<uint8_t> out(block_size);
   impl_->read(block, out.data(), out.size());
   return out;

@@ -34,9 +34,11 @@ class RemoteSyscalls {
   std::vector<uint8_t> run_batch(const SyscallBatch& batch);
   // Runs a blob and batch the target placed in its own memory (the restorer) and returns the
   // block after the run. The area [code, code + area_size) becomes this session's scratch area:
-  // it is unmapped by finish().
+  // it is unmapped by finish(). `first_entry` (default: the block's first) lets a batch with a
+  // pause (SyscallBatch::add_pause) go on after it.
   std::vector<uint8_t> run_prepared(RemoteAddr code, size_t area_size, RemoteAddr block,
-                                    size_t block_size, RemoteAddr stack_top);
+                                    size_t block_size, RemoteAddr stack_top,
+                                    RemoteAddr first_entry = RemoteAddr());
   // Places the scratch area (blob + batch) at exactly `addr` when it is first mapped (restore:
   // an address free in both the current and the dumped layout). Call before any use.
   void place_scratch_at(RemoteAddr addr);

@@ -182,7 +182,6 @@ void unregister_rseq() {
     for (pid_t member : table_members) {
       const ProcessImages& member_images = ctx.processes.at(member);
       keep.push_back(ctx.report_write.get());
-      keep.push_back(member_images.pages->fd());
       keep.push_back(ctx.exes.at(member_images.mm.at("exe")).get());
       for (const json& v : member_images.mm.at("vmas")) {
         VmaKind kind = vma_kind_from_name(v.at("kind"));
@@ -214,7 +213,6 @@ void unregister_rseq() {
     };
     int report_fd = new_number(ctx.report_write.get());
     RestorerFds fds;
-    fds.pages = new_number(images.pages->fd());
     fds.exe = new_number(ctx.exes.at(images.mm.at("exe")).get());
     for (const json& v : images.mm.at("vmas")) {
       VmaKind kind = vma_kind_from_name(v.at("kind"));
@@ -304,8 +302,8 @@ void load_images(RestoreContext& ctx) {
     std::string id = std::to_string(pid);
     p.core = read_json_image(ctx.dir, "core-" + id + ".img");
     p.mm = read_json_image(ctx.dir, "mm-" + id + ".img");
+    // Its checksum is verified while its pages are written (fill_process_memory).
     p.pages = std::make_unique<RawImageReader>(ctx.dir, p.mm.at("pages_image").get<std::string>());
-    p.pages->verify_checksum();
     for (const json& v : p.mm.at("vmas")) {
       VmaKind kind = vma_kind_from_name(v.at("kind"));
       if (kind != VmaKind::kFilePrivate && kind != VmaKind::kFileShared) continue;
@@ -512,9 +510,6 @@ RestoreResult restore(const std::string& image_dir, const RestoreOptions& option
         PtraceAttachment main =
             PtraceAttachment::seize_and_interrupt(host_pid, PTRACE_O_TRACECLONE);
         RemoteSyscalls remote(main);
-        std::vector<uint8_t> block =
-            remote.run_prepared(RemoteAddr(plan.area), plan.area_size, RemoteAddr(plan.block),
-                                plan.block_size, RemoteAddr(plan.stack_top));
         std::vector<PtraceAttachment> created;
         // On failure the process is of no use any more: end it before the sessions above unwind
         // (they would otherwise let its threads run into the restorer's trap).
@@ -525,6 +520,19 @@ RestoreResult restore(const std::string& image_dir, const RestoreOptions& option
             if (std::uncaught_exceptions() > exceptions) ::kill(pid, SIGKILL);
           }
         } kill_on_failure{host_pid};
+        // The restorer maps the address space and pauses; its pages are written in from here
+        // (and the page image verified) before it goes on.
+        const RemoteAddr block_at(plan.block);
+        std::vector<uint8_t> block =
+            remote.run_prepared(RemoteAddr(plan.area), plan.area_size, block_at, plan.block_size,
+                                RemoteAddr(plan.stack_top));
+        check_restorer_results(plan, block, plan.fill_pause);
+        const ProcessImages& process_images = ctx.processes.at(pid);
+        fill_process_memory(host_pid, *process_images.pages,
+                            runs_from_json(process_images.mm.at("runs")));
+        block = remote.run_prepared(RemoteAddr(plan.area), plan.area_size, block_at,
+                                    plan.block_size, RemoteAddr(plan.stack_top),
+                                    block_at + (plan.fill_pause + 1) * sizeof(BatchedSyscall));
         for (pid_t tid : remote.new_threads())
           created.push_back(PtraceAttachment::adopt_stopped(tid));
         check_restorer_results(plan, block);

@@ -6,6 +6,7 @@
 
 #include <sys/types.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -13,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "checkpoint/image/image_file.h"
+#include "checkpoint/memory.h"
 #include "checkpoint/syscall_batch.h"
 
 namespace cryo::ckpt {
@@ -21,7 +24,6 @@ using json = nlohmann::json;
 
 // fds the batch uses, open in the restoring process.
 struct RestorerFds {
-  int pages = -1;                    // pages-PID.img
   std::map<std::string, int> files;  // mapped files by path (opened for the needed access)
   std::map<uint64_t, int> shmem;     // shared anonymous memory objects by dumped inode
   int exe = -1;                      // the dumped executable, for PR_SET_MM_MAP
@@ -39,6 +41,9 @@ struct RestorerPlan {
   std::vector<std::pair<uint64_t, int64_t>> expected_results;
   std::vector<std::string> descriptions;  // one per entry, for error messages
   uint64_t pages_restored = 0;
+  // The batch's pause (SyscallBatch::add_pause): the coordinator runs the entries before it, fills
+  // the memory (fill_process_memory), then runs the rest.
+  uint64_t fill_pause = 0;
 };
 json plan_to_json(const RestorerPlan& plan);
 RestorerPlan plan_from_json(const json& j);
@@ -53,7 +58,19 @@ RestorerPlan prepare_restorer(const json& core, const json& mm, const RestorerFd
 // a thread queue signals with user codes to itself).
 void append_thread_signals(pid_t pid, const json& thread, SyscallBatch& batch);
 
-// Checks the batch results read back from the restored process; throws on the first failure.
-void check_restorer_results(const RestorerPlan& plan, const std::vector<uint8_t>& block);
+// Checks the batch results read back from the restored process, of its first `entries` entries
+// (all by default); throws on the first failure.
+void check_restorer_results(const RestorerPlan& plan, const std::vector<uint8_t>& block,
+                            size_t entries = SIZE_MAX);
+
+// Writes the pages of a restoring process, stopped at its restorer's pause (every VMA that gets
+// pages mapped and writable), from the coordinator: the page image is read in small steps into
+// per-thread buffers and written with process_vm_writev straight to the run addresses, on
+// several threads, so that the kernel populates and fills each page in one pass (no page faults
+// in the target, no populate pass first). The image's checksum is verified on the way, over the
+// whole payload (pages found zero at dump time are in it, in no run), before the process can
+// run: a mismatch throws. Returns the bytes written.
+uint64_t fill_process_memory(pid_t pid, const RawImageReader& pages,
+                             const std::vector<PageRun>& runs);
 
 }  // namespace cryo::ckpt

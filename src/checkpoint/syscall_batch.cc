@@ -24,6 +24,13 @@ size_t SyscallBatch::add(long nr, std::initializer_list<BatchArg> args, bool sto
   return entries_.size() - 1;
 }
 
+size_t SyscallBatch::add_pause() {
+  Entry e{kBatchEnd, {0, 0, 0, 0, 0, 0}, false, true};
+  entries_.push_back(e);
+  descriptions_.push_back("pause");
+  return entries_.size() - 1;
+}
+
 BatchArg SyscallBatch::data(const void* bytes, size_t size) {
   size_t offset = align16(data_.size());
   data_.resize(offset + size);
@@ -62,7 +69,8 @@ std::vector<uint8_t> SyscallBatch::layout(RemoteAddr base) const {
   auto* out = reinterpret_cast<BatchedSyscall*>(block.data());
   for (size_t i = 0; i < entries_.size(); ++i) {
     const Entry& e = entries_[i];
-    out[i].nr = (e.nr & kBatchNrMask) | (e.stop_on_error ? kBatchStopOnError : 0);
+    out[i].nr =
+        e.pause ? kBatchEnd : (e.nr & kBatchNrMask) | (e.stop_on_error ? kBatchStopOnError : 0);
     for (int a = 0; a < 6; ++a)
       out[i].args[a] = e.args[a].is_data_ref ? address_of(e.args[a], base).value() : e.args[a].raw;
     out[i].result = 0;

@@ -47,6 +47,10 @@ class SyscallBatch {
  public:
   // Appends a syscall and returns its index (to read its result after the run).
   size_t add(long nr, std::initializer_list<BatchArg> args, bool stop_on_error = true);
+  // Appends a stop: the injected code stops there as at the end of the list, and the caller runs
+  // the entries after it later (RemoteSyscalls::run_prepared with `first_entry`), e.g. after
+  // filling the target's memory from outside. Its result stays 0.
+  size_t add_pause();
   // Copies `size` bytes into the data area (16-byte aligned); the returned argument becomes the
   // remote address of those bytes.
   BatchArg data(const void* bytes, size_t size);
@@ -77,6 +81,7 @@ class SyscallBatch {
     long nr;
     BatchArg args[6] = {0, 0, 0, 0, 0, 0};
     bool stop_on_error;
+    bool pause = false;
   };
   std::vector<Entry> entries_;
   std::vector<std::string> descriptions_;

@@ -12,6 +12,7 @@
 
 #include <gtest/gtest.h>
 
+#include "checkpoint/arch/x86_64/blob.h"
 #include "checkpoint/ptrace.h"
 #include "checkpoint/remote_syscall.h"
 #include "checkpoint/syscall_batch.h"
@@ -140,6 +141,39 @@ TEST(RemoteSyscalls, RunsABatchInOneStop) {
     ASSERT_GT(readlink(link.c_str(), target, sizeof target - 1), 0);
     EXPECT_EQ(std::string(target), "/memfd:batch (deleted)");
     EXPECT_EQ(remote.syscall(SYS_close, static_cast<uint64_t>(memfd)), 0);
+  }
+  EXPECT_EQ(child.finish(), 0x1235u);
+}
+
+// A pause stops the injected code like the end of the list; run_prepared goes on from the entry
+// after it (the restorer pauses so that the coordinator can fill the memory in between).
+TEST(RemoteSyscalls, StopsAtAPauseAndGoesOnAfterIt) {
+  Child child;
+  usleep(20000);
+  {
+    PtraceAttachment attachment = PtraceAttachment::seize_and_interrupt(child.pid);
+    RemoteSyscalls remote(attachment);
+    SyscallBatch batch;
+    size_t before = batch.add(SYS_getpid, {});
+    size_t pause = batch.add_pause();
+    size_t after = batch.add(SYS_getppid, {});
+    constexpr size_t kArea = 64 << 10;
+    RemoteAddr area = remote.scratch(kArea);
+    const size_t blob = static_cast<size_t>(cryo_blob_end - cryo_blob_start);
+    remote.write_memory(area, cryo_blob_start, blob);
+    RemoteAddr block_at = area + (blob + 63) / 64 * 64;
+    std::vector<uint8_t> block = batch.layout(block_at);
+    remote.write_memory(block_at, block.data(), block.size());
+    RemoteAddr stack_top = area + (kArea - 64);
+
+    block = remote.run_prepared(area, kArea, block_at, block.size(), stack_top);
+    EXPECT_EQ(SyscallBatch::result_of(block, before), child.pid);
+    EXPECT_EQ(SyscallBatch::result_of(block, pause), 0);
+    EXPECT_EQ(SyscallBatch::result_of(block, after), 0) << "ran past the pause";
+
+    block = remote.run_prepared(area, kArea, block_at, block.size(), stack_top,
+                                block_at + (pause + 1) * sizeof(BatchedSyscall));
+    EXPECT_EQ(SyscallBatch::result_of(block, after), getpid());
   }
   EXPECT_EQ(child.finish(), 0x1235u);
 }

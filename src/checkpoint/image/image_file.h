@@ -74,6 +74,8 @@ class RawImageReader {
   uint64_t payload_size() const { return size_; }
   static constexpr uint64_t payload_offset() { return kImageHeaderSize; }
   void verify_checksum() const;
+  // The XXH3-64 of the payload recorded in the trailer (for readers that hash on the way).
+  uint64_t expected_checksum() const { return expected_hash_; }
   void read_at(uint64_t offset, void* out, size_t size) const;
   int fd() const { return fd_.get(); }
   const std::string& path() const { return path_; }
