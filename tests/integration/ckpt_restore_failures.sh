@@ -2,7 +2,8 @@
 # Restore failure paths of `cryo cr restore`:
 #  - a second restore of the same images while the first tree runs fails with "pid N is in use"
 #    and leaves no process behind;
-#  - a corrupted page image (one flipped byte) is refused before anything is created;
+#  - a corrupted page image (one flipped byte) is refused before the restored tree runs, and no
+#    process of it is left;
 #  - the images restore fine after the original was killed, and again after the failures.
 set -u
 CRYO="${CRYO:?CRYO must name the cryo binary}"
@@ -24,7 +25,7 @@ echo "$out" | grep -q "pid $pid is in use" || fail "unclear error for a pid in u
 kill -0 "$pid" || fail "the first restored tree was hurt by the second restore"
 grep -q FAIL "$work/out" && fail "the first restored tree failed"
 
-# Corrupt one byte of the page image: refused before anything is created.
+# Corrupt one byte of the page image: refused (checksum) before the tree runs; nothing is left.
 kill -TERM "$pid"
 while [ -e /proc/"$pid" ]; do sleep 0.02; done
 grep -q PASS "$work/out" || fail "the restored process did not pass"
