@@ -12,6 +12,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -97,9 +98,10 @@ static void helper_report(const char* fmt, ...) {
 }
 
 /* The peer outside the tree: sends the payload and its FIN on every connection, then expects
- * "back" and the end of the stream from each. Gives up when the test's output file is gone (the
- * harness cleaned up after a failure), so that it never outlives the test. */
-static void helper(const char* out_path) {
+ * "back" and the end of the stream from each. Gives up when the directory of the test's output is
+ * gone (the harness cleaned up after a failure), so that it never outlives the test; not the
+ * output file itself, which appears only with the test's first line (READY). */
+static void helper(const char* output_dir) {
   unsigned char* payload = malloc(PAYLOAD);
   for (int i = 0; i < CONNECTIONS; ++i) {
     struct connection* c = &connections[i];
@@ -120,7 +122,7 @@ static void helper(const char* out_path) {
       fds[i] = (struct pollfd){.fd = done[i] ? -1 : connections[i].peer, .events = POLLIN};
     int n = poll(fds, CONNECTIONS, 1000);
     if (n < 0 && errno != EINTR) helper_report("FAIL: poll: %s", strerror(errno));
-    if (access(out_path, F_OK) != 0) _exit(1);
+    if (access(output_dir, F_OK) != 0) _exit(1);
     for (int i = 0; i < CONNECTIONS && n > 0; ++i) {
       if (done[i] || fds[i].revents == 0) continue;
       ssize_t r = read(connections[i].peer, received[i] + got[i], sizeof received[i] - got[i]);
@@ -153,6 +155,9 @@ static void helper(const char* out_path) {
 int main(int argc, char** argv) {
   test_init(argc, argv);
   snprintf(verdict_path, sizeof verdict_path, "%s.peer", argv[1]);
+  char output_dir[4096];
+  snprintf(output_dir, sizeof output_dir, "%s", argv[1]);
+  dirname(output_dir);
   for (int i = 0; i < CONNECTIONS; ++i) {
     struct connection* c = &connections[i];
     c->listener = socket(c->listen_family, SOCK_STREAM, 0);
@@ -170,7 +175,7 @@ int main(int argc, char** argv) {
     if (setsid() < 0) _exit(1);
     pid_t grandchild = fork();
     if (grandchild < 0) _exit(1);
-    if (grandchild == 0) helper(argv[1]);
+    if (grandchild == 0) helper(output_dir);
     _exit(0);
   }
   int status;
