@@ -5,6 +5,7 @@
 #include <linux/kcmp.h>
 #include <mqueue.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/ipc.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
@@ -13,6 +14,7 @@
 #include <sys/shm.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -427,10 +429,41 @@ bool has_own_ipc_namespace(pid_t pid) {
   return ns_link(std::to_string(pid)) != fs::read_link("/proc/thread-self/ns/ipc");
 }
 
-bool has_semaphore_undo_list(pid_t pid) {
-  long r = ::syscall(SYS_kcmp, pid, ::getpid(), KCMP_SYSVSEM, 0, 0);
-  if (r < 0) throw_errno("pid " + std::to_string(pid) + ": kcmp KCMP_SYSVSEM");
-  return r != 0;
+namespace {
+
+// A child that only waits to be killed: forked without CLONE_SYSVSEM, it has no undo list.
+class ProcessWithoutUndoList {
+ public:
+  ProcessWithoutUndoList() : pid_(::fork()) {
+    if (pid_ < 0) throw_errno("fork a process to compare semaphore undo lists with");
+    if (pid_ == 0)
+      for (;;) ::pause();
+  }
+  ~ProcessWithoutUndoList() {
+    ::kill(pid_, SIGKILL);
+    while (::waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {
+    }
+  }
+  ProcessWithoutUndoList(const ProcessWithoutUndoList&) = delete;
+  ProcessWithoutUndoList& operator=(const ProcessWithoutUndoList&) = delete;
+  pid_t pid() const { return pid_; }
+
+ private:
+  pid_t pid_;
+};
+
+}  // namespace
+
+std::vector<pid_t> processes_with_semaphore_undo_lists(const std::vector<pid_t>& pids) {
+  std::vector<pid_t> found;
+  if (pids.empty()) return found;
+  ProcessWithoutUndoList reference;
+  for (pid_t pid : pids) {
+    long r = ::syscall(SYS_kcmp, pid, reference.pid(), KCMP_SYSVSEM, 0, 0);
+    if (r < 0) throw_errno("pid " + std::to_string(pid) + ": kcmp KCMP_SYSVSEM");
+    if (r != 0) found.push_back(pid);
+  }
+  return found;
 }
 
 void dump_ipc_namespace(pid_t root, const std::vector<pid_t>& tree, ImageSink& sink) {
@@ -442,12 +475,10 @@ void dump_ipc_namespace(pid_t root, const std::vector<pid_t>& tree, ImageSink& s
   // Undo values cannot be read (ipc.h): the restored process has none. Applying them to find
   // them out (unshare(CLONE_SYSVSEM) in the process) would run the operations of processes
   // waiting on those semaphores, so they are left alone and the loss is said.
-  for (pid_t pid : tree) {
-    if (has_semaphore_undo_list(pid)) {
-      LOG_WARN << "pid " << pid
-               << " has System V semaphore undo values (SEM_UNDO): the kernel does not expose "
-                  "them, so they are not restored (the restored process has none)";
-    }
+  for (pid_t pid : processes_with_semaphore_undo_lists(tree)) {
+    LOG_WARN << "pid " << pid
+             << " has System V semaphore undo values (SEM_UNDO): the kernel does not expose "
+                "them, so they are not restored (the restored process has none)";
   }
   if (!has_own_ipc_namespace(root)) return;
   with_context("dumping the IPC namespace of pid " + std::to_string(root), [&] {

@@ -24,11 +24,13 @@ inline constexpr const char* kIpcNamespaceImage = "ipcns.img";
 // True when `pid` is in another IPC namespace than the caller.
 bool has_own_ipc_namespace(pid_t pid);
 
-// True when `pid` has a System V semaphore undo list: it made a semop with SEM_UNDO (the kernel
-// allocates the list then and keeps it, even once its adjustments add up to zero). Found with
-// kcmp(KCMP_SYSVSEM) against the caller, which must have none. The values in the list cannot be
-// read from outside the process (no /proc file, semctl command or ptrace request shows them).
-bool has_semaphore_undo_list(pid_t pid);
+// The processes of `pids` that have a System V semaphore undo list: they made a semop with
+// SEM_UNDO (the kernel allocates the list then and keeps it, even once its adjustments add up to
+// zero). Found with kcmp(KCMP_SYSVSEM) against a child forked for the purpose, which has none: the
+// caller itself may have one, since every thread made with CLONE_SYSVSEM (as pthread_create does)
+// gives its process a list. The values in a list cannot be read from outside the process (no
+// /proc file, semctl command or ptrace request shows them).
+std::vector<pid_t> processes_with_semaphore_undo_lists(const std::vector<pid_t>& pids);
 
 // Dumps the IPC namespace of `root` into `sink` when it is not the caller's; every pid of
 // `tree` must share it (nested IPC namespaces are refused). Queued POSIX messages are read and put
