@@ -18,6 +18,7 @@
 # loopback ports. Run as root.
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
+source "$src/bench/lib/http.bash"
 build=$(cd "${1:-$src/build}" && pwd)
 cycles=${2:-10}
 cryo_bin=$build/src/cli/cryo
@@ -30,20 +31,8 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
-# One HTTP/1.0 request by bash's /dev/tcp: succeeds when the status line came back.
-http_answers() {
-  local line
-  exec 3<>"/dev/tcp/127.0.0.1/$1" || return 1
-  printf 'GET / HTTP/1.0\r\n\r\n' >&3
-  IFS= read -r line <&3 || line=
-  exec 3<&-
-  [[ $line == HTTP/* ]]
-}
 # Median (min, max) of the numbers (µs) in file $1, in ms.
 summary() { sort -n "$1" | awk '{a[NR]=$1} END {printf "%8.1f ms  (min %.1f, max %.1f, n=%d)", a[int((NR+1)/2)]/1000, a[1]/1000, a[NR]/1000, NR}'; }
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 json_field() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(eval(sys.argv[2], {}, {"d": d}))' "$1" "$2"; }
 
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -10,6 +10,7 @@
 set -euo pipefail
 
 src=$(cd "$(dirname "$0")/.." && pwd)
+source "$src/bench/lib/http.bash"
 cryo_bin=${CRYO:-$src/build/src/cli/cryo}
 runs=${1:-20}
 tmp=$(mktemp -d /tmp/cryo-bench-run-rm.XXXXXX)
@@ -23,18 +24,6 @@ trap cleanup EXIT
 BUSYBOX_TAR=${BUSYBOX_TAR:-$src/build/busybox-rootfs.tar} CRYO=$cryo_bin \
   bash "$src/scripts/import-busybox-image.sh" --root "$tmp/root" --runroot "$tmp/run"
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-# One HTTP/1.0 request by bash's /dev/tcp: succeeds when the status line came back.
-http_answers() {
-  local line
-  exec 3<>"/dev/tcp/127.0.0.1/$1" || return 1
-  printf 'GET / HTTP/1.0\r\n\r\n' >&3
-  IFS= read -r line <&3 || line=
-  exec 3<&-
-  [[ $line == HTTP/* ]]
-}
 median() { sort -n | awk '{a[NR]=$1} END {printf "%.1f ms (min %.1f, max %.1f, n=%d)", a[int((NR+1)/2)]/1000, a[1]/1000, a[NR]/1000, NR}'; }
 
 # Warm-up: the bridge, nftables table and page cache exist before the first measured run.

@@ -94,6 +94,15 @@ std::string unmapped(const std::string& ip) {
   return ip;
 }
 
+// The packet on the wire: the IP header (v4 or v6), then the TCP header.
+template <typename IpHeader>
+std::vector<uint8_t> ip_packet(const IpHeader& ip, const tcphdr& tcp) {
+  std::vector<uint8_t> packet(sizeof ip + sizeof tcp);
+  std::memcpy(packet.data(), &ip, sizeof ip);
+  std::memcpy(packet.data() + sizeof ip, &tcp, sizeof tcp);
+  return packet;
+}
+
 void send_fin_v4(const RawPacketSocket& raw, const InjectedFin& fin, const std::string& peer_ip,
                  const std::string& local_ip) {
   iphdr ip{};
@@ -112,9 +121,7 @@ void send_fin_v4(const RawPacketSocket& raw, const InjectedFin& fin, const std::
   pseudo[9] = IPPROTO_TCP;
   pseudo[11] = sizeof(tcphdr);
   tcp.check = checksum_fold(checksum_add(checksum_add(0, pseudo, sizeof pseudo), &tcp, sizeof tcp));
-  std::vector<uint8_t> packet(sizeof ip + sizeof tcp);
-  std::memcpy(packet.data(), &ip, sizeof ip);
-  std::memcpy(packet.data() + sizeof ip, &tcp, sizeof tcp);
+  std::vector<uint8_t> packet = ip_packet(ip, tcp);
   sockaddr_in to{};
   to.sin_family = AF_INET;
   to.sin_addr.s_addr = ip.daddr;
@@ -136,9 +143,7 @@ void send_fin_v6(const RawPacketSocket& raw, const InjectedFin& fin) {
   pseudo[35] = sizeof(tcphdr);
   pseudo[39] = IPPROTO_TCP;
   tcp.check = checksum_fold(checksum_add(checksum_add(0, pseudo, sizeof pseudo), &tcp, sizeof tcp));
-  std::vector<uint8_t> packet(sizeof ip + sizeof tcp);
-  std::memcpy(packet.data(), &ip, sizeof ip);
-  std::memcpy(packet.data() + sizeof ip, &tcp, sizeof tcp);
+  std::vector<uint8_t> packet = ip_packet(ip, tcp);
   sockaddr_in6 to{};
   to.sin6_family = AF_INET6;
   to.sin6_addr = ip.ip6_dst;

@@ -249,13 +249,7 @@ ArchiveExportResult export_container(const StorePaths& paths, const std::string&
                                      const std::string& file, const ArchiveExportOptions& options) {
   ContainerManager manager(paths);
   ContainerRecord record = manager.load(id);
-  if (record.state != ContainerState::kRunning)
-    throw ExitCodeError("\"" + to_string(record.state) +
-                            "\" is not running, cannot checkpoint: container state improper",
-                        125);
-  if (record.config.auto_remove && !options.checkpoint.leave_running)
-    throw ExitCodeError(
-        "not supported yet: exporting a container started with --rm without --leave-running", 125);
+  require_checkpointable(record, options.checkpoint.leave_running, /*exporting=*/true);
 
   // Written beside the target and renamed into place, so a failure never leaves a partial file
   // under the requested name (nor destroys an older archive there).

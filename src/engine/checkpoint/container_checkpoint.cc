@@ -202,20 +202,29 @@ std::string checkpoint_dir(const StorePaths& paths, const std::string& id) {
   return paths.container_dir(id) + "/checkpoint";
 }
 
+void require_checkpointable(const ContainerRecord& record, bool leave_running, bool exporting) {
+  if (record.state != ContainerState::kRunning)
+    throw ExitCodeError("\"" + to_string(record.state) +
+                            "\" is not running, cannot checkpoint: container state improper",
+                        125);
+  if (record.config.auto_remove && !leave_running) {
+    if (exporting)
+      throw ExitCodeError(
+          "not supported yet: exporting a container started with --rm without --leave-running",
+          125);
+    throw ExitCodeError(
+        "cannot checkpoint containers that have been started with '--rm' unless '--export' is "
+        "used: invalid argument",
+        125);
+  }
+}
+
 ContainerCheckpointResult checkpoint_container(const StorePaths& paths, const std::string& id,
                                                const ContainerCheckpointOptions& options) {
   uint64_t t0 = steady_now_us();
   ContainerManager manager(paths);
   ContainerRecord record = manager.load(id);
-  if (record.state != ContainerState::kRunning)
-    throw ExitCodeError("\"" + to_string(record.state) +
-                            "\" is not running, cannot checkpoint: container state improper",
-                        125);
-  if (record.config.auto_remove && !options.leave_running)
-    throw ExitCodeError(
-        "cannot checkpoint containers that have been started with '--rm' unless '--export' is "
-        "used: invalid argument",
-        125);
+  require_checkpointable(record, options.leave_running, options.sink != nullptr);
 
   // The checkpoint is written to a temporary directory and committed (renamed, the previous one
   // moved aside) once every image is there and before the tree dies.

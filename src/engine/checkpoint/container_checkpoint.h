@@ -14,6 +14,7 @@
 
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/image/image_sink.h"
+#include "engine/container/container.h"
 #include "engine/runtime/runtime.h"
 #include "engine/state/paths.h"
 
@@ -59,6 +60,11 @@ struct ContainerRestoreResult {
 // and keeps the checkpoint.
 ContainerRestoreResult restore_container(const StorePaths& paths, const std::string& id,
                                          const ContainerRestoreOptions& options);
+
+// Throws Podman's error (exit 125) unless `record` can be checkpointed: it runs, and one started
+// with --rm is only checkpointed with --leave-running (or, in place, not at all). Export checks
+// it before it creates the archive file.
+void require_checkpointable(const ContainerRecord& record, bool leave_running, bool exporting);
 
 // <container dir>/checkpoint
 std::string checkpoint_dir(const StorePaths& paths, const std::string& id);

@@ -3,11 +3,14 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 static char out_path[4096];
@@ -105,4 +108,29 @@ size_t test_check_random(const void* buf, size_t size, uint64_t seed) {
   for (; i < size; i++)
     if (p[i] != (unsigned char)i) return i;
   return (size_t)-1;
+}
+
+int test_tcp_state(int fd) {
+  struct tcp_info info;
+  socklen_t len = sizeof info;
+  memset(&info, 0, sizeof info);
+  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) < 0)
+    test_fail("TCP_INFO of fd %d: %s", fd, strerror(errno));
+  return info.tcpi_state;
+}
+
+void test_write_verdict_and_exit(const char* path, const char* fmt, ...) {
+  char tmp[4200];
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  FILE* f = fopen(tmp, "w");
+  if (f) {
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(f, fmt, ap);
+    va_end(ap);
+    fputc('\n', f);
+    fclose(f);
+    rename(tmp, path);
+  }
+  _exit(0);
 }

@@ -21,5 +21,11 @@ void test_fail(const char* fmt, ...) __attribute__((format(printf, 1, 2), noretu
 void test_fill_random(void* buf, size_t size, uint64_t seed);
 /* Offset of the first byte that differs from test_fill_random(seed), or (size_t)-1. */
 size_t test_check_random(const void* buf, size_t size, uint64_t seed);
+/* The kernel's TCP state of socket `fd` (TCP_ESTABLISHED, ...); fails the test if unreadable. */
+int test_tcp_state(int fd);
+/* For a helper process outside the dumped tree: writes one line to `path` (through path.tmp and
+ * a rename, so a reader never sees half of it) and exits. */
+void test_write_verdict_and_exit(const char* path, const char* fmt, ...)
+    __attribute__((format(printf, 2, 3), noreturn));
 
 #endif

@@ -21,7 +21,6 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,32 +36,8 @@ static const char* const names[CONNECTIONS] = {"LAST_ACK", "CLOSING"};
 
 static char verdict_path[4096], go_path[4096];
 
-static int tcp_state(int fd) {
-  struct tcp_info info;
-  socklen_t len = sizeof info;
-  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) < 0) return -1;
-  return info.tcpi_state;
-}
-
 static unsigned char pattern(int connection, size_t i) {
   return (unsigned char)(i * 7 + i / 251 + (size_t)connection * 13);
-}
-
-static void helper_report(const char* fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void helper_report(const char* fmt, ...) {
-  char tmp[4200];
-  snprintf(tmp, sizeof tmp, "%s.tmp", verdict_path);
-  FILE* f = fopen(tmp, "w");
-  if (f) {
-    va_list ap;
-    va_start(ap, fmt);
-    vfprintf(f, fmt, ap);
-    va_end(ap);
-    fputc('\n', f);
-    fclose(f);
-    rename(tmp, verdict_path);
-  }
-  _exit(0);
 }
 
 /* The peer outside the tree. `commands`: 'a' = accept the next connection (tiny receive buffer)
@@ -77,20 +52,24 @@ static void helper(int listener, int commands, int answers, const char* output_d
   int accepted = 0;
   char command;
   pid_t self = getpid();
-  if (write(answers, &self, sizeof self) != sizeof self) helper_report("FAIL: answer");
+  if (write(answers, &self, sizeof self) != sizeof self)
+    test_write_verdict_and_exit(verdict_path, "FAIL: answer");
   while (read(commands, &command, 1) == 1) {
     if (command == 'a') {
       peers[accepted] = accept(listener, NULL, NULL);
-      if (peers[accepted] < 0) helper_report("FAIL: accept: %s", strerror(errno));
+      if (peers[accepted] < 0)
+        test_write_verdict_and_exit(verdict_path, "FAIL: accept: %s", strerror(errno));
       ++accepted;
     } else if (command == 's') {
       char which;
-      if (read(commands, &which, 1) != 1) helper_report("FAIL: command");
-      if (shutdown(peers[(int)which], SHUT_WR) < 0) helper_report("FAIL: shutdown");
+      if (read(commands, &which, 1) != 1)
+        test_write_verdict_and_exit(verdict_path, "FAIL: command");
+      if (shutdown(peers[(int)which], SHUT_WR) < 0)
+        test_write_verdict_and_exit(verdict_path, "FAIL: shutdown");
     } else if (command == 'e') {
       break;
     }
-    if (write(answers, "k", 1) != 1) helper_report("FAIL: answer");
+    if (write(answers, "k", 1) != 1) test_write_verdict_and_exit(verdict_path, "FAIL: answer");
   }
   close(listener);
   close(commands);
@@ -113,28 +92,34 @@ static void helper(int listener, int commands, int answers, const char* output_d
     for (;;) {
       struct pollfd p = {.fd = peers[c], .events = POLLIN};
       int n = poll(&p, 1, 1000);
-      if (n < 0 && errno != EINTR) helper_report("FAIL: poll: %s", strerror(errno));
+      if (n < 0 && errno != EINTR)
+        test_write_verdict_and_exit(verdict_path, "FAIL: poll: %s", strerror(errno));
       if (access(output_dir, F_OK) != 0) _exit(1);
       if (n <= 0) continue;
       ssize_t r = read(peers[c], buffer, sizeof buffer);
       if (r < 0)
-        helper_report("FAIL: %s: the peer's read failed after %zu bytes: %s", names[c], got,
-                      strerror(errno));
+        test_write_verdict_and_exit(verdict_path,
+                                    "FAIL: %s: the peer's read failed after %zu bytes: %s",
+                                    names[c], got, strerror(errno));
       if (r == 0) break;
       for (ssize_t i = 0; i < r; ++i)
         if (buffer[i] != pattern(c, got + (size_t)i))
-          helper_report("FAIL: %s: byte %zu differs", names[c], got + (size_t)i);
+          test_write_verdict_and_exit(verdict_path, "FAIL: %s: byte %zu differs", names[c],
+                                      got + (size_t)i);
       got += (size_t)r;
     }
     if (got != expected[c])
-      helper_report("FAIL: %s: the peer got %zu bytes, %zu were written", names[c], got,
-                    expected[c]);
+      test_write_verdict_and_exit(verdict_path,
+                                  "FAIL: %s: the peer got %zu bytes, %zu were written", names[c],
+                                  got, expected[c]);
     int error = 0;
     socklen_t len = sizeof error;
     getsockopt(peers[c], SOL_SOCKET, SO_ERROR, &error, &len);
-    if (error != 0) helper_report("FAIL: %s: the peer's socket has error %d", names[c], error);
+    if (error != 0)
+      test_write_verdict_and_exit(verdict_path, "FAIL: %s: the peer's socket has error %d",
+                                  names[c], error);
   }
-  helper_report("PASS");
+  test_write_verdict_and_exit(verdict_path, "PASS");
 }
 
 static void ask(int commands, int answers, const char* command, size_t size) {
@@ -167,7 +152,7 @@ static size_t fill(int fd, int connection) {
 
 static void wait_for_state(int fd, int state, int connection) {
   int now;
-  while ((now = tcp_state(fd)) != state) {
+  while ((now = test_tcp_state(fd)) != state) {
     if (now == TCP_CLOSE) test_fail("%s: the connection closed during setup", names[connection]);
     usleep(1000);
   }
@@ -247,12 +232,12 @@ int main(int argc, char** argv) {
   /* A wrong state is reported with what the peer saw, once it has read everything. */
   char state_failure[256] = "";
   for (int c = 0; c < CONNECTIONS && !state_failure[0]; ++c) {
-    if (tcp_state(sockets[c]) == states[c]) continue;
+    if (test_tcp_state(sockets[c]) == states[c]) continue;
     int error = 0;
     socklen_t error_len = sizeof error;
     getsockopt(sockets[c], SOL_SOCKET, SO_ERROR, &error, &error_len);
     snprintf(state_failure, sizeof state_failure, "%s: state %d after restore (socket error: %s)",
-             names[c], tcp_state(sockets[c]), strerror(error));
+             names[c], test_tcp_state(sockets[c]), strerror(error));
   }
   for (int c = 0; c < CONNECTIONS && !state_failure[0]; ++c) {
     char byte;

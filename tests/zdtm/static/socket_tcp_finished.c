@@ -11,14 +11,6 @@
 
 #include "zdtmtst.h"
 
-static int tcp_state(int s) {
-  struct tcp_info info;
-  socklen_t len = sizeof info;
-  memset(&info, 0, sizeof info);
-  if (getsockopt(s, IPPROTO_TCP, TCP_INFO, &info, &len) < 0) test_fail("TCP_INFO");
-  return info.tcpi_state;
-}
-
 int main(int argc, char** argv) {
   test_init(argc, argv);
   int listener = socket(AF_INET, SOCK_STREAM, 0);
@@ -48,13 +40,13 @@ int main(int argc, char** argv) {
   char c;
   if (read(finished, &c, 1) != 0) test_fail("no end of file from the client");
   if (shutdown(finished, SHUT_WR) < 0) test_fail("shutdown");
-  for (int i = 0; i < 5000 && tcp_state(finished) != TCP_CLOSE; ++i) usleep(1000);
-  if (tcp_state(finished) != TCP_CLOSE) test_fail("the connection did not reach CLOSE");
+  for (int i = 0; i < 5000 && test_tcp_state(finished) != TCP_CLOSE; ++i) usleep(1000);
+  if (test_tcp_state(finished) != TCP_CLOSE) test_fail("the connection did not reach CLOSE");
 
   test_ready();
   test_wait_for_sigterm();
 
-  if (tcp_state(finished) != TCP_CLOSE) test_fail("the finished connection is not CLOSE");
+  if (test_tcp_state(finished) != TCP_CLOSE) test_fail("the finished connection is not CLOSE");
   struct sockaddr_in now;
   socklen_t now_len = sizeof now;
   if (getsockname(finished, (struct sockaddr*)&now, &now_len) < 0 || now_len != local_len ||

@@ -16,13 +16,6 @@
 
 #include "zdtmtst.h"
 
-static int tcp_state(int fd) {
-  struct tcp_info info;
-  socklen_t len = sizeof info;
-  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) < 0) test_fail("TCP_INFO");
-  return info.tcpi_state;
-}
-
 static void connected_pair(int* client, int* server, int client_rcvbuf) {
   int l = socket(AF_INET, SOCK_STREAM, 0);
   struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -61,7 +54,8 @@ int main(int argc, char** argv) {
   test_fill_random(first, first_size, 21);
   if (write(writer, first, first_size) != (ssize_t)first_size) test_fail("write first");
   if (shutdown(writer, SHUT_WR) < 0) test_fail("shutdown writer");
-  while (tcp_state(reader) != TCP_CLOSE_WAIT || tcp_state(writer) != TCP_FIN_WAIT2) usleep(1000);
+  while (test_tcp_state(reader) != TCP_CLOSE_WAIT || test_tcp_state(writer) != TCP_FIN_WAIT2)
+    usleep(1000);
 
   /* Second connection: the sender's bytes back up behind a small receive window, then it shuts
    * its side: the FIN waits behind the unsent bytes. */
@@ -79,13 +73,14 @@ int main(int argc, char** argv) {
   }
   fcntl(sender, F_SETFL, 0);
   if (shutdown(sender, SHUT_WR) < 0) test_fail("shutdown sender");
-  if (tcp_state(sender) != TCP_FIN_WAIT1) test_fail("sender in state %d", tcp_state(sender));
+  if (test_tcp_state(sender) != TCP_FIN_WAIT1)
+    test_fail("sender in state %d", test_tcp_state(sender));
   test_ready();
   test_wait_for_sigterm();
 
-  if (tcp_state(reader) != TCP_CLOSE_WAIT)
-    test_fail("reader in state %d after restore, not CLOSE_WAIT", tcp_state(reader));
-  int writer_state = tcp_state(writer);
+  if (test_tcp_state(reader) != TCP_CLOSE_WAIT)
+    test_fail("reader in state %d after restore, not CLOSE_WAIT", test_tcp_state(reader));
+  int writer_state = test_tcp_state(writer);
   if (writer_state != TCP_FIN_WAIT2 && writer_state != TCP_FIN_WAIT1)
     test_fail("writer in state %d after restore", writer_state);
   read_all_then_eof(reader, in, first_size, "first connection");

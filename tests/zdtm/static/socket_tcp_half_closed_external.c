@@ -16,7 +16,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,13 +46,6 @@ static struct connection connections[CONNECTIONS] = {
     {"IPv4-mapped", AF_INET, "127.0.0.1", AF_INET6, "::ffff:127.0.0.1", -1, -1, -1, {0}, 0},
 };
 
-static int tcp_state(int fd) {
-  struct tcp_info info;
-  socklen_t len = sizeof info;
-  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) < 0) test_fail("TCP_INFO");
-  return info.tcpi_state;
-}
-
 static socklen_t make_address(int family, const char* ip, int port, struct sockaddr_storage* ss) {
   memset(ss, 0, sizeof *ss);
   if (family == AF_INET) {
@@ -80,23 +72,6 @@ static int port_of(int fd) {
 
 static char verdict_path[4096];
 
-static void helper_report(const char* fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void helper_report(const char* fmt, ...) {
-  char tmp[4200];
-  snprintf(tmp, sizeof tmp, "%s.tmp", verdict_path);
-  FILE* f = fopen(tmp, "w");
-  if (f) {
-    va_list ap;
-    va_start(ap, fmt);
-    vfprintf(f, fmt, ap);
-    va_end(ap);
-    fputc('\n', f);
-    fclose(f);
-    rename(tmp, verdict_path);
-  }
-  _exit(0);
-}
-
 /* The peer outside the tree: sends the payload and its FIN on every connection, then expects
  * "back" and the end of the stream from each. Gives up when the directory of the test's output is
  * gone (the harness cleaned up after a failure), so that it never outlives the test; not the
@@ -106,11 +81,14 @@ static void helper(const char* output_dir) {
   for (int i = 0; i < CONNECTIONS; ++i) {
     struct connection* c = &connections[i];
     c->peer = accept(c->listener, NULL, NULL);
-    if (c->peer < 0) helper_report("FAIL: %s: accept: %s", c->name, strerror(errno));
+    if (c->peer < 0)
+      test_write_verdict_and_exit(verdict_path, "FAIL: %s: accept: %s", c->name, strerror(errno));
     close(c->listener);
     test_fill_random(payload, PAYLOAD, 40 + i);
-    if (write(c->peer, payload, PAYLOAD) != PAYLOAD) helper_report("FAIL: %s: write", c->name);
-    if (shutdown(c->peer, SHUT_WR) < 0) helper_report("FAIL: %s: shutdown", c->name);
+    if (write(c->peer, payload, PAYLOAD) != PAYLOAD)
+      test_write_verdict_and_exit(verdict_path, "FAIL: %s: write", c->name);
+    if (shutdown(c->peer, SHUT_WR) < 0)
+      test_write_verdict_and_exit(verdict_path, "FAIL: %s: shutdown", c->name);
   }
   char received[CONNECTIONS][16];
   size_t got[CONNECTIONS] = {0};
@@ -121,35 +99,40 @@ static void helper(const char* output_dir) {
     for (int i = 0; i < CONNECTIONS; ++i)
       fds[i] = (struct pollfd){.fd = done[i] ? -1 : connections[i].peer, .events = POLLIN};
     int n = poll(fds, CONNECTIONS, 1000);
-    if (n < 0 && errno != EINTR) helper_report("FAIL: poll: %s", strerror(errno));
+    if (n < 0 && errno != EINTR)
+      test_write_verdict_and_exit(verdict_path, "FAIL: poll: %s", strerror(errno));
     if (access(output_dir, F_OK) != 0) _exit(1);
     for (int i = 0; i < CONNECTIONS && n > 0; ++i) {
       if (done[i] || fds[i].revents == 0) continue;
       ssize_t r = read(connections[i].peer, received[i] + got[i], sizeof received[i] - got[i]);
       if (r < 0)
-        helper_report("FAIL: %s: the peer's read failed: %s", connections[i].name, strerror(errno));
+        test_write_verdict_and_exit(verdict_path, "FAIL: %s: the peer's read failed: %s",
+                                    connections[i].name, strerror(errno));
       if (r == 0) {
         if (got[i] != 4 || memcmp(received[i], "back", 4) != 0)
-          helper_report("FAIL: %s: the peer got %zu bytes before the end", connections[i].name,
-                        got[i]);
+          test_write_verdict_and_exit(verdict_path,
+                                      "FAIL: %s: the peer got %zu bytes before the end",
+                                      connections[i].name, got[i]);
         /* Both FINs taken and acknowledged: the peer's connection ended cleanly (TIME_WAIT,
          * which the socket itself reports as CLOSE once a time-wait entry took over), with no
          * error pending (a reset would leave ECONNRESET). */
-        int state = tcp_state(connections[i].peer), error = 0;
+        int state = test_tcp_state(connections[i].peer), error = 0;
         socklen_t len = sizeof error;
         getsockopt(connections[i].peer, SOL_SOCKET, SO_ERROR, &error, &len);
         if ((state != TCP_TIME_WAIT && state != TCP_CLOSE) || error != 0)
-          helper_report("FAIL: %s: the peer ends in state %d with error %d", connections[i].name,
-                        state, error);
+          test_write_verdict_and_exit(verdict_path,
+                                      "FAIL: %s: the peer ends in state %d with error %d",
+                                      connections[i].name, state, error);
         done[i] = 1;
         --open_count;
       } else {
         got[i] += (size_t)r;
-        if (got[i] == sizeof received[i]) helper_report("FAIL: too many bytes");
+        if (got[i] == sizeof received[i])
+          test_write_verdict_and_exit(verdict_path, "FAIL: too many bytes");
       }
     }
   }
-  helper_report("PASS");
+  test_write_verdict_and_exit(verdict_path, "PASS");
 }
 
 int main(int argc, char** argv) {
@@ -189,15 +172,15 @@ int main(int argc, char** argv) {
     close(c->listener);
   }
   for (int i = 0; i < CONNECTIONS; ++i)
-    while (tcp_state(connections[i].client) != TCP_CLOSE_WAIT) usleep(1000);
+    while (test_tcp_state(connections[i].client) != TCP_CLOSE_WAIT) usleep(1000);
   test_ready();
   test_wait_for_sigterm();
 
   unsigned char* in = malloc(PAYLOAD + 1);
   for (int i = 0; i < CONNECTIONS; ++i) {
     struct connection* c = &connections[i];
-    if (tcp_state(c->client) != TCP_CLOSE_WAIT)
-      test_fail("%s: state %d after restore, not CLOSE_WAIT", c->name, tcp_state(c->client));
+    if (test_tcp_state(c->client) != TCP_CLOSE_WAIT)
+      test_fail("%s: state %d after restore, not CLOSE_WAIT", c->name, test_tcp_state(c->client));
     size_t done = 0;
     while (done < PAYLOAD) {
       ssize_t n = read(c->client, in + done, PAYLOAD - done);
