@@ -274,17 +274,22 @@ TEST(CheckpointArchive, FramedImagesAreCheckedByTheirOwnChecksum) {
     }
     fs::remove_all(dest);
   };
-  // An image's header starts a tar data block (the magic also occurs inside page data).
-  size_t image = 0;
-  for (;; image += 8) {
-    image = original.find(std::string("CRYOIMG\0", 8), image);
-    ASSERT_NE(image, std::string::npos);
-    if (image % 512 == 0 && original[image + 8] == 1 && original[image + 12] == 1) break;
+  // The inventory image's header starts the data block after its tar header (the magic may also
+  // occur inside page data: the dumped child's memory is a copy of this test's).
+  std::string entry_name("checkpoint/inventory.img\0", 25);
+  size_t tar_header = 0;
+  for (;; tar_header += 1) {
+    tar_header = original.find(entry_name, tar_header);
+    ASSERT_NE(tar_header, std::string::npos);
+    if (tar_header % 512 == 0) break;
   }
+  size_t image = tar_header + 512;
+  ASSERT_EQ(original.compare(image, 8, std::string("CRYOIMG\0", 8)), 0);
   std::string damaged = original;
   damaged[image + 24] ^= 1;  // a reserved header byte
   refused_with(damaged, "reserved header bytes");
-  size_t recorded = original.find("\"image_xxh3_64\": \"");
+  // checksums.json is the last entry (the text may also occur inside page data).
+  size_t recorded = original.rfind("\"image_xxh3_64\": \"");
   ASSERT_NE(recorded, std::string::npos);
   damaged = original;
   char& digit = damaged[recorded + 18];

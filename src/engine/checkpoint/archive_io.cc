@@ -3,6 +3,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <unistd.h>
@@ -129,6 +130,23 @@ bool is_framed_image_entry(const std::string& name) {
          !(starts_with(name, "checkpoint/tmpfs-") && name.ends_with(".tar"));
 }
 
+// Memory that is written at once: mapped with its pages populated, since on a virtual machine
+// every first-touch page fault costs more than the copy into the page.
+struct PopulatedBuffer {
+  explicit PopulatedBuffer(size_t n) : size(n) {
+    void* p = ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
+                     -1, 0);
+    if (p == MAP_FAILED) throw_errno("mmap of " + std::to_string(n) + " bytes of archive buffers");
+    data = static_cast<char*>(p);
+  }
+  ~PopulatedBuffer() { ::munmap(data, size); }
+  PopulatedBuffer(const PopulatedBuffer&) = delete;
+  PopulatedBuffer& operator=(const PopulatedBuffer&) = delete;
+  char* get() const { return data; }
+  char* data;
+  size_t size;
+};
+
 // The archive's bytes on their way to the fd: the producing thread fills buffers of
 // kBufferSize, a thread of its own writes them in order. Full buffers are written with O_DIRECT
 // when the file system takes it: straight from the buffers to the disk, without filling the
@@ -136,44 +154,42 @@ bool is_framed_image_entry(const std::string& name) {
 // writeback left for the final fsync; the last, partial buffer is written through the page cache.
 // Without O_DIRECT, each buffer's writeback is started at once (sync_file_range), keeping at most
 // kWritebackInFlight buffers unwritten to disk. Either way the disk works while the dump and the
-// compressor do.
+// compressor do. A third thread asks the disk to make the data durable (fdatasync) every
+// kFlushEvery bytes: a virtual disk acknowledges writes into its host's cache, and a single
+// flush at the end would wait for all of it, with nothing left to overlap.
 class ArchiveOutput {
  public:
   static constexpr size_t kBufferSize = 4 << 20;  // a multiple of every logical block size
   static constexpr size_t kBufferCount = 4;
   static constexpr size_t kWritebackInFlight = 8;
+  static constexpr uint64_t kFlushEvery = 64 << 20;
 
   ArchiveOutput(int fd, std::string what, TransferProgress* progress)
       : fd_(fd), what_(std::move(what)), progress_(progress) {
     for (size_t i = 0; i < kBufferCount; ++i) {
-      void* p = nullptr;
-      if (::posix_memalign(&p, 4096, kBufferSize) != 0)
-        throw Error("out of memory for the buffers of archive " + what_);
-      buffers_.emplace_back(static_cast<char*>(p));
+      buffers_.push_back(std::make_unique<PopulatedBuffer>(kBufferSize));
       free_.push_back(i);
     }
     int flags = ::fcntl(fd_, F_GETFL);
     direct_ = flags >= 0 && ::lseek(fd_, 0, SEEK_CUR) == 0 &&
               ::fcntl(fd_, F_SETFL, flags | O_DIRECT) == 0;
-    writer_ = std::thread([this] { writer_loop(); });
+    flusher_ = std::thread([this] { flusher_loop(); });
+    try {
+      writer_ = std::thread([this] { writer_loop(); });
+    } catch (...) {
+      stop();
+      throw;
+    }
   }
 
-  ~ArchiveOutput() {
-    {
-      std::lock_guard lock(mutex_);
-      filled_.clear();  // an abandoned archive: its partial file is removed anyway
-      stopping_ = true;
-      changed_.notify_all();
-    }
-    writer_.join();
-  }
+  ~ArchiveOutput() { stop(); }
   ArchiveOutput(const ArchiveOutput&) = delete;
   ArchiveOutput& operator=(const ArchiveOutput&) = delete;
 
   // Room in the current buffer (at least one byte); produced() says how much was filled.
   std::pair<char*, size_t> space() {
     if (current_ == kNone) current_ = take_free_buffer();
-    return {buffers_[current_].get() + current_used_, kBufferSize - current_used_};
+    return {buffers_[current_]->get() + current_used_, kBufferSize - current_used_};
   }
   void produced(size_t n) {
     current_used_ += n;
@@ -202,6 +218,36 @@ class ArchiveOutput {
 
  private:
   static constexpr size_t kNone = static_cast<size_t>(-1);
+
+  void stop() {
+    {
+      std::lock_guard lock(mutex_);
+      filled_.clear();  // an abandoned archive: its partial file is removed anyway
+      stopping_ = true;
+      changed_.notify_all();
+      flush_wanted_.notify_all();
+    }
+    if (writer_.joinable()) writer_.join();
+    if (flusher_.joinable()) flusher_.join();
+  }
+
+  void flusher_loop() {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      flush_wanted_.wait(lock, [&] { return flush_requested_ || stopping_; });
+      if (stopping_) return;
+      flush_requested_ = false;
+      lock.unlock();
+      int err = ::fdatasync(fd_) < 0 ? errno : 0;
+      lock.lock();
+      // An error reported here is not reported again by the final fsync.
+      if (err != 0 && err != EINTR && error_errno_ == 0) {
+        error_errno_ = err;
+        error_doing_ = "fdatasync";
+        changed_.notify_all();
+      }
+    }
+  }
 
   size_t take_free_buffer() {
     std::unique_lock lock(mutex_);
@@ -233,7 +279,7 @@ class ArchiveOutput {
       filled_.pop_front();
       busy_ = true;
       lock.unlock();
-      int err = write_out(buffers_[buffer].get(), size);
+      int err = write_out(buffers_[buffer]->get(), size);
       lock.lock();
       busy_ = false;
       if (err != 0) {
@@ -280,6 +326,13 @@ class ArchiveOutput {
     }
     written_ += size;
     if (progress_) progress_->add(size);
+    unflushed_ += size;
+    if (unflushed_ >= kFlushEvery) {
+      unflushed_ = 0;
+      std::lock_guard lock(mutex_);
+      flush_requested_ = true;
+      flush_wanted_.notify_one();
+    }
     if (writeback_ && !direct_) {
       if (::sync_file_range(fd_, static_cast<off_t>(offset), static_cast<off_t>(size),
                             SYNC_FILE_RANGE_WRITE) < 0) {
@@ -305,17 +358,17 @@ class ArchiveOutput {
   int fd_;
   std::string what_;
   TransferProgress* progress_;  // only the writer thread adds to it
-  struct FreeBuffer {
-    void operator()(char* p) const { std::free(p); }
-  };
-  std::vector<std::unique_ptr<char, FreeBuffer>> buffers_;
+  std::vector<std::unique_ptr<PopulatedBuffer>> buffers_;
   size_t current_ = kNone;
   size_t current_used_ = 0;
   uint64_t queued_bytes_ = 0;
 
   std::thread writer_;
+  std::thread flusher_;
   std::mutex mutex_;
   std::condition_variable changed_;
+  std::condition_variable flush_wanted_;
+  bool flush_requested_ = false;
   std::deque<size_t> free_;
   std::deque<std::pair<size_t, size_t>> filled_;  // (buffer, bytes), in order
   bool busy_ = false;
@@ -324,17 +377,264 @@ class ArchiveOutput {
   std::string error_doing_;
   // The writer thread's own.
   uint64_t written_ = 0;
+  uint64_t unflushed_ = 0;
   bool direct_ = false;
   bool writeback_ = true;
   std::deque<std::pair<uint64_t, size_t>> in_flight_;
 };
 
+// zstd on every core, without copying the data that is to be compressed when it comes in large
+// writes: the tar stream is cut into independent zstd frames (level 1, content size recorded, no
+// frame checksum: every entry carries its own), which concatenated are one valid .zst stream.
+// A large write() is split into frames of at most kFrameSize compressed straight from the
+// caller's buffer, by the workers and by the calling thread itself, and returns once they are
+// compressed (the caller may then reuse its buffer). Small writes (tar headers, small entries)
+// are gathered in a staging frame. Compressed frames go to the output in stream order, written
+// by whichever thread completes the next one.
+class ZstdFrameCompressor {
+ public:
+  static constexpr size_t kFrameSize = 1 << 20;
+  // Writes at least this large are compressed in place; smaller ones are copied to a staging
+  // frame.
+  static constexpr size_t kInPlaceMin = 128 << 10;
+
+  ZstdFrameCompressor(ArchiveOutput& output, std::string what, unsigned workers)
+      : output_(output), what_(std::move(what)) {
+    size_t slots = 2 * (workers + 1) + 2;
+    for (size_t i = 0; i < slots; ++i) {
+      auto slot = std::make_unique<Slot>();
+      slot->cctx = ZSTD_createCCtx();
+      if (!slot->cctx) throw Error("out of memory creating the zstd compressor for " + what_);
+      size_t r = ZSTD_CCtx_setParameter(slot->cctx, ZSTD_c_compressionLevel, 1);
+      if (!ZSTD_isError(r)) r = ZSTD_CCtx_setParameter(slot->cctx, ZSTD_c_checksumFlag, 0);
+      if (ZSTD_isError(r))
+        throw Error("zstd compressor for " + what_ + ": " + ZSTD_getErrorName(r));
+      slot->compressed = std::make_unique<PopulatedBuffer>(ZSTD_compressBound(kFrameSize));
+      free_.push_back(slot.get());
+      slots_.push_back(std::move(slot));
+    }
+    staging_ = std::make_unique<PopulatedBuffer>(kFrameSize);
+    try {
+      for (unsigned i = 0; i < workers; ++i) workers_.emplace_back([this] { worker_loop(); });
+    } catch (...) {
+      stop();
+      throw;
+    }
+  }
+  ~ZstdFrameCompressor() { stop(); }
+  ZstdFrameCompressor(const ZstdFrameCompressor&) = delete;
+  ZstdFrameCompressor& operator=(const ZstdFrameCompressor&) = delete;
+
+  void write(const void* data, size_t size) {
+    const char* p = static_cast<const char*>(data);
+    if (size < kInPlaceMin) {
+      while (size > 0) {
+        size_t n = std::min(size, kFrameSize - staged_);
+        std::memcpy(staging_->get() + staged_, p, n);
+        staged_ += n;
+        p += n;
+        size -= n;
+        if (staged_ == kFrameSize) submit_staging();
+      }
+      return;
+    }
+    if (staged_ > 0) submit_staging();
+    // Equal frames: no small remainder compressed alone.
+    size_t frames = (size + kFrameSize - 1) / kFrameSize;
+    size_t frame = (size + frames - 1) / frames;
+    uint64_t first = next_seq_;
+    for (size_t at = 0; at < size; at += frame)
+      submit(p + at, std::min(frame, size - at), /*owned=*/nullptr);
+    uint64_t last = next_seq_;
+    // Helps until every frame that reads from the caller's buffer is compressed.
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      if (error_) {
+        cancel_locked();
+        changed_.wait(lock, [&] { return compressing_ == 0; });
+        std::rethrow_exception(error_);
+      }
+      if (borrowed_done_locked(first, last)) return;
+      if (!queued_.empty()) {
+        compress_one_locked(lock);
+        continue;
+      }
+      changed_.wait(lock);
+    }
+  }
+
+  // Compresses what is staged and waits until every frame reached the output.
+  void finish() {
+    if (staged_ > 0) submit_staging();
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      if (error_) std::rethrow_exception(error_);
+      if (emitted_ == next_seq_) return;
+      if (!queued_.empty()) {
+        compress_one_locked(lock);
+        continue;
+      }
+      changed_.wait(lock);
+    }
+  }
+
+ private:
+  struct Slot {
+    ~Slot() { ZSTD_freeCCtx(cctx); }
+    ZSTD_CCtx* cctx = nullptr;
+    std::unique_ptr<PopulatedBuffer> owned;  // the staging buffer handed over with the frame
+    std::unique_ptr<PopulatedBuffer> compressed;
+    const char* input = nullptr;
+    size_t input_size = 0;
+    size_t compressed_size = 0;
+    uint64_t seq = 0;
+    bool done = false;
+  };
+
+  void submit_staging() {
+    std::unique_ptr<PopulatedBuffer> buffer = std::move(staging_);
+    const char* p = buffer->get();
+    submit(p, staged_, std::move(buffer));
+    staged_ = 0;
+    std::lock_guard lock(mutex_);
+    if (!spare_staging_.empty()) {
+      staging_ = std::move(spare_staging_.back());
+      spare_staging_.pop_back();
+    }
+    if (!staging_) staging_ = std::make_unique<PopulatedBuffer>(kFrameSize);
+  }
+
+  void submit(const char* input, size_t size, std::unique_ptr<PopulatedBuffer> owned) {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      if (error_) std::rethrow_exception(error_);
+      if (!free_.empty()) break;
+      // Every slot is queued or waiting to be written: help rather than wait.
+      if (!queued_.empty())
+        compress_one_locked(lock);
+      else
+        changed_.wait(lock);
+    }
+    Slot* slot = free_.back();
+    free_.pop_back();
+    slot->input = input;
+    slot->input_size = size;
+    slot->owned = std::move(owned);
+    slot->seq = next_seq_++;
+    slot->done = false;
+    in_order_.push_back(slot);
+    queued_.push_back(slot);
+    work_.notify_one();
+  }
+
+  bool borrowed_done_locked(uint64_t first, uint64_t last) {
+    for (Slot* s : in_order_)
+      if (s->seq >= first && s->seq < last && !s->done) return false;
+    return true;
+  }
+
+  // With the lock held on entry and on return; compresses the oldest queued frame unlocked.
+  void compress_one_locked(std::unique_lock<std::mutex>& lock) {
+    Slot* slot = queued_.front();
+    queued_.pop_front();
+    ++compressing_;
+    lock.unlock();
+    size_t n = ZSTD_compress2(slot->cctx, slot->compressed->get(), ZSTD_compressBound(kFrameSize),
+                              slot->input, slot->input_size);
+    lock.lock();
+    --compressing_;
+    if (ZSTD_isError(n)) {
+      if (!error_)
+        error_ = std::make_exception_ptr(
+            Error("zstd compressing archive " + what_ + ": " + ZSTD_getErrorName(n)));
+      changed_.notify_all();
+      return;
+    }
+    slot->compressed_size = n;
+    slot->done = true;
+    changed_.notify_all();
+    emit_locked(lock);
+  }
+
+  // Writes the completed frames at the head of the stream, unless another thread is doing so.
+  void emit_locked(std::unique_lock<std::mutex>& lock) {
+    if (emitting_) return;
+    emitting_ = true;
+    while (!error_ && !in_order_.empty() && in_order_.front()->done) {
+      Slot* slot = in_order_.front();
+      lock.unlock();
+      std::exception_ptr failed;
+      try {
+        output_.append(slot->compressed->get(), slot->compressed_size);
+      } catch (...) {
+        failed = std::current_exception();
+      }
+      lock.lock();
+      if (failed) {
+        if (!error_) error_ = failed;
+        break;
+      }
+      in_order_.pop_front();
+      if (slot->owned) spare_staging_.push_back(std::move(slot->owned));
+      slot->input = nullptr;
+      free_.push_back(slot);
+      ++emitted_;
+    }
+    emitting_ = false;
+    changed_.notify_all();
+  }
+
+  // After an error: frames not started are dropped (their input may be a caller's buffer).
+  void cancel_locked() {
+    queued_.clear();
+    changed_.notify_all();
+  }
+
+  void worker_loop() {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      work_.wait(lock, [&] { return stopping_ || (!queued_.empty() && !error_); });
+      if (stopping_) return;
+      compress_one_locked(lock);
+    }
+  }
+
+  void stop() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+      queued_.clear();
+      work_.notify_all();
+    }
+    for (auto& t : workers_) t.join();
+    workers_.clear();
+  }
+
+  ArchiveOutput& output_;
+  std::string what_;
+  // The calling thread's.
+  std::unique_ptr<PopulatedBuffer> staging_;
+  size_t staged_ = 0;
+  uint64_t next_seq_ = 0;
+  // Shared, under mutex_.
+  std::mutex mutex_;
+  std::condition_variable changed_;  // for the calling thread: a frame compressed or written
+  std::condition_variable work_;     // for the workers: a frame queued
+  std::vector<std::unique_ptr<Slot>> slots_;
+  std::vector<Slot*> free_;
+  std::deque<Slot*> queued_;    // waiting for a compressing thread, in stream order
+  std::deque<Slot*> in_order_;  // submitted, not yet written, in stream order
+  std::vector<std::unique_ptr<PopulatedBuffer>> spare_staging_;
+  size_t compressing_ = 0;
+  uint64_t emitted_ = 0;
+  bool emitting_ = false;
+  bool stopping_ = false;
+  std::exception_ptr error_;
+  std::vector<std::thread> workers_;
+};
+
 void ArchiveWriter::Free::operator()(archive* a) const {
   archive_write_free(a);
-}
-
-void ArchiveWriter::ZstdFree::operator()(void* cctx) const {
-  ZSTD_freeCCtx(static_cast<ZSTD_CCtx*>(cctx));
 }
 
 ArchiveWriter::ArchiveWriter(int fd, std::string what, ArchiveCompression compression,
@@ -347,21 +647,11 @@ ArchiveWriter::ArchiveWriter(int fd, std::string what, ArchiveCompression compre
   archive* a = archive_.get();
   archive_write_set_format_pax_restricted(a);
   switch (compression) {
-    case ArchiveCompression::kZstd: {
-      // libzstd directly: level 1 with one worker per core (the archive is written while the
-      // container is frozen), fed straight from the tar writer.
-      ZSTD_CCtx* cctx = ZSTD_createCCtx();
-      if (!cctx) throw Error("out of memory creating the zstd compressor for " + what_);
-      zstd_.reset(cctx);
-      unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-      size_t r = ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, 1);
-      if (!ZSTD_isError(r))
-        r = ZSTD_CCtx_setParameter(cctx, ZSTD_c_nbWorkers, static_cast<int>(cores));
-      if (!ZSTD_isError(r)) r = ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1);
-      if (ZSTD_isError(r))
-        throw Error("zstd compressor for " + what_ + ": " + ZSTD_getErrorName(r));
+    case ArchiveCompression::kZstd:
+      // Our own frames on every core (see ZstdFrameCompressor), fed straight from the tar writer.
+      zstd_ = std::make_unique<ZstdFrameCompressor>(
+          *output_, what_, std::max(1u, std::thread::hardware_concurrency()));
       break;
-    }
     case ArchiveCompression::kGzip:
       if (archive_write_add_filter_gzip(a) != ARCHIVE_OK) fail("gzip filter");
       if (archive_write_set_filter_option(a, "gzip", "compression-level", "1") != ARCHIVE_OK)
@@ -380,24 +670,12 @@ ArchiveWriter::~ArchiveWriter() {
   // An unfinished archive is abandoned: libarchive's closing writes go nowhere.
   abandoned_ = true;
   archive_.reset();
+  zstd_.reset();
   XXH3_freeState(entry_hash_);
 }
 
 uint64_t ArchiveWriter::compressed_bytes() const {
   return output_->bytes();
-}
-
-void ArchiveWriter::compress(const void* data, size_t size, bool end) {
-  auto* cctx = static_cast<ZSTD_CCtx*>(zstd_.get());
-  ZSTD_inBuffer in{data, size, 0};
-  for (;;) {
-    auto [room, room_size] = output_->space();
-    ZSTD_outBuffer out{room, room_size, 0};
-    size_t left = ZSTD_compressStream2(cctx, &out, &in, end ? ZSTD_e_end : ZSTD_e_continue);
-    if (ZSTD_isError(left)) throw Error(std::string("zstd: ") + ZSTD_getErrorName(left));
-    output_->produced(out.pos);
-    if (end ? left == 0 : in.pos == in.size) return;
-  }
 }
 
 ssize_t ArchiveWriter::write_callback(archive* a, void* self_ptr, const void* buffer,
@@ -406,7 +684,7 @@ ssize_t ArchiveWriter::write_callback(archive* a, void* self_ptr, const void* bu
   if (self->abandoned_) return static_cast<ssize_t>(length);
   try {
     if (self->zstd_)
-      self->compress(buffer, length, false);
+      self->zstd_->write(buffer, length);
     else
       self->output_->append(buffer, length);
   } catch (...) {
@@ -529,7 +807,7 @@ void ArchiveWriter::finish() {
   std::string text = checksums_.dump(1) + "\n";
   add_bytes(kChecksumsEntry, text);
   if (archive_write_close(archive_.get()) != ARCHIVE_OK) fail("close");
-  if (zstd_) compress(nullptr, 0, true);
+  if (zstd_) zstd_->finish();
   output_->flush();
 }
 

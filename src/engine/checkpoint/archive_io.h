@@ -55,6 +55,7 @@ class TransferProgress {
 bool is_framed_image_entry(const std::string& name);
 
 class ArchiveOutput;
+class ZstdFrameCompressor;
 
 // Writes a tar archive (pax, zstd-compressed on all cores, gzip or plain) to an fd, entry by entry.
 // Every entry's size and checksum go into kChecksumsEntry, written by finish(): XXH3-128 of the
@@ -90,16 +91,12 @@ class ArchiveWriter {
   struct Free {
     void operator()(archive* a) const;
   };
-  struct ZstdFree {
-    void operator()(void* cctx) const;
-  };
   static ssize_t write_callback(archive* a, void* self, const void* buffer, size_t length);
-  void compress(const void* data, size_t size, bool end);
   [[noreturn]] void fail(const std::string& doing);
 
   std::string what_;
   std::unique_ptr<ArchiveOutput> output_;
-  std::unique_ptr<void, ZstdFree> zstd_;  // ZSTD_CCtx, with -c zstd
+  std::unique_ptr<ZstdFrameCompressor> zstd_;  // with -c zstd
   std::unique_ptr<archive, Free> archive_;
   std::exception_ptr callback_error_;  // of the output or the compressor, seen in the callback
   bool abandoned_ = false;
