@@ -3,11 +3,14 @@
 // zstd level 1 on one thread and on all cores.
 //
 //   ceilings [--size-mib N] [--disk-dir DIR] [--json]
+//   ceilings --export-parts FILE   (JSON: what each per-byte part of an export costs on FILE's
+//   bytes)
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <xxhash.h>
 #include <zstd.h>
 
 #include <chrono>
@@ -76,7 +79,7 @@ double bench_memcpy(Buffer& src, Buffer& dst) {
   return reps * static_cast<double>(src.size) / seconds_since(t) / 1e9;
 }
 
-double bench_process_vm_readv(Buffer& src) {
+double bench_process_vm_readv(Buffer& src, size_t chunk = 4 << 20) {
   int ready[2];
   if (pipe(ready) < 0) cryo::throw_errno("pipe");
   pid_t child = fork();
@@ -94,7 +97,6 @@ double bench_process_vm_readv(Buffer& src) {
   Buffer dst(src.size);
   close(ready[0]);
   close(ready[1]);
-  const size_t chunk = 4 << 20;
   auto t = Clock::now();
   const int reps = 3;
   for (int r = 0; r <= reps; ++r) {
@@ -148,9 +150,89 @@ double bench_zstd(Buffer& src, int workers, double* ratio) {
   return static_cast<double>(src.size) / secs / 1e9;
 }
 
+// XXH3-64 over the buffer in pieces of `chunk`, one thread (as the dump checksums each image).
+double bench_xxh3(Buffer& src, size_t chunk) {
+  XXH3_state_t* state = XXH3_createState();
+  uint64_t sink = 0;
+  auto t = Clock::now();
+  const int reps = 3;
+  for (int r = 0; r < reps; ++r) {
+    XXH3_64bits_reset(state);
+    for (size_t off = 0; off < src.size; off += chunk)
+      XXH3_64bits_update(state, src.data + off, std::min(chunk, src.size - off));
+    sink ^= XXH3_64bits_digest(state);
+  }
+  double gbps = reps * static_cast<double>(src.size) / seconds_since(t) / 1e9;
+  XXH3_freeState(state);
+  if (sink == 42) std::printf(" ");  // keeps the hash from being optimised away
+  return gbps;
+}
+
+// zstd level 1 on one thread, in independent frames of `frame` bytes without frame checksum (as
+// the export compresses), from memory to memory.
+double bench_zstd_frames(Buffer& src, size_t frame, double* ratio) {
+  ZSTD_CCtx* cctx = ZSTD_createCCtx();
+  ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, 1);
+  ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 0);
+  Buffer out(ZSTD_compressBound(frame));
+  size_t compressed = 0;
+  auto t = Clock::now();
+  for (size_t off = 0; off < src.size; off += frame) {
+    size_t n =
+        ZSTD_compress2(cctx, out.data, out.size, src.data + off, std::min(frame, src.size - off));
+    if (ZSTD_isError(n)) {
+      ZSTD_freeCCtx(cctx);
+      throw cryo::Error(std::string("zstd: ") + ZSTD_getErrorName(n));
+    }
+    compressed += n;
+  }
+  double secs = seconds_since(t);
+  ZSTD_freeCCtx(cctx);
+  *ratio = static_cast<double>(src.size) / static_cast<double>(compressed);
+  return static_cast<double>(src.size) / secs / 1e9;
+}
+
+// The export's irreducible per-byte work on the bytes of `path` (an uncompressed archive), each
+// measured on one thread: reading another process's memory (process_vm_readv, 2 MiB batches as
+// the dump reads), checksumming it (XXH3-64), compressing it (zstd -1 in 1 MiB frames). With
+// every core busy and nothing else to do, an export cannot be faster than
+// cores / (sum of the CPU seconds per byte of the three).
+int export_parts(const std::string& path) {
+  cryo::UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) cryo::throw_errno("open " + path);
+  off_t size = lseek(fd.get(), 0, SEEK_END);
+  if (size <= 0) throw cryo::Error(path + " is empty");
+  Buffer src(static_cast<size_t>(size));
+  for (size_t at = 0; at < src.size;) {
+    ssize_t n = pread(fd.get(), src.data + at, src.size - at, static_cast<off_t>(at));
+    if (n <= 0) cryo::throw_errno("read " + path);
+    at += static_cast<size_t>(n);
+  }
+  double pvr = bench_process_vm_readv(src, 2 << 20);
+  double xxh3 = bench_xxh3(src, 2 << 20);
+  double ratio = 0;
+  double zstd = bench_zstd_frames(src, 1 << 20, &ratio);
+  unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  double cpu_s_per_gb = 1 / pvr + 1 / xxh3 + 1 / zstd;
+  std::printf(
+      "{\"bytes\":%zu,\"process_vm_readv_gbps\":%.3f,\"xxh3_gbps\":%.3f,"
+      "\"zstd1_frames_1thread_gbps\":%.3f,\"zstd1_frames_ratio\":%.3f,\"cores\":%u,"
+      "\"cpu_s_per_gb\":%.4f,\"export_bound_gbps\":%.3f}\n",
+      src.size, pvr, xxh3, zstd, ratio, cores, cpu_s_per_gb, cores / cpu_s_per_gb);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 3 && std::string(argv[1]) == "--export-parts") {
+    try {
+      return export_parts(argv[2]);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "ceilings: %s\n", e.what());
+      return 1;
+    }
+  }
   size_t size_mib = 512;
   std::string disk_dir = "/var/tmp";
   bool json = false;

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <zstd.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -249,6 +250,89 @@ TEST(CheckpointArchive, FuzzedPlainArchiveNeverEscapesOrCrashes) {
 TEST(CheckpointArchive, FuzzedZstdArchiveNeverEscapesOrCrashes) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root (ptrace of the dumped child)";
   fuzz(ArchiveCompression::kZstd, 300);
+}
+
+// The zstd archive is a sequence of independent frames, each declaring its content size, that
+// import decompresses in parallel: a frame cut short, damaged, or declaring an impossible size is
+// refused cleanly; a zstd stream from another tool (no content sizes) is still read.
+TEST(CheckpointArchive, ZstdFramesAreCheckedOneByOne) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (ptrace of the dumped child)";
+  TempDir tmp;
+  std::string original = fs::read_file(make_real_archive(tmp.path(), ArchiveCompression::kZstd));
+  struct Frame {
+    size_t offset, size;
+  };
+  std::vector<Frame> frames;
+  std::string content;
+  for (size_t at = 0; at < original.size();) {
+    size_t n = ZSTD_findFrameCompressedSize(original.data() + at, original.size() - at);
+    ASSERT_FALSE(ZSTD_isError(n)) << "frame at " << at << ": " << ZSTD_getErrorName(n);
+    unsigned long long declared = ZSTD_getFrameContentSize(original.data() + at, n);
+    ASSERT_NE(declared, ZSTD_CONTENTSIZE_UNKNOWN);
+    ASSERT_NE(declared, ZSTD_CONTENTSIZE_ERROR);
+    std::string piece(declared, '\0');
+    // Each frame decompresses alone.
+    ASSERT_EQ(ZSTD_decompress(piece.data(), piece.size(), original.data() + at, n), declared);
+    content += piece;
+    frames.push_back({at, n});
+    at += n;
+  }
+  ASSERT_GE(frames.size(), 2u);
+
+  auto unpack = [&](const std::string& bytes) {
+    std::string path = tmp.path() + "/archive.tar.zst";
+    std::string dest = tmp.path() + "/target";
+    fs::write_file(path, bytes);
+    fs::remove_all(dest);
+    fs::mkdir_p(dest);
+    unpack_checkpoint_archive(path, dest, nullptr);
+    return fs::read_file(dest + "/checkpoint/inventory.img");
+  };
+  // Refused with a message holding one of `whys`.
+  auto refused_with = [&](const std::string& bytes, std::vector<std::string> whys) {
+    try {
+      unpack(bytes);
+      ADD_FAILURE() << "accepted: " << whys[0];
+    } catch (const Error& e) {
+      std::string message = e.what();
+      EXPECT_TRUE(std::any_of(whys.begin(), whys.end(), [&](const std::string& why) {
+        return message.find(why) != std::string::npos;
+      })) << message;
+    }
+  };
+  std::string inventory = unpack(original);
+  ASSERT_FALSE(inventory.empty());
+
+  const Frame& second = frames[1];
+  refused_with(original.substr(0, second.offset + second.size / 2), {"truncated"});
+  std::string damaged = original;
+  for (size_t i = second.size / 3; i < second.size / 3 + 16; ++i)
+    damaged[second.offset + i] ^= 0x5a;
+  // Without a frame checksum, damage zstd cannot see is the entries' checksums' to find.
+  refused_with(damaged, {"damaged archive: zstd frame", "checksum mismatch"});
+  // A frame declaring more than a frame may hold.
+  std::string big(3 << 20, 'y');
+  std::string oversized(ZSTD_compressBound(big.size()), '\0');
+  oversized.resize(ZSTD_compress(oversized.data(), oversized.size(), big.data(), big.size(), 1));
+  refused_with(original.substr(0, second.offset) + oversized + original.substr(second.offset),
+               {"content size"});
+
+  // One frame without a declared size, as `zstd` writes from a pipe: libarchive's reader.
+  ZSTD_CCtx* cctx = ZSTD_createCCtx();
+  ASSERT_NE(cctx, nullptr);
+  std::string stream(ZSTD_compressBound(content.size()) + 64, '\0');
+  ZSTD_outBuffer out{stream.data(), stream.size(), 0};
+  ZSTD_inBuffer in{content.data(), content.size(), 0};
+  size_t left = ZSTD_compressStream2(cctx, &out, &in, ZSTD_e_continue);
+  ASSERT_FALSE(ZSTD_isError(left));
+  do {
+    left = ZSTD_compressStream2(cctx, &out, &in, ZSTD_e_end);
+    ASSERT_FALSE(ZSTD_isError(left));
+  } while (left != 0);
+  ZSTD_freeCCtx(cctx);
+  stream.resize(out.pos);
+  ASSERT_EQ(ZSTD_getFrameContentSize(stream.data(), stream.size()), ZSTD_CONTENTSIZE_UNKNOWN);
+  EXPECT_EQ(unpack(stream), inventory);
 }
 
 // An image's integrity in the archive is its own framing: every header byte is checked, and its

@@ -7,6 +7,9 @@
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <unistd.h>
+// XXH3 through the library's run-time dispatch (AVX2/AVX-512 where the CPU has them): the plain
+// entry points of Debian's build use SSE2 only. Same hashes.
+#include <xxh_x86dispatch.h>
 #include <zstd.h>
 
 #include <cinttypes>
@@ -902,6 +905,255 @@ class ImageStreamVerifier {
   uint64_t payload_size_ = 0;
 };
 
+// Decompresses a zstd archive made of independent frames (as ArchiveWriter writes them) on every
+// core, handing the tar reader the frames' contents in order, each straight from the buffer it was
+// decompressed into. The compressed file is untrusted: every frame must declare its content size
+// (at most kMaxFrame) and decompress to exactly that; an incomplete last frame is a truncation.
+class ParallelZstdSource {
+ public:
+  static constexpr size_t kMaxFrame = 2 << 20;
+  static constexpr size_t kWindow = 8 << 20;  // compressed bytes read ahead of the frame scan
+
+  // Whether the file at `fd` (at offset 0) is zstd whose first frame fits this reader (a frame
+  // written by another tool, e.g. `zstd` without --content-size, goes to libarchive's reader).
+  static bool suits(int fd) {
+    char head[18];  // the largest frame header
+    ssize_t n = ::pread(fd, head, sizeof head, 0);
+    if (n < 4) return false;
+    unsigned long long size = ZSTD_getFrameContentSize(head, static_cast<size_t>(n));
+    return size != ZSTD_CONTENTSIZE_UNKNOWN && size != ZSTD_CONTENTSIZE_ERROR && size <= kMaxFrame;
+  }
+
+  ParallelZstdSource(int fd, unsigned workers) : fd_(fd), window_(kWindow) {
+    size_t slots = 2 * workers + 2;
+    for (size_t i = 0; i < slots; ++i) {
+      auto slot = std::make_unique<Slot>();
+      slot->compressed = std::make_unique<PopulatedBuffer>(ZSTD_compressBound(kMaxFrame));
+      slot->content = std::make_unique<PopulatedBuffer>(kMaxFrame);
+      free_.push_back(slot.get());
+      slots_.push_back(std::move(slot));
+    }
+    own_dctx_ = ZSTD_createDCtx();
+    if (!own_dctx_) throw Error("out of memory creating a zstd decompressor");
+    try {
+      for (unsigned i = 0; i < workers; ++i) workers_.emplace_back([this] { worker_loop(); });
+    } catch (...) {
+      stop();
+      throw;
+    }
+  }
+  ~ParallelZstdSource() {
+    stop();
+    ZSTD_freeDCtx(own_dctx_);
+  }
+  ParallelZstdSource(const ParallelZstdSource&) = delete;
+  ParallelZstdSource& operator=(const ParallelZstdSource&) = delete;
+
+  // libarchive's read callback: the next frame's content (valid until the next call), 0 at the
+  // end, -1 on an error (the message set on the archive).
+  static la_ssize_t read_callback(archive* a, void* self_ptr, const void** buffer) {
+    auto* self = static_cast<ParallelZstdSource*>(self_ptr);
+    try {
+      return static_cast<la_ssize_t>(self->next(buffer));
+    } catch (const std::exception& e) {
+      archive_set_error(a, EIO, "%s", e.what());
+      return -1;
+    }
+  }
+
+ private:
+  struct Slot {
+    std::unique_ptr<PopulatedBuffer> compressed;
+    std::unique_ptr<PopulatedBuffer> content;
+    size_t compressed_size = 0;
+    size_t content_size = 0;
+    uint64_t frame = 0;  // its number in the file, for errors
+    bool done = false;
+    std::string error;
+  };
+
+  size_t next(const void** buffer) {
+    std::unique_lock lock(mutex_);
+    if (handed_out_) {
+      free_.push_back(handed_out_);
+      handed_out_ = nullptr;
+    }
+    for (;;) {
+      lock.unlock();
+      fill();
+      lock.lock();
+      if (in_order_.empty()) return 0;  // the end (fill() threw on a truncation)
+      Slot* head = in_order_.front();
+      if (!head->done && !queued_.empty()) {
+        // Decompresses the oldest waiting frame here rather than wait.
+        Slot* slot = queued_.front();
+        queued_.pop_front();
+        lock.unlock();
+        decompress(slot, own_dctx_);
+        lock.lock();
+        continue;
+      }
+      done_.wait(lock, [&] { return head->done; });
+      in_order_.pop_front();
+      if (!head->error.empty()) {
+        std::string error = head->error;
+        free_.push_back(head);
+        throw Error(error);
+      }
+      handed_out_ = head;
+      if (head->content_size == 0) {  // a skippable frame: nothing for the reader
+        free_.push_back(head);
+        handed_out_ = nullptr;
+        continue;
+      }
+      *buffer = head->content->get();
+      return head->content_size;
+    }
+  }
+
+  // Queues frames while slots are free (the calling thread's work: reading and scanning).
+  void fill() {
+    for (;;) {
+      Slot* slot;
+      {
+        std::lock_guard lock(mutex_);
+        if (free_.empty()) return;
+        slot = free_.back();
+      }
+      size_t frame_size = 0;
+      if (!scan(&frame_size)) return;  // the end of the file
+      std::memcpy(slot->compressed->get(), window_.get() + window_start_, frame_size);
+      window_start_ += frame_size;
+      slot->compressed_size = frame_size;
+      slot->frame = frames_++;
+      slot->done = false;
+      slot->error.clear();
+      std::lock_guard lock(mutex_);
+      free_.pop_back();
+      in_order_.push_back(slot);
+      queued_.push_back(slot);
+      work_.notify_one();
+    }
+  }
+
+  // The compressed size of the frame at window_start_, reading more of the file as needed; false
+  // at the end of the file. Throws on a truncated or malformed frame.
+  bool scan(size_t* frame_size) {
+    for (;;) {
+      size_t available = window_end_ - window_start_;
+      if (available > 0) {
+        size_t n = ZSTD_findFrameCompressedSize(window_.get() + window_start_, available);
+        if (!ZSTD_isError(n)) {
+          *frame_size = n;
+          return true;
+        }
+        if (eof_)
+          throw Error("damaged or truncated archive: zstd frame " + std::to_string(frames_) + ": " +
+                      ZSTD_getErrorName(n));
+        if (available >= ZSTD_compressBound(kMaxFrame))
+          throw Error("damaged archive: zstd frame " + std::to_string(frames_) +
+                      " is not a frame of at most " + std::to_string(kMaxFrame) + " bytes");
+      } else if (eof_) {
+        return false;
+      }
+      // Moves the rest to the front and reads on.
+      std::memmove(window_.get(), window_.get() + window_start_, available);
+      window_start_ = 0;
+      window_end_ = available;
+      while (window_end_ < kWindow && !eof_) {
+        ssize_t n = ::read(fd_, window_.get() + window_end_, kWindow - window_end_);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) throw_errno("read");
+        if (n == 0) eof_ = true;
+        window_end_ += static_cast<size_t>(n);
+        if (window_end_ - available >= (1 << 20)) break;  // enough for now
+      }
+    }
+  }
+
+  void decompress(Slot* slot, ZSTD_DCtx* dctx) {
+    const char* in = slot->compressed->get();
+    std::string error;
+    unsigned long long declared = ZSTD_getFrameContentSize(in, slot->compressed_size);
+    size_t n = 0;
+    uint32_t magic = 0;
+    std::memcpy(&magic, in, std::min<size_t>(4, slot->compressed_size));
+    if ((magic & ZSTD_MAGIC_SKIPPABLE_MASK) == ZSTD_MAGIC_SKIPPABLE_START) {
+      n = 0;
+    } else if (declared == ZSTD_CONTENTSIZE_UNKNOWN || declared == ZSTD_CONTENTSIZE_ERROR ||
+               declared > kMaxFrame) {
+      error = "does not declare a content size of at most " + std::to_string(kMaxFrame) + " bytes";
+    } else {
+      n = ZSTD_decompressDCtx(dctx, slot->content->get(), static_cast<size_t>(declared), in,
+                              slot->compressed_size);
+      if (ZSTD_isError(n))
+        error = ZSTD_getErrorName(n);
+      else if (n != declared)
+        error = "content size differs from the declared one";
+    }
+    std::lock_guard lock(mutex_);
+    slot->content_size = n;
+    if (!error.empty())
+      slot->error = "damaged archive: zstd frame " + std::to_string(slot->frame) + ": " + error;
+    slot->done = true;
+    done_.notify_all();
+  }
+
+  void worker_loop() {
+    ZSTD_DCtx* dctx = ZSTD_createDCtx();
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      work_.wait(lock, [&] { return stopping_ || !queued_.empty(); });
+      if (stopping_) break;
+      Slot* slot = queued_.front();
+      queued_.pop_front();
+      lock.unlock();
+      if (dctx) {
+        decompress(slot, dctx);
+      } else {
+        std::lock_guard relock(mutex_);
+        slot->error = "out of memory creating a zstd decompressor";
+        slot->done = true;
+        done_.notify_all();
+      }
+      lock.lock();
+    }
+    lock.unlock();
+    ZSTD_freeDCtx(dctx);
+  }
+
+  void stop() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+      queued_.clear();
+      work_.notify_all();
+    }
+    for (auto& t : workers_) t.join();
+    workers_.clear();
+  }
+
+  int fd_;
+  // The calling thread's: the compressed bytes read ahead.
+  PopulatedBuffer window_;
+  size_t window_start_ = 0;
+  size_t window_end_ = 0;
+  bool eof_ = false;
+  uint64_t frames_ = 0;
+  ZSTD_DCtx* own_dctx_ = nullptr;
+  Slot* handed_out_ = nullptr;  // its content is the tar reader's until the next call
+  // Shared, under mutex_.
+  std::mutex mutex_;
+  std::condition_variable work_;
+  std::condition_variable done_;
+  std::vector<std::unique_ptr<Slot>> slots_;
+  std::vector<Slot*> free_;
+  std::deque<Slot*> queued_;
+  std::deque<Slot*> in_order_;
+  bool stopping_ = false;
+  std::vector<std::thread> workers_;
+};
+
 struct ReadArchiveFree {
   void operator()(archive* a) const { archive_read_free(a); }
 };
@@ -975,13 +1227,22 @@ UnpackedArchive unpack_checkpoint_archive(const std::string& path, const std::st
     UniqueFd in = fs::open_or_throw(path, O_RDONLY | O_CLOEXEC);
     std::unique_ptr<archive, ReadArchiveFree> a(archive_read_new());
     if (!a) throw Error("archive_read_new failed");
-    // libarchive's own decompression, in this thread: its small blocks are checked and written
-    // while still in the cache (a decompression thread of its own filling large buffers was
-    // measured slower: the checks and writes then read every byte back from memory).
-    archive_read_support_filter_zstd(a.get());
-    archive_read_support_filter_gzip(a.get());
+    // A cryo archive's zstd frames are decompressed on every core (ParallelZstdSource);
+    // anything else by libarchive in this thread.
+    std::unique_ptr<ParallelZstdSource> frames;
+    if (ParallelZstdSource::suits(in.get()))
+      frames = std::make_unique<ParallelZstdSource>(
+          in.get(), std::max(1u, std::thread::hardware_concurrency()));
     archive_read_support_format_tar(a.get());
-    int opened = archive_read_open_fd(a.get(), in.get(), 1 << 20);
+    int opened;
+    if (frames) {
+      opened = archive_read_open(a.get(), frames.get(), nullptr, &ParallelZstdSource::read_callback,
+                                 nullptr);
+    } else {
+      archive_read_support_filter_zstd(a.get());
+      archive_read_support_filter_gzip(a.get());
+      opened = archive_read_open_fd(a.get(), in.get(), 1 << 20);
+    }
     if (opened != ARCHIVE_OK)
       throw Error("damaged, truncated or not a checkpoint archive: " + archive_message(a.get()));
 
