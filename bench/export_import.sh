@@ -7,6 +7,8 @@
 #                   with O_DIRECT (dd oflag=direct, as the export writes): the faster is the ceiling
 #   - the CPU seconds (user+sys) of each export next to those of `zstd -1 -T<cores>` compressing
 #     the same bytes from /dev/shm to /dev/null: with every core busy, CPU is what bounds the rate
+#   - the zstd export against the bound of the work it cannot avoid (ceilings --export-parts: read
+#     the process's memory, checksum it, compress it; CPU s per GB summed, spread on all cores)
 #   - import+restore (zstd archive) vs 1 GB/s (the goal) and zstd's decompression rate
 #   bench/export_import.sh [BUILD_DIR] [SIZE_MIB] [DISK_DIR]   (default: build, 1024, /var/tmp)
 # Own --root/--runroot under DISK_DIR; run as root on a quiet machine.
@@ -97,10 +99,16 @@ cryoA rm -f -t 0 "$id" >/dev/null
 
 # Ceilings on the same bytes.
 cp "$tmp/ctr.tar" "$shm/ctr.tar"
-zb=$(zstd -b1 -i3 -T"$cores" "$shm/ctr.tar" 2>&1 | tr '\r' '\n' | grep -E 'MB/s' | tail -n 1)
+# The last line with both figures (compression, decompression): progress lines have one only.
+zb=$(zstd -b1 -i3 -T"$cores" "$shm/ctr.tar" 2>&1 | tr '\r' '\n' | grep -E 'MB/s.*MB/s' | tail -n 1)
 zstd_c_mbs=$(echo "$zb" | grep -oE '[0-9.]+ MB/s' | head -n 1 | cut -d' ' -f1)
 zstd_d_mbs=$(echo "$zb" | grep -oE '[0-9.]+ MB/s' | tail -n 1 | cut -d' ' -f1)
 cpu_of "$tmp/cpu_zstd_cli" zstd -q -1 -T"$cores" -c "$shm/ctr.tar" >/dev/null
+# What an export cannot avoid, on the same bytes, each on one thread: reading the process's
+# memory (process_vm_readv), checksumming it (XXH3-64), compressing it (zstd -1, the export's
+# 1 MiB frames). Their CPU seconds per GB summed give the fastest export all cores could do.
+parts=$("$build/bench/ceilings" --export-parts "$shm/ctr.tar")
+part() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$parts" "$1"; }
 t0=$(now_us)
 dd if="$shm/ctr.tar" of="$tmp/disk-ceiling" bs=4M conv=fsync status=none
 t_disk=$(($(now_us) - t0))
@@ -110,7 +118,9 @@ dd if="$shm/ctr.tar" of="$tmp/disk-ceiling" bs=4M oflag=direct conv=fsync status
 t_disk_direct=$(($(now_us) - t0))
 rm -f "$tmp/disk-ceiling" "$shm/ctr.tar"
 
-# Import + restore on engine B from the zstd archive (page cache warm, as after a copy).
+# Import + restore on engine B from the zstd archive, its file in the page cache as after a copy
+# (the export wrote it with O_DIRECT, past the cache).
+cat "$tmp/ctr.tar.zst" >/dev/null
 t0=$(now_us)
 s_imp=$(cryoB container restore --print-stats -i "$tmp/ctr.tar.zst")
 t_imp=$(($(now_us) - t0))
@@ -129,4 +139,7 @@ printf "%-34s %10s %10s   %s\n" "export none (whole command)" "$(gbps "$bytes" "
 printf "%-34s %10s %10s   %s\n" "export none (inside cryo)" "$(gbps "$bytes" "$none_archive_us")" "$disk" "($(pct "$(gbps "$bytes" "$none_archive_us")" "$disk"))"
 printf "%-34s %10s %10s   %s\n" "import+restore zstd (whole)" "$(gbps "$bytes" "$t_imp")" "1.00" "goal; zstd -d in memory: $zd GB/s"
 printf "%-34s %10s\n" "import unpack+verify phase" "$(gbps "$bytes" "$(stat_field "$s_imp" import_duration)")"
+bound=$(part export_bound_gbps)
+printf "%-34s %10s %10s   %s\n" "export zstd vs its bound (inside)" "$(gbps "$bytes" "$zstd_archive_us")" "$(printf %.2f "$bound")" "$cores cores / $(printf %.3f "$(part cpu_s_per_gb)") CPU s/GB of unavoidable work ($(pct "$(gbps "$bytes" "$zstd_archive_us")" "$bound")); the bound is $(pct "$bound" "$zc") of the zstd ceiling"
+printf "%-34s %10s   %s\n" "  parts, GB/s on one thread" "" "process_vm_readv $(part process_vm_readv_gbps), XXH3-64 $(part xxh3_gbps), zstd -1 1 MiB frames $(part zstd1_frames_1thread_gbps) (ratio $(part zstd1_frames_ratio))"
 printf "%-34s %10s %10s   %s\n" "CPU s: export zstd / none" "$(cpu_sum "$tmp/cpu_zstd")" "$(cpu_sum "$tmp/cpu_zstd_cli")" "/ $(cpu_sum "$tmp/cpu_none"); zstd -1 -T$cores CLI on the same bytes (user+sys)"
