@@ -174,6 +174,7 @@ void write_archive_tail(ArchiveWriter& out, int fd, const StorePaths& paths,
                         const nlohmann::json& stats) {
   ContainerStore store(paths);
   std::string container_dir = paths.container_dir(record.id);
+  uint64_t t0 = steady_now_us();
   if (!options.ignore_rootfs) {
     std::string upper = container_dir + "/upper";
     std::string tar = container_dir + "/rootfs-diff.tar.export-tmp";
@@ -203,8 +204,13 @@ void write_archive_tail(ArchiveWriter& out, int fd, const StorePaths& paths,
   if (fs::exists(store.log_path(record.id)))
     out.add_file("container.log", store.log_path(record.id));
   out.add_bytes("stats-dump", stats.dump(2) + "\n");
+  uint64_t t1 = steady_now_us();
   out.finish();
+  uint64_t t2 = steady_now_us();
   if (::fsync(fd) < 0) throw_errno("fsync the archive");
+  LOG_DEBUG << "timing export tail: rootfs, volumes, log " << t1 - t0
+            << " us, compressor and writer " << t2 - t1 << " us, fsync " << steady_now_us() - t2
+            << " us";
 }
 
 // The dump's images as entries checkpoint/NAME of the archive, streamed as they are produced.
@@ -263,7 +269,10 @@ ArchiveExportResult export_container(const StorePaths& paths, const std::string&
   with_context("exporting container " + record.name + " to " + file, [&] {
     TransferProgress progress("Exporting", options.progress);
     ArchiveWriter writer(fd.get(), file, options.compression, &progress);
+    uint64_t t_writer = steady_now_us();
     write_archive_head(writer, paths, record, options);
+    LOG_DEBUG << "timing export head: archive writer " << t_writer - t0 << " us, entries "
+              << steady_now_us() - t_writer << " us";
     ArchiveSink* sink_ptr = nullptr;
     ckpt::DumpStats stats_at_tail;
     ArchiveSink sink(writer, file, [&] {
@@ -291,10 +300,13 @@ ArchiveExportResult export_container(const StorePaths& paths, const std::string&
     result.archive_bytes = writer.compressed_bytes();
     result.uncompressed_bytes = writer.uncompressed_bytes();
   });
+  uint64_t t_close = steady_now_us();
   if (::close(fd.release()) < 0) throw_errno("close " + temp);
   if (::rename(temp.c_str(), file.c_str()) < 0) throw_errno("rename " + temp + " to " + file);
   remove_temp.disarm();
   result.archive_duration_us = steady_now_us() - t0;
+  LOG_DEBUG << "timing export: checkpoint and archive " << t_close - t0 << " us, close and rename "
+            << t0 + result.archive_duration_us - t_close << " us";
   return result;
 }
 

@@ -134,20 +134,33 @@ bool is_framed_image_entry(const std::string& name) {
 }
 
 // Memory that is written at once: mapped with its pages populated, since on a virtual machine
-// every first-touch page fault costs more than the copy into the page.
+// every first-touch page fault costs more than the copy into the page. Backed by transparent huge
+// pages where the kernel gives them (madvise mode): populating 32 MiB took 8-10 ms in 4 KiB pages
+// here, 2 ms in 2 MiB pages.
 struct PopulatedBuffer {
+  static constexpr size_t kHugePage = 2 << 20;
+
   explicit PopulatedBuffer(size_t n) : size(n) {
-    void* p = ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
-                     -1, 0);
+    mapped_size = (n + kHugePage - 1) / kHugePage * kHugePage + kHugePage;
+    void* p =
+        ::mmap(nullptr, mapped_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) throw_errno("mmap of " + std::to_string(n) + " bytes of archive buffers");
-    data = static_cast<char*>(p);
+    mapped = static_cast<char*>(p);
+    data = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(mapped) + kHugePage - 1) &
+                                   ~(uintptr_t{kHugePage} - 1));
+    size_t used = (n + kHugePage - 1) / kHugePage * kHugePage;
+    ::madvise(data, used, MADV_HUGEPAGE);  // a hint: 4 KiB pages without it
+    if (::madvise(data, used, MADV_POPULATE_WRITE) < 0)
+      for (size_t at = 0; at < used; at += 4096) data[at] = 0;  // kernels before 5.14
   }
-  ~PopulatedBuffer() { ::munmap(data, size); }
+  ~PopulatedBuffer() { ::munmap(mapped, mapped_size); }
   PopulatedBuffer(const PopulatedBuffer&) = delete;
   PopulatedBuffer& operator=(const PopulatedBuffer&) = delete;
   char* get() const { return data; }
   char* data;
   size_t size;
+  char* mapped;
+  size_t mapped_size;
 };
 
 // The archive's bytes on their way to the fd: the producing thread fills buffers of
