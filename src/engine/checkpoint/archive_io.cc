@@ -136,7 +136,7 @@ bool is_framed_image_entry(const std::string& name) {
 // Memory that is written at once: mapped with its pages populated, since on a virtual machine
 // every first-touch page fault costs more than the copy into the page. Backed by transparent huge
 // pages where the kernel gives them (madvise mode): populating 32 MiB took 8-10 ms in 4 KiB pages
-// here, 2 ms in 2 MiB pages.
+// here, 2 ms in 2 MiB pages. Not inherited by child processes (see below).
 struct PopulatedBuffer {
   static constexpr size_t kHugePage = 2 << 20;
 
@@ -150,6 +150,12 @@ struct PopulatedBuffer {
                                    ~(uintptr_t{kHugePage} - 1));
     size_t used = (n + kHugePage - 1) / kHugePage * kHugePage;
     ::madvise(data, used, MADV_HUGEPAGE);  // a hint: 4 KiB pages without it
+    // The dump forks helpers while these buffers are in use: inherited, every page would turn
+    // copy-on-write and fault (and flush the TLB) at its next write here.
+    if (::madvise(mapped, mapped_size, MADV_DONTFORK) < 0) {
+      ::munmap(mapped, mapped_size);
+      throw_errno("madvise(MADV_DONTFORK) of archive buffers");
+    }
     if (::madvise(data, used, MADV_POPULATE_WRITE) < 0)
       for (size_t at = 0; at < used; at += 4096) data[at] = 0;  // kernels before 5.14
   }
