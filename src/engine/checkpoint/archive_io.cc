@@ -134,22 +134,26 @@ bool is_framed_image_entry(const std::string& name) {
 }
 
 // Memory that is written at once: mapped with its pages populated, since on a virtual machine
-// every first-touch page fault costs more than the copy into the page. Backed by transparent huge
-// pages where the kernel gives them (madvise mode): populating 32 MiB took 8-10 ms in 4 KiB pages
-// here, 2 ms in 2 MiB pages. Not inherited by child processes (see below).
+// every first-touch page fault costs more than the copy into the page. Whole 2 MiB pieces are
+// backed by transparent huge pages where the kernel gives them (madvise mode): populating 32 MiB
+// took 8-10 ms in 4 KiB pages here, 2 ms in 2 MiB pages. Fresh memory is still costly on this VM
+// (its host backs it at first touch: clearing the pages of the import's buffers took ~0.1 s
+// when they were 44 MiB), so the buffers are kept few and small. Not inherited by child
+// processes (see below).
 struct PopulatedBuffer {
   static constexpr size_t kHugePage = 2 << 20;
 
   explicit PopulatedBuffer(size_t n) : size(n) {
-    mapped_size = (n + kHugePage - 1) / kHugePage * kHugePage + kHugePage;
+    size_t used = (n + 4095) / 4096 * 4096;
+    mapped_size = used + kHugePage;  // room to align; the slack is never touched
     void* p =
         ::mmap(nullptr, mapped_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) throw_errno("mmap of " + std::to_string(n) + " bytes of archive buffers");
     mapped = static_cast<char*>(p);
     data = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(mapped) + kHugePage - 1) &
                                    ~(uintptr_t{kHugePage} - 1));
-    size_t used = (n + kHugePage - 1) / kHugePage * kHugePage;
-    ::madvise(data, used, MADV_HUGEPAGE);  // a hint: 4 KiB pages without it
+    if (size_t huge = used / kHugePage * kHugePage)
+      ::madvise(data, huge, MADV_HUGEPAGE);  // a hint: 4 KiB pages without it
     // The dump forks helpers while these buffers are in use: inherited, every page would turn
     // copy-on-write and fault (and flush the TLB) at its next write here.
     if (::madvise(mapped, mapped_size, MADV_DONTFORK) < 0) {
@@ -422,7 +426,7 @@ class ZstdFrameCompressor {
 
   ZstdFrameCompressor(ArchiveOutput& output, std::string what, unsigned workers)
       : output_(output), what_(std::move(what)) {
-    size_t slots = 2 * (workers + 1) + 2;
+    size_t slots = 2 * workers + 2;
     for (size_t i = 0; i < slots; ++i) {
       auto slot = std::make_unique<Slot>();
       slot->cctx = ZSTD_createCCtx();
@@ -930,7 +934,8 @@ class ImageStreamVerifier {
 // (at most kMaxFrame) and decompress to exactly that; an incomplete last frame is a truncation.
 class ParallelZstdSource {
  public:
-  static constexpr size_t kMaxFrame = 2 << 20;
+  // The writer's frames (ZstdFrameCompressor::kFrameSize).
+  static constexpr size_t kMaxFrame = 1 << 20;
   static constexpr size_t kWindow = 8 << 20;  // compressed bytes read ahead of the frame scan
 
   // Whether the file at `fd` (at offset 0) is zstd whose first frame fits this reader (a frame
