@@ -10,6 +10,7 @@
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <xxh_x86dispatch.h>
 #include <xxhash.h>
 #include <zstd.h>
 
@@ -150,7 +151,8 @@ double bench_zstd(Buffer& src, int workers, double* ratio) {
   return static_cast<double>(src.size) / secs / 1e9;
 }
 
-// XXH3-64 over the buffer in pieces of `chunk`, one thread (as the dump checksums each image).
+// XXH3-64 over the buffer in pieces of `chunk`, one thread (as the dump checksums each image),
+// through libxxhash's run-time dispatch (AVX2/AVX-512), as the dump does since session 4.
 double bench_xxh3(Buffer& src, size_t chunk) {
   XXH3_state_t* state = XXH3_createState();
   uint64_t sink = 0;

@@ -141,8 +141,9 @@ zstd_c_mbs=$(echo "$zb" | grep -oE '[0-9.]+ MB/s' | head -n 1 | cut -d' ' -f1)
 zstd_d_mbs=$(echo "$zb" | grep -oE '[0-9.]+ MB/s' | tail -n 1 | cut -d' ' -f1)
 cpu_of "$tmp/cpu_zstd_cli" zstd -q -1 -T"$cores" -c "$shm/ctr.tar" >/dev/null
 # What an export cannot avoid, on the same bytes, each on one thread: reading the process's
-# memory (process_vm_readv), checksumming it (XXH3-64), compressing it (zstd -1, the export's
-# 1 MiB frames). Their CPU seconds per GB summed give the fastest export all cores could do.
+# memory (process_vm_readv), checksumming it (XXH3-64 through libxxhash's AVX2 dispatch, as the
+# dump does with s4-dump's session 4 work), compressing it (zstd -1, the export's 1 MiB frames).
+# Their CPU seconds per GB summed give the fastest export all cores could do.
 parts=$("$build/bench/ceilings" --export-parts "$shm/ctr.tar")
 part() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$parts" "$1"; }
 rm -f "$shm/ctr.tar"
