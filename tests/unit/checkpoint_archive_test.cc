@@ -316,6 +316,13 @@ TEST(CheckpointArchive, ZstdFramesAreCheckedOneByOne) {
   oversized.resize(ZSTD_compress(oversized.data(), oversized.size(), big.data(), big.size(), 1));
   refused_with(original.substr(0, second.offset) + oversized + original.substr(second.offset),
                {"content size"});
+  // A valid frame longer than any compression of a frame's content: a 2 MiB skippable frame.
+  std::string skippable("\x50\x2a\x4d\x18", 4);
+  uint32_t skipped = 2 << 20;
+  skippable.append(reinterpret_cast<const char*>(&skipped), 4);
+  skippable.append(skipped, 's');
+  refused_with(original.substr(0, second.offset) + skippable + original.substr(second.offset),
+               {"compressed bytes"});
 
   // One frame without a declared size, as `zstd` writes from a pipe: libarchive's reader.
   ZSTD_CCtx* cctx = ZSTD_createCCtx();

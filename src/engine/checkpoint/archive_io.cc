@@ -1067,6 +1067,12 @@ class ParallelZstdSource {
       size_t available = window_end_ - window_start_;
       if (available > 0) {
         size_t n = ZSTD_findFrameCompressedSize(window_.get() + window_start_, available);
+        // A valid frame can be longer than any compression of kMaxFrame bytes (empty blocks, a
+        // skippable frame): more than a slot holds.
+        if (!ZSTD_isError(n) && n > ZSTD_compressBound(kMaxFrame))
+          throw Error("damaged archive: zstd frame " + std::to_string(frames_) + " has " +
+                      std::to_string(n) + " compressed bytes, more than a frame of at most " +
+                      std::to_string(kMaxFrame) + " bytes needs");
         if (!ZSTD_isError(n)) {
           *frame_size = n;
           return true;
