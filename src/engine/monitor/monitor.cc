@@ -15,6 +15,7 @@
 
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "common/error.h"
 #include "common/fs.h"
@@ -351,7 +352,12 @@ class Monitor {
     stderr_.reset();
     int64_t finished = now_ns();
     try {
-      cgroup_->remove();
+      // After an in-place checkpoint the restore reuses the cgroup (record_exit thaws it).
+      std::optional<ContainerRecord> record = store_.try_load(id_);
+      if (record && record->checkpointed && record->network_kept)
+        cgroup_->release();
+      else
+        cgroup_->remove();
     } catch (const std::exception& e) {
       LOG_ERROR << "container " << id_ << ": " << e.what();
     }
