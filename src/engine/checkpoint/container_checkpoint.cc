@@ -385,61 +385,72 @@ ContainerRestoreResult restore_container(const StorePaths& paths, const std::str
               ": no such file or directory",
           125);
     phase_mark("restore: record loaded and locked");
-    // Ends before the monitor is forked: the monitor must not keep writing to it.
-    log::FileSink log_sink(dir + "/" + kRestoreLog);
-    // Times on the steady clock (µs) compare across the CLI, the monitor and its helper.
-    LOG_INFO << "restore of container " << id << " begins at t=" << t0;
-    nlohmann::json saved = nlohmann::json::parse(fs::read_file(dir + "/" + kContainerImage));
-    nlohmann::json spec = saved.at("spec");
-    // The same network as at checkpoint time: same IP, MAC and host ports.
-    if (!saved.at("network_status").is_null()) {
-      uint64_t t_network = steady_now_us();
-      NetworkStatus before = network_status_from_json(saved.at("network_status"));
-      NetworkManager network(paths);
-      std::optional<NetworkStatus> status;
-      // The network status is live state (like a start's): saved without fsync.
-      if (record.network_kept && !record.network_status.is_null()) {
-        NetworkStatus kept = network_status_from_json(record.network_status);
-        bool taken_over = false;
-        try {
-          taken_over = network.take_over_kept(id, kept);
-        } catch (...) {
-          network.teardown(id, kept);
-          record.network_kept = false;
-          record.network_status = nullptr;
-          store.save(record, false);
-          throw;
+    try {
+      // Ends before the monitor is forked: the monitor must not keep writing to it.
+      log::FileSink log_sink(dir + "/" + kRestoreLog);
+      // Times on the steady clock (µs) compare across the CLI, the monitor and its helper.
+      LOG_INFO << "restore of container " << id << " begins at t=" << t0;
+      nlohmann::json saved = nlohmann::json::parse(fs::read_file(dir + "/" + kContainerImage));
+      nlohmann::json spec = saved.at("spec");
+      // The same network as at checkpoint time: same IP, MAC and host ports.
+      if (!saved.at("network_status").is_null()) {
+        uint64_t t_network = steady_now_us();
+        NetworkStatus before = network_status_from_json(saved.at("network_status"));
+        NetworkManager network(paths);
+        std::optional<NetworkStatus> status;
+        // The network status is live state (like a start's): saved without fsync.
+        if (record.network_kept && !record.network_status.is_null()) {
+          NetworkStatus kept = network_status_from_json(record.network_status);
+          bool taken_over = false;
+          try {
+            taken_over = network.take_over_kept(id, kept);
+          } catch (...) {
+            network.teardown(id, kept);
+            record.network_kept = false;
+            record.network_status = nullptr;
+            store.save(record, false);
+            throw;
+          }
+          if (taken_over) {
+            status = kept;
+            LOG_DEBUG << "kept network taken over";
+          } else {
+            LOG_INFO << "the kept network of container " << id << " is incomplete: rebuilt";
+            network.teardown(id, kept);
+            record.network_status = nullptr;
+          }
         }
-        if (taken_over) {
-          status = kept;
-          LOG_DEBUG << "kept network taken over";
-        } else {
-          LOG_INFO << "the kept network of container " << id << " is incomplete: rebuilt";
-          network.teardown(id, kept);
-          record.network_status = nullptr;
-        }
+        // A setup that fails (a host port taken meanwhile...) removes what it made.
+        if (!status) status = network.setup(id, request_from_status(before));
+        // From here on a failed restore tears the network down, kept or rebuilt.
+        record.network_kept = false;
+        record.network_status = to_json(*status);
+        store.save(record, false);
+        for (auto& ns : spec.at("linux").at("namespaces"))
+          if (ns.at("type") == "network") ns["path"] = status->netns_path;
+        LOG_DEBUG << "network set up in " << (steady_now_us() - t_network) << " us";
+        phase_mark("restore: network taken over or set up");
       }
-      // A setup that fails (a host port taken meanwhile...) removes what it made.
-      if (!status) status = network.setup(id, request_from_status(before));
-      // From here on a failed restore tears the network down, kept or rebuilt.
-      record.network_kept = false;
-      record.network_status = to_json(*status);
-      store.save(record, false);
-      for (auto& ns : spec.at("linux").at("namespaces"))
-        if (ns.at("type") == "network") ns["path"] = status->netns_path;
-      LOG_DEBUG << "network set up in " << (steady_now_us() - t_network) << " us";
-      phase_mark("restore: network taken over or set up");
+      // Unchanged when the network was kept (same netns path): not written again.
+      std::string spec_text = spec.dump(2) + "\n";
+      if (fs::read_file_if_exists(store.spec_path(id)) != spec_text)
+        fs::write_file_atomic(store.spec_path(id), spec_text, 0600);
+      fs::mkdir_p(paths.run_container_dir(id));
+      fs::write_file_replace(paths.run_container_dir(id) + "/" + kRestoreOptionsFile,
+                             nlohmann::json{{"tcp_established", options.tcp_established},
+                                            {"file_locks", options.file_locks},
+                                            {"keep", options.keep}}
+                                 .dump());
+    } catch (...) {
+      // The cgroup an in-place checkpoint kept goes with a restore that fails here (from the
+      // monitor's start on, the monitor and release_resources remove it).
+      try {
+        ContainerCgroup::existing(container_cgroup_name(paths, id)).remove();
+      } catch (const std::exception& e) {
+        LOG_WARN << "container " << id << ": " << e.what();
+      }
+      throw;
     }
-    // Unchanged when the network was kept (same netns path): not written again.
-    std::string spec_text = spec.dump(2) + "\n";
-    if (fs::read_file_if_exists(store.spec_path(id)) != spec_text)
-      fs::write_file_atomic(store.spec_path(id), spec_text, 0600);
-    fs::mkdir_p(paths.run_container_dir(id));
-    fs::write_file_replace(paths.run_container_dir(id) + "/" + kRestoreOptionsFile,
-                           nlohmann::json{{"tcp_established", options.tcp_established},
-                                          {"file_locks", options.file_locks},
-                                          {"keep", options.keep}}
-                               .dump());
   }
   phase_mark("restore: spec and options written, monitor starts");
   MonitorStart started;
