@@ -70,7 +70,13 @@ for i in $(seq "$cycles"); do
 done
 
 # --- downtime seen by a client polling every millisecond ---
+# gap_us: the longest time between two answered attempts; gap_start: the start of the last
+# attempt answered before it, from the checkpoint command's start (~ the freeze); then both
+# commands' wall times, and the start of the first attempt answered after the gap, from the
+# restore command's return (negative: an attempt made before the command had returned).
 : >"$tmp/downtime"
+printf "%5s %10s %14s %12s %12s %14s\n" cycle gap_us gap_start_us ckpt_cmd_us restore_cmd_us \
+  answer_after_us
 for i in $(seq "$cycles"); do
   rm -f "$tmp/stop" "$tmp/stop.ready"
   python3 - "$port" "$tmp/stop" >"$tmp/poll" <<'PY' &
@@ -94,7 +100,7 @@ while not os.path.exists(stop):
         s = socket.socket()
         s.setblocking(False)
         s.connect_ex(("127.0.0.1", port))
-        selector.register(s, selectors.EVENT_WRITE, {"start": now, "sent": False})
+        selector.register(s, selectors.EVENT_WRITE, {"start": now, "wall": time.time(), "sent": False})
     for key, _ in selector.select(timeout=max(0.0, next_start - time.monotonic())):
         s, state = key.fileobj, key.data
         try:
@@ -108,7 +114,7 @@ while not os.path.exists(stop):
             if s.recv(16).startswith(b"HTTP"):
                 if not answered:
                     open(stop + ".ready", "w").close()
-                answered.append(state["start"])
+                answered.append((state["start"], state["wall"]))
         except OSError:
             pass
         selector.unregister(s)
@@ -119,24 +125,33 @@ while not os.path.exists(stop):
             selector.unregister(key.fileobj)
             key.fileobj.close()
 answered.sort()
-gaps = [b - a for a, b in zip(answered, answered[1:])]
-print(int(max(gaps) * 1e6) if gaps else -1)
-print("poller: %d answers, longest gap %s us" % (len(answered), int(max(gaps) * 1e6) if gaps else "-"),
-      file=sys.stderr)
+# The longest gap, and the wall-clock times (µs) of the last attempt answered before it and the
+# first answered after it, to set against the commands' own times.
+gaps = [(b[0] - a[0], a[1], b[1]) for a, b in zip(answered, answered[1:])]
+gap = max(gaps) if gaps else (-1e-6, 0, 0)
+print(int(gap[0] * 1e6), int(gap[1] * 1e6), int(gap[2] * 1e6))
+print("poller: %d answers, longest gap %s us" % (len(answered), int(gap[0] * 1e6)), file=sys.stderr)
 PY
   poller=$!
   # The poller has had answers before the checkpoint.
   until [[ -e $tmp/stop.ready ]]; do sleep 0.01; done
   sleep 0.2
-  # The poller's connections in flight inside httpd go with the container.
+  # The poller's connections in flight inside httpd go with the container. The two commands
+  # run back to back, as a user would; their start and end times only annotate the gap.
+  c0=${EPOCHREALTIME/./}
   cryo container checkpoint --tcp-established "$id" >/dev/null
+  c1=${EPOCHREALTIME/./}
   cryo container restore --tcp-established "$id" >/dev/null
+  r1=${EPOCHREALTIME/./}
   until curl -sf -o /dev/null --max-time 1 "http://127.0.0.1:$port/"; do :; done
   sleep 0.2
   touch "$tmp/stop"
   wait "$poller"
   poller=""
-  cat "$tmp/poll" >>"$tmp/downtime"
+  read -r gap gap_from gap_to <"$tmp/poll"
+  echo "$gap" >>"$tmp/downtime"
+  printf "%5s %10s %14s %12s %12s %14s\n" "$i" "$gap" $((gap_from - c0)) $((c1 - c0)) $((r1 - c1)) \
+    $((gap_to - r1))
 done
 cryo rm -f -t 0 "$id" >/dev/null
 

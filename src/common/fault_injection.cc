@@ -6,9 +6,13 @@
 #include <cstdlib>
 #include <string>
 
+#include "common/phase_trace.h"
+
 namespace cryo {
 
 void fault_point(std::string_view point) {
+  // The named points are also the phases of a command that CRYO_PHASE_TRACE follows.
+  phase_mark(point);
   // Read once per process: the environment does not change under a running engine.
   static const std::string armed = [] {
     const char* value = ::getenv("CRYO_FAULT_KILL_AT");

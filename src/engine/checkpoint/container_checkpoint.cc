@@ -18,11 +18,14 @@
 #include <cstring>
 #include <optional>
 
+#include "checkpoint/file_kinds/sockets_tcp_hold.h"
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/fd_passing.h"
 #include "common/fs.h"
+#include "common/lazy_library.h"
 #include "common/log.h"
+#include "common/phase_trace.h"
 #include "common/strings.h"
 #include "engine/checkpoint/container_checkpoint_mounts.h"
 #include "engine/container/container.h"
@@ -222,6 +225,7 @@ void require_checkpointable(const ContainerRecord& record, bool leave_running, b
 ContainerCheckpointResult checkpoint_container(const StorePaths& paths, const std::string& id,
                                                const ContainerCheckpointOptions& options) {
   uint64_t t0 = steady_now_us();
+  phase_mark("checkpoint: begins");
   ContainerManager manager(paths);
   ContainerRecord record = manager.load(id);
   require_checkpointable(record, options.leave_running, options.sink != nullptr);
@@ -285,6 +289,7 @@ ContainerCheckpointResult checkpoint_container(const StorePaths& paths, const st
       fs::write_file_replace(temp_dir + "/" + kContainerImage, saved_text, 0600);
     }
     dump_options.images_complete = [&] {
+      phase_mark("checkpoint: images complete");
       if (!options.sink) {
         uint64_t t_tmpfs = steady_now_us();
         save_tmpfs_contents(tmpfs, tmpfs_roots, temp_dir);
@@ -305,10 +310,15 @@ ContainerCheckpointResult checkpoint_container(const StorePaths& paths, const st
         manager.store().save(marked);
       }
     };
+    // Held connections need libnftables (loaded on first use): loaded before the freeze, not
+    // while the container is frozen.
+    if (options.tcp_established)
+      load_lazy_library(CRYO_SONAME_NFTABLES, "holding the packets of established TCP connections");
     ThawGuard guard(freezer_dir);
     result.stats = with_context("checkpointing container " + record.name,
                                 [&] { return ckpt::dump(record.pid, temp_dir, dump_options); });
     LOG_INFO << "dumped at t=" << steady_now_us() << ": " << dump_stats_json(result.stats).dump();
+    phase_mark("checkpoint: dump done");
   } catch (const std::exception& e) {
     if (!committed) {
       // The engine's log of the failed dump stays for diagnosis, outside any checkpoint.
@@ -336,6 +346,7 @@ ContainerCheckpointResult checkpoint_container(const StorePaths& paths, const st
     // The monitor sees its init die, records the exit and releases network (keeping the IP
     // lease) and cgroup; the record then says why it ended.
     manager.wait(id);
+    phase_mark("checkpoint: the monitor released the container");
     if (options.keep && !options.sink) {
       log::FileSink log_sink(final_dir + "/" + kDumpLog);
       LOG_DEBUG << "the monitor released the container at t=" << steady_now_us();
@@ -349,12 +360,14 @@ ContainerCheckpointResult checkpoint_container(const StorePaths& paths, const st
     manager.store().save(after, false);
   }
   result.runtime_checkpoint_duration_us = steady_now_us() - t0;
+  phase_mark("checkpoint: done");
   return result;
 }
 
 ContainerRestoreResult restore_container(const StorePaths& paths, const std::string& id,
                                          const ContainerRestoreOptions& options) {
   uint64_t t0 = steady_now_us();
+  phase_mark("restore: begins");
   ContainerManager manager(paths);
   ContainerStore store(paths);
   std::string dir = checkpoint_dir(paths, id);
@@ -371,60 +384,75 @@ ContainerRestoreResult restore_container(const StorePaths& paths, const std::str
           "a complete checkpoint for this container cannot be found, cannot restore: stat " + dir +
               ": no such file or directory",
           125);
-    // Ends before the monitor is forked: the monitor must not keep writing to it.
-    log::FileSink log_sink(dir + "/" + kRestoreLog);
-    // Times on the steady clock (µs) compare across the CLI, the monitor and its helper.
-    LOG_INFO << "restore of container " << id << " begins at t=" << t0;
-    nlohmann::json saved = nlohmann::json::parse(fs::read_file(dir + "/" + kContainerImage));
-    nlohmann::json spec = saved.at("spec");
-    // The same network as at checkpoint time: same IP, MAC and host ports.
-    if (!saved.at("network_status").is_null()) {
-      uint64_t t_network = steady_now_us();
-      NetworkStatus before = network_status_from_json(saved.at("network_status"));
-      NetworkManager network(paths);
-      std::optional<NetworkStatus> status;
-      // The network status is live state (like a start's): saved without fsync.
-      if (record.network_kept && !record.network_status.is_null()) {
-        NetworkStatus kept = network_status_from_json(record.network_status);
-        bool taken_over = false;
-        try {
-          taken_over = network.take_over_kept(id, kept);
-        } catch (...) {
-          network.teardown(id, kept);
-          record.network_kept = false;
-          record.network_status = nullptr;
-          store.save(record, false);
-          throw;
+    phase_mark("restore: record loaded and locked");
+    try {
+      // Ends before the monitor is forked: the monitor must not keep writing to it.
+      log::FileSink log_sink(dir + "/" + kRestoreLog);
+      // Times on the steady clock (µs) compare across the CLI, the monitor and its helper.
+      LOG_INFO << "restore of container " << id << " begins at t=" << t0;
+      nlohmann::json saved = nlohmann::json::parse(fs::read_file(dir + "/" + kContainerImage));
+      nlohmann::json spec = saved.at("spec");
+      // The same network as at checkpoint time: same IP, MAC and host ports.
+      if (!saved.at("network_status").is_null()) {
+        uint64_t t_network = steady_now_us();
+        NetworkStatus before = network_status_from_json(saved.at("network_status"));
+        NetworkManager network(paths);
+        std::optional<NetworkStatus> status;
+        // The network status is live state (like a start's): saved without fsync.
+        if (record.network_kept && !record.network_status.is_null()) {
+          NetworkStatus kept = network_status_from_json(record.network_status);
+          bool taken_over = false;
+          try {
+            taken_over = network.take_over_kept(id, kept);
+          } catch (...) {
+            network.teardown(id, kept);
+            record.network_kept = false;
+            record.network_status = nullptr;
+            store.save(record, false);
+            throw;
+          }
+          if (taken_over) {
+            status = kept;
+            LOG_DEBUG << "kept network taken over";
+          } else {
+            LOG_INFO << "the kept network of container " << id << " is incomplete: rebuilt";
+            network.teardown(id, kept);
+            record.network_status = nullptr;
+          }
         }
-        if (taken_over) {
-          status = kept;
-          LOG_DEBUG << "kept network taken over";
-        } else {
-          LOG_INFO << "the kept network of container " << id << " is incomplete: rebuilt";
-          network.teardown(id, kept);
-          record.network_status = nullptr;
-        }
+        // A setup that fails (a host port taken meanwhile...) removes what it made.
+        if (!status) status = network.setup(id, request_from_status(before));
+        // From here on a failed restore tears the network down, kept or rebuilt.
+        record.network_kept = false;
+        record.network_status = to_json(*status);
+        store.save(record, false);
+        for (auto& ns : spec.at("linux").at("namespaces"))
+          if (ns.at("type") == "network") ns["path"] = status->netns_path;
+        LOG_DEBUG << "network set up in " << (steady_now_us() - t_network) << " us";
+        phase_mark("restore: network taken over or set up");
       }
-      // A setup that fails (a host port taken meanwhile...) removes what it made.
-      if (!status) status = network.setup(id, request_from_status(before));
-      // From here on a failed restore tears the network down, kept or rebuilt.
-      record.network_kept = false;
-      record.network_status = to_json(*status);
-      store.save(record, false);
-      for (auto& ns : spec.at("linux").at("namespaces"))
-        if (ns.at("type") == "network") ns["path"] = status->netns_path;
-      LOG_DEBUG << "network set up in " << (steady_now_us() - t_network) << " us";
+      // Unchanged when the network was kept (same netns path): not written again.
+      std::string spec_text = spec.dump(2) + "\n";
+      if (fs::read_file_if_exists(store.spec_path(id)) != spec_text)
+        fs::write_file_atomic(store.spec_path(id), spec_text, 0600);
+      fs::mkdir_p(paths.run_container_dir(id));
+      fs::write_file_replace(paths.run_container_dir(id) + "/" + kRestoreOptionsFile,
+                             nlohmann::json{{"tcp_established", options.tcp_established},
+                                            {"file_locks", options.file_locks},
+                                            {"keep", options.keep}}
+                                 .dump());
+    } catch (...) {
+      // The cgroup an in-place checkpoint kept goes with a restore that fails here (from the
+      // monitor's start on, the monitor and release_resources remove it).
+      try {
+        ContainerCgroup::existing(container_cgroup_name(paths, id)).remove();
+      } catch (const std::exception& e) {
+        LOG_WARN << "container " << id << ": " << e.what();
+      }
+      throw;
     }
-    // Unchanged when the network was kept (same netns path): not written again.
-    std::string spec_text = spec.dump(2) + "\n";
-    if (fs::read_file_if_exists(store.spec_path(id)) != spec_text)
-      fs::write_file_atomic(store.spec_path(id), spec_text, 0600);
-    fs::mkdir_p(paths.run_container_dir(id));
-    fs::write_file_replace(paths.run_container_dir(id) + "/" + kRestoreOptionsFile,
-                           nlohmann::json{{"tcp_established", options.tcp_established},
-                                          {"file_locks", options.file_locks}}
-                               .dump());
   }
+  phase_mark("restore: spec and options written, monitor starts");
   MonitorStart started;
   try {
     started = start_monitor(paths, id, false, options.log_level, MonitorLaunch::kFork,
@@ -433,7 +461,9 @@ ContainerRestoreResult restore_container(const StorePaths& paths, const std::str
     manager.release_resources(id);
     throw;
   }
-  if (log::level() == log::Level::kDebug || options.keep) {
+  phase_mark("restore: the monitor reported the restored container");
+  // Without --keep the monitor has moved the checkpoint aside already (retire_restored_checkpoint).
+  if (options.keep) {
     log::FileSink log_sink(dir + "/" + kRestoreLog);
     LOG_DEBUG << "the monitor reported the restored container at t=" << steady_now_us();
   }
@@ -452,10 +482,21 @@ ContainerRestoreResult restore_container(const StorePaths& paths, const std::str
   if (options.keep) {
     stats["runtime_restore_duration"] = result.runtime_restore_duration_us;
     fs::write_file_atomic(dir + "/" + kRestoreStats, stats.dump(2) + "\n", 0600);
-  } else {
-    fs::remove_all(dir);
   }
+  phase_mark("restore: done");
   return result;
+}
+
+std::string retire_restored_checkpoint(const StorePaths& paths, const std::string& id) {
+  nlohmann::json restore_flags = nlohmann::json::parse(
+      fs::read_file_if_exists(paths.run_container_dir(id) + "/" + kRestoreOptionsFile)
+          .value_or("{}"));
+  if (restore_flags.value("keep", false)) return "";
+  // Unique: the monitor of an earlier restore may still be removing its own.
+  std::string retired =
+      paths.container_dir(id) + "/checkpoint.restored." + std::to_string(::getpid());
+  rename_or_throw(checkpoint_dir(paths, id), retired);
+  return retired;
 }
 
 SpawnedProcess restore_container_init(const StorePaths& paths, const std::string& id,
@@ -505,17 +546,28 @@ SpawnedProcess restore_container_init(const StorePaths& paths, const std::string
     log::FileSink log_sink(dir + "/" + kRestoreLog);
     try {
       uint64_t t_sandbox = steady_now_us();
+      phase_mark("helper: begins");
       LOG_DEBUG << "restore helper begins at t=" << t_sandbox;
       cgroup.add_process(::getpid());
+      phase_mark("helper: in the container's cgroup");
       int flags = sandbox_clone_flags(spec) & ~(CLONE_NEWPID | CLONE_NEWNET);
       if (::unshare(flags) < 0) throw_errno("unshare the container's namespaces");
-      enter_sandbox(spec);
       // The images are reached through the directory opened before pivot_root.
       std::string image_dir = "/proc/self/fd/" + std::to_string(images.get());
       std::vector<SavedTmpfs> tmpfs;
       for (const auto& t : saved.value("tmpfs", nlohmann::json::array()))
         tmpfs.push_back(saved_tmpfs_from_json(t));
+      // Libraries loaded on first use come from the host's file system: those the restore calls
+      // once inside the container's root are loaded now, and only when needed.
+      for (const SavedTmpfs& t : tmpfs)
+        if (!tmpfs_archive_is_empty(image_dir + "/" + t.archive))
+          load_lazy_library(CRYO_SONAME_LIBARCHIVE, "restoring the contents of tmpfs " + t.path);
+      if (fs::exists(image_dir + "/" + ckpt::files::sockets::kTcpHoldImage))
+        load_lazy_library(CRYO_SONAME_NFTABLES, "lifting the TCP packet hold");
+      enter_sandbox(spec);
+      phase_mark("helper: sandbox entered");
       restore_tmpfs_contents(tmpfs, image_dir);
+      phase_mark("helper: tmpfs contents restored");
       LOG_DEBUG << "sandbox and " << tmpfs.size() << " tmpfs rebuilt in "
                 << (steady_now_us() - t_sandbox) << " us";
       {
@@ -548,8 +600,13 @@ SpawnedProcess restore_container_init(const StorePaths& paths, const std::string
       options.ipc_namespace_prepared = true;
       if (!console_key.empty() && saved.value("controlling_terminal", "") == console_key)
         options.root_controlling_terminal = console_key;
-      options.in_root_before_restore = [&spec] { remount_proc(spec); };
+      options.in_root_before_restore = [&spec] {
+        phase_mark("restored root: forked, before restore");
+        remount_proc(spec);
+      };
+      phase_mark("helper: engine restore begins");
       ckpt::RestoreResult restored = ckpt::restore(image_dir, options);
+      phase_mark("helper: engine restore done");
       nlohmann::json stats = {{"forking_time", restored.stats.forking_time},
                               {"restore_time", restored.stats.restore_time},
                               {"pages_restored", restored.stats.pages_restored},
@@ -567,6 +624,7 @@ SpawnedProcess restore_container_init(const StorePaths& paths, const std::string
       ::_exit(1);
     }
   }
+  phase_mark("monitor: restore helper forked");
   report_write.reset();
   console_child.reset();
   std::string text;
@@ -579,6 +637,7 @@ SpawnedProcess restore_container_init(const StorePaths& paths, const std::string
   }
   while (::waitpid(helper, nullptr, 0) < 0 && errno == EINTR) {
   }
+  phase_mark("monitor: the restore helper reported");
   if (text.empty())
     throw Error("the restore helper of container " + id + " died without reporting");
   nlohmann::json report = nlohmann::json::parse(text);

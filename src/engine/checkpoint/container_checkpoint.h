@@ -69,6 +69,13 @@ void require_checkpointable(const ContainerRecord& record, bool leave_running, b
 // <container dir>/checkpoint
 std::string checkpoint_dir(const StorePaths& paths, const std::string& id);
 
+// For the monitor of a restored container, before it reports the restore done: unless the restore
+// keeps its checkpoint (--keep), moves the checkpoint directory aside (one rename) and returns its
+// new path, which the monitor removes after reporting, off the restore's critical path (removing
+// a checkpoint's files costs tens of ms on some file systems). A checkpoint made meanwhile goes
+// to the usual place; `rm` of the container removes a leftover with the container's directory.
+std::string retire_restored_checkpoint(const StorePaths& paths, const std::string& id);
+
 // For the monitor in restore mode: forks a helper that joins `cgroup`, builds the sandbox of
 // `spec` and restores the checkpoint of container `id` with its init as a child of the caller
 // (CLONE_PARENT). `stdio` are the caller's new ends for the container's dumped stdio pipes; with

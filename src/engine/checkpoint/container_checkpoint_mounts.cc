@@ -1,7 +1,9 @@
 #include "engine/checkpoint/container_checkpoint_mounts.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 
 #include <map>
 #include <sstream>
@@ -157,14 +159,52 @@ std::vector<SavedTmpfs> tmpfs_to_save(const nlohmann::json& spec,
   return out;
 }
 
+namespace {
+
+bool directory_is_empty(const std::string& path) {
+  DIR* dir = ::opendir(path.c_str());
+  if (!dir) throw_errno("open directory " + path);
+  bool empty = true;
+  errno = 0;
+  while (struct dirent* entry = ::readdir(dir)) {
+    std::string name = entry->d_name;
+    if (name != "." && name != "..") {
+      empty = false;
+      break;
+    }
+  }
+  int read_errno = errno;
+  ::closedir(dir);
+  if (empty && read_errno != 0) {
+    errno = read_errno;
+    throw_errno("read directory " + path);
+  }
+  return empty;
+}
+
+}  // namespace
+
 void save_tmpfs_contents(const std::vector<SavedTmpfs>& tmpfs, const std::vector<UniqueFd>& roots,
                          const std::string& image_dir) {
   for (size_t i = 0; i < tmpfs.size(); ++i) {
     with_context("saving the contents of tmpfs " + tmpfs[i].path, [&] {
-      storage::create_tar("/proc/self/fd/" + std::to_string(roots.at(i).get()),
-                          image_dir + "/" + tmpfs[i].archive);
+      std::string root = "/proc/self/fd/" + std::to_string(roots.at(i).get());
+      std::string archive = image_dir + "/" + tmpfs[i].archive;
+      // An empty tmpfs (the usual /dev/shm) is an empty file, not a tar: neither the checkpoint
+      // (frozen meanwhile) nor the restore loads the tar library for it. A tar, even of nothing,
+      // is never 0 bytes long.
+      if (directory_is_empty(root))
+        fs::write_file_replace(archive, "", 0600);
+      else
+        storage::create_tar(root, archive);
     });
   }
+}
+
+bool tmpfs_archive_is_empty(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) < 0) throw_errno("stat " + path);
+  return st.st_size == 0;
 }
 
 void restore_tmpfs_contents(const std::vector<SavedTmpfs>& tmpfs, const std::string& image_dir) {
@@ -177,7 +217,8 @@ void restore_tmpfs_contents(const std::vector<SavedTmpfs>& tmpfs, const std::str
                     t.data.empty() ? nullptr : t.data.c_str()) < 0)
           throw_errno("mount tmpfs on " + t.path);
       }
-      storage::extract_tar(image_dir + "/" + t.archive, t.path);
+      std::string archive = image_dir + "/" + t.archive;
+      if (!tmpfs_archive_is_empty(archive)) storage::extract_tar(archive, t.path);
       if (t.made_by_app && (t.flags & MS_RDONLY) &&
           ::mount("", t.path.c_str(), nullptr, MS_REMOUNT | MS_BIND | t.flags, nullptr) < 0)
         throw_errno("remount " + t.path + " read-only");

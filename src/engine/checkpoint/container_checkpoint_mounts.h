@@ -46,9 +46,14 @@ std::vector<SavedTmpfs> tmpfs_to_save(const nlohmann::json& spec,
                                       const std::vector<MountInfoEntry>& mounts);
 
 // Writes the contents of each tmpfs (`roots`: O_PATH fds of their root directories, taken before
-// the dump, in the order of `tmpfs`) as tar archives into `image_dir`.
+// the dump, in the order of `tmpfs`) as tar archives into `image_dir` (an empty file for an
+// empty tmpfs).
 void save_tmpfs_contents(const std::vector<SavedTmpfs>& tmpfs, const std::vector<UniqueFd>& roots,
                          const std::string& image_dir);
+
+// Whether the saved contents of a tmpfs (the file `path` written by save_tmpfs_contents) are
+// those of an empty tmpfs, kept as an empty file rather than a tar.
+bool tmpfs_archive_is_empty(const std::string& path);
 
 // In the restore helper, in the container's rebuilt mount namespace (after prepare_sandbox):
 // mounts the tmpfs the application had made and extracts every saved archive from `image_dir`.

@@ -88,9 +88,10 @@ struct ContainerRecord {
   bool restored = false;
   int64_t restored_ns = 0;
   // An in-place checkpoint keeps the container's network (netns, veth, addresses, NAT rules and
-  // its port records) for the restore: the monitor that sees the dumped tree die leaves it, the
-  // restore takes it over (or tears it down and builds it again when it is incomplete), `rm`
-  // removes it. Cleared as soon as a restore or start begins.
+  // its port records) and its (empty, thawed) cgroup for the restore: the monitor that sees the
+  // dumped tree die leaves them, the restore takes them over (or tears the network down and
+  // builds it again when it is incomplete), `rm` removes them. Cleared as soon as a restore or
+  // start begins.
   bool network_kept = false;
 
   std::vector<std::string> full_command() const;  // entrypoint + cmd

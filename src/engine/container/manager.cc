@@ -475,8 +475,14 @@ void ContainerManager::remove(const std::string& id, bool force, std::optional<u
 
 void ContainerManager::release_resources_locked(ContainerRecord& record, bool save,
                                                 bool keep_checkpointed_network) {
-  ContainerCgroup::existing(container_cgroup_name(paths_, record.id)).remove();
-  if (keep_checkpointed_network && record.network_kept) return;
+  ContainerCgroup cgroup = ContainerCgroup::existing(container_cgroup_name(paths_, record.id));
+  if (keep_checkpointed_network && record.network_kept) {
+    // The restore reuses the (empty) cgroup as it takes the network over; thawed, since the
+    // dump froze it and the restored tree joins it.
+    cgroup.thaw();
+    return;
+  }
+  cgroup.remove();
   record.network_kept = false;
   if (!record.network_status.is_null()) {
     NetworkManager(paths_).teardown(record.id, network_status_from_json(record.network_status));

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
@@ -14,10 +15,12 @@
 
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/phase_trace.h"
 #include "common/strings.h"
 #include "engine/checkpoint/container_checkpoint.h"
 #include "engine/container/container.h"
@@ -98,6 +101,7 @@ class Monitor {
         restore_(restore) {}
 
   int run() {
+    phase_mark("monitor: begins");
     ContainerRecord record = store_.load(id_);
     nlohmann::json spec = nlohmann::json::parse(fs::read_file(store_.spec_path(id_)));
     tty_ = record.config.tty;
@@ -121,6 +125,7 @@ class Monitor {
       cgroup_ = std::make_unique<ContainerCgroup>(
           ContainerCgroup::create(container_cgroup_name(paths_, id_),
                                   {record.config.memory_limit, record.config.pids_limit}));
+      phase_mark("monitor: cgroup created");
       // container-cr: a restore makes the time namespace with the dumped clocks itself.
       if (!restore_) enter_new_time_namespace_for_children();
       ProcessStdio stdio;
@@ -180,7 +185,24 @@ class Monitor {
       store_.save(record, false);
     }
     ::unlink(store_.exit_file_path(id_).c_str());
+    std::string retired_checkpoint;
+    if (restore_) {  // container-cr
+      try {
+        retired_checkpoint = retire_restored_checkpoint(paths_, id_);
+      } catch (const std::exception& e) {
+        LOG_WARN << "container " << id_ << ": " << e.what();
+      }
+    }
     report_status({{"ok", true}, {"pid", init_pid_}, {"restore_stats", restore_stats}});
+    phase_mark("monitor: record saved, status reported");
+    if (!retired_checkpoint.empty()) {
+      try {
+        fs::remove_all(retired_checkpoint);
+      } catch (const std::exception& e) {
+        LOG_WARN << "container " << id_ << ": " << e.what();
+      }
+      phase_mark("monitor: restored checkpoint removed");
+    }
 
     if (stdout_) set_nonblocking(stdout_.get());
     if (stderr_) set_nonblocking(stderr_.get());
@@ -330,7 +352,12 @@ class Monitor {
     stderr_.reset();
     int64_t finished = now_ns();
     try {
-      cgroup_->remove();
+      // After an in-place checkpoint the restore reuses the cgroup (record_exit thaws it).
+      std::optional<ContainerRecord> record = store_.try_load(id_);
+      if (record && record->checkpointed && record->network_kept)
+        cgroup_->release();
+      else
+        cgroup_->remove();
     } catch (const std::exception& e) {
       LOG_ERROR << "container " << id_ << ": " << e.what();
     }
@@ -427,43 +454,81 @@ MonitorStart start_monitor(const StorePaths& paths, const std::string& id, bool 
                                    "--log-level", log_level};
   if (attach) args.push_back("--attach");
   if (restore) args.push_back("--restore");
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
   std::string monitor_log = paths.run_container_dir(id) + "/monitor.log";
 
-  pid_t child = ::fork();
-  if (child < 0) throw_errno("fork monitor");
-  if (child == 0) {
-    // Daemonize: a new session, and a grandchild that is nobody's child but init's.
-    ::setsid();
-    pid_t grandchild = ::fork();
-    if (grandchild != 0) ::_exit(grandchild < 0 ? 1 : 0);
-    int status_fd = ::fcntl(status_write.get(), F_DUPFD_CLOEXEC, 10);
-    int attach_fd = attach ? ::fcntl(attach_monitor.get(), F_DUPFD_CLOEXEC, 10) : -1;
-    int null_fd = ::open("/dev/null", O_RDWR);
-    int log_fd = ::open(monitor_log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
-    ::dup2(null_fd, 0);
-    ::dup2(null_fd, 1);
-    ::dup2(log_fd >= 0 ? log_fd : null_fd, 2);
-    ::dup2(status_fd, kStatusFd);
-    ::dup2(attach_fd >= 0 ? attach_fd : null_fd, kAttachFd);
-    ::syscall(SYS_close_range, kAttachFd + 1, ~0U, 0);
-    sigset_t none;
+  pid_t child = -1;
+  if (launch == MonitorLaunch::kExec) {
+    // posix_spawn (a vfork: no copy of this process's page tables, and none of the
+    // copy-on-write faults a fork costs both processes afterwards) of `cryo __monitor
+    // --daemonize`, which forks once more while still small and exits: the monitor is nobody's
+    // child but init's, outside this session. Its stdio and the two channels are set up here.
+    args.push_back("--daemonize");
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    // Above the target numbers, so that no dup2 below overwrites a source.
+    UniqueFd status_high(::fcntl(status_write.get(), F_DUPFD_CLOEXEC, 10));
+    if (!status_high) throw_errno("dup status pipe");
+    UniqueFd attach_high;
+    if (attach) {
+      attach_high.reset(::fcntl(attach_monitor.get(), F_DUPFD_CLOEXEC, 10));
+      if (!attach_high) throw_errno("dup attach socket");
+    }
+    UniqueFd null_fd = fs::open_or_throw("/dev/null", O_RDWR | O_CLOEXEC);
+    UniqueFd log_fd(::open(monitor_log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attr;
+    if (int rc = ::posix_spawn_file_actions_init(&actions); rc != 0)
+      throw Error("posix_spawn_file_actions_init: " + std::string(std::strerror(rc)), rc);
+    if (int rc = ::posix_spawnattr_init(&attr); rc != 0) {
+      ::posix_spawn_file_actions_destroy(&actions);
+      throw Error("posix_spawnattr_init: " + std::string(std::strerror(rc)), rc);
+    }
+    ::posix_spawn_file_actions_adddup2(&actions, null_fd.get(), 0);
+    ::posix_spawn_file_actions_adddup2(&actions, null_fd.get(), 1);
+    ::posix_spawn_file_actions_adddup2(&actions, log_fd ? log_fd.get() : null_fd.get(), 2);
+    ::posix_spawn_file_actions_adddup2(&actions, status_high.get(), kStatusFd);
+    ::posix_spawn_file_actions_adddup2(&actions, attach ? attach_high.get() : null_fd.get(),
+                                       kAttachFd);
+    ::posix_spawn_file_actions_addclosefrom_np(&actions, kAttachFd + 1);
+    sigset_t none, all;
     sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    for (int sig = 1; sig < NSIG; ++sig)
-      if (sig != SIGKILL && sig != SIGSTOP) ::signal(sig, SIG_DFL);
-    if (launch == MonitorLaunch::kFork) ::_exit(run_monitor(paths, id, attach, restore));
-    ::execv("/proc/self/exe", argv.data());
-    std::string msg =
-        nlohmann::json{{"ok", false},
-                       {"code", 125},
-                       {"message", std::string("exec monitor: ") + std::strerror(errno)}}
-            .dump() +
-        "\n";
-    (void)!::write(kStatusFd, msg.data(), msg.size());
-    ::_exit(125);
+    sigfillset(&all);
+    sigdelset(&all, SIGKILL);
+    sigdelset(&all, SIGSTOP);
+    ::posix_spawnattr_setsigmask(&attr, &none);
+    ::posix_spawnattr_setsigdefault(&attr, &all);
+    ::posix_spawnattr_setflags(&attr,
+                               POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    int rc = ::posix_spawn(&child, "/proc/self/exe", &actions, &attr, argv.data(), environ);
+    ::posix_spawn_file_actions_destroy(&actions);
+    ::posix_spawnattr_destroy(&attr);
+    if (rc != 0) throw Error("spawn the container monitor: " + std::string(std::strerror(rc)), rc);
+  } else {
+    child = ::fork();
+    if (child < 0) throw_errno("fork monitor");
+    if (child == 0) {
+      // Daemonize: a new session, and a grandchild that is nobody's child but init's.
+      ::setsid();
+      pid_t grandchild = ::fork();
+      if (grandchild != 0) ::_exit(grandchild < 0 ? 1 : 0);
+      int status_fd = ::fcntl(status_write.get(), F_DUPFD_CLOEXEC, 10);
+      int attach_fd = attach ? ::fcntl(attach_monitor.get(), F_DUPFD_CLOEXEC, 10) : -1;
+      int null_fd = ::open("/dev/null", O_RDWR);
+      int log_fd = ::open(monitor_log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+      ::dup2(null_fd, 0);
+      ::dup2(null_fd, 1);
+      ::dup2(log_fd >= 0 ? log_fd : null_fd, 2);
+      ::dup2(status_fd, kStatusFd);
+      ::dup2(attach_fd >= 0 ? attach_fd : null_fd, kAttachFd);
+      ::syscall(SYS_close_range, kAttachFd + 1, ~0U, 0);
+      sigset_t none;
+      sigemptyset(&none);
+      ::sigprocmask(SIG_SETMASK, &none, nullptr);
+      for (int sig = 1; sig < NSIG; ++sig)
+        if (sig != SIGKILL && sig != SIGSTOP) ::signal(sig, SIG_DFL);
+      ::_exit(run_monitor(paths, id, attach, restore));
+    }
   }
   status_write.reset();
   attach_monitor.reset();
@@ -495,7 +560,7 @@ MonitorStart start_monitor(const StorePaths& paths, const std::string& id, bool 
 int monitor_main(const std::vector<std::string>& args) {
   StorePaths paths;
   std::string id, level = "warn";
-  bool attach = false, restore = false;
+  bool attach = false, restore = false, daemonize = false;
   for (size_t i = 0; i < args.size(); ++i) {
     auto next = [&]() -> std::string {
       if (i + 1 >= args.size()) throw Error("__monitor: " + args[i] + " needs a value");
@@ -513,8 +578,26 @@ int monitor_main(const std::vector<std::string>& args) {
       attach = true;
     else if (args[i] == "--restore")
       restore = true;
+    else if (args[i] == "--daemonize")
+      daemonize = true;
     else
       throw Error("__monitor: unknown argument " + args[i]);
+  }
+  if (daemonize) {
+    // Spawned by start_monitor in a session of its own: the monitor is a fork of this fresh
+    // (small) process, and the spawned one exits at once, so init adopts the monitor.
+    pid_t monitor = ::fork();
+    if (monitor < 0) {
+      std::string msg =
+          nlohmann::json{{"ok", false},
+                         {"code", 125},
+                         {"message", std::string("fork monitor: ") + std::strerror(errno)}}
+              .dump() +
+          "\n";
+      (void)!::write(kStatusFd, msg.data(), msg.size());
+      return 125;
+    }
+    if (monitor > 0) ::_exit(0);
   }
   log::Level parsed;
   if (log::parse_level(level, &parsed)) log::set_level(parsed);

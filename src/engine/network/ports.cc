@@ -119,6 +119,8 @@ std::vector<PortMapping> PortRegistry::claim(const std::string& container_id,
   }
   nlohmann::json list = nlohmann::json::array();
   for (const auto& port : resolved) list.push_back(port_to_json(port));
+  // A restore taking over its kept network claims the ports it holds already: nothing to write.
+  if (published.contains(container_id) && published[container_id] == list) return resolved;
   published[container_id] = list;
   file.save();
   return resolved;

@@ -170,14 +170,18 @@ void ContainerCgroup::add_process(pid_t pid) const {
                  [&] { write_value(dir + "/cgroup.procs", std::to_string(pid)); });
 }
 
-void ContainerCgroup::remove() {
-  released_ = true;
-  // A frozen cgroup's tasks cannot die: thaw first.
+void ContainerCgroup::thaw() const {
   if (freezer_is_v1_ && fs::exists(freezer_dir_ + "/freezer.state")) {
     write_value(freezer_dir_ + "/freezer.state", "THAWED");
   } else if (!freezer_dir_.empty() && fs::exists(freezer_dir_ + "/cgroup.freeze")) {
     write_value(freezer_dir_ + "/cgroup.freeze", "0");
   }
+}
+
+void ContainerCgroup::remove() {
+  released_ = true;
+  // A frozen cgroup's tasks cannot die: thaw first.
+  thaw();
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   for (const auto& dir : dirs_) {
     for (;;) {

@@ -52,6 +52,9 @@ class ContainerCgroup {
   // their parent when it is an engine store's own (cryo-<hash>) and now empty. Safe when they
   // do not exist.
   void remove();
+  // Thaws the cgroup if frozen (e.g. by a dump that then killed its tasks). Safe when it does not
+  // exist.
+  void thaw() const;
   // Keeps the cgroup on destruction (it outlives this handle).
   void release() { released_ = true; }
 
