@@ -1,4 +1,5 @@
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 
 #include "cli/cli.h"
@@ -29,6 +30,13 @@ int main(int argc, char** argv) {
       if (!cryo::log::parse_level(global.log_level, &level))
         throw CLI::ValidationError("--log-level", "unknown level " + global.log_level);
       cryo::log::set_level(level);
+      // The monitor and the restore helpers work from other directories (the container's root,
+      // "/"): a relative store path given here must mean the same store to them.
+      for (std::string* path : {&global.root, &global.runroot})
+        if (!path->empty()) {
+          *path = std::filesystem::absolute(*path).lexically_normal().string();
+          if (path->size() > 1 && path->back() == '/') path->pop_back();
+        }
     });
 
     CLI::App* container = app.add_subcommand("container", "Manage containers");

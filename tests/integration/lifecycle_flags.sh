@@ -119,5 +119,14 @@ cryo run -d --name anyport -p 8080 busybox sleep 1000 >/dev/null
 [[ $(cryo port anyport) =~ ^8080/tcp\ -\>\ 0\.0\.0\.0:[0-9]+$ ]] || fail "port of -p 8080: $(cryo port anyport)"
 cryo rm -f -t 0 anyport >/dev/null
 
+# --- relative --root/--runroot: the monitor, which works from "/", finds the same store ---
+rel_id=$(cd "$tmp" && "$cryo_bin" --root root --runroot ./run/ run -d --name relative busybox sleep 1000)
+expect_eq "$(state_of "$rel_id")" "running" "run -d with a relative --root"
+(cd "$tmp" && "$cryo_bin" --root root --runroot run container checkpoint relative >/dev/null)
+expect_eq "$(state_of relative)" "exited" "checkpoint with a relative --root"
+(cd "$tmp" && "$cryo_bin" --root root --runroot run container restore relative >/dev/null)
+expect_eq "$(state_of relative)" "running" "restore with a relative --root"
+cryo rm -f -t 0 relative >/dev/null
+
 [[ -z $(cryo ps -aq) ]] || fail "containers left: $(cryo ps -a)"
 echo "lifecycle_flags: all checks passed"
