@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "checkpoint/checkpoint.h"
+#include "checkpoint/image/image_file.h"
 #include "common/error.h"
 #include "common/fs.h"
 #include "engine/checkpoint/archive_io.h"
@@ -279,12 +280,15 @@ TEST(CheckpointArchive, FramedImagesAreCheckedByTheirOwnChecksum) {
   for (;; image += 8) {
     image = original.find(std::string("CRYOIMG\0", 8), image);
     ASSERT_NE(image, std::string::npos);
-    if (image % 512 == 0 && original[image + 8] == 1 && original[image + 12] == 1) break;
+    if (image % 512 == 0 && original[image + 8] == static_cast<char>(ckpt::kImageFormatVersion) &&
+        original[image + 12] == 1)
+      break;
   }
   std::string damaged = original;
   damaged[image + 24] ^= 1;  // a reserved header byte
   refused_with(damaged, "reserved header bytes");
-  size_t recorded = original.find("\"image_xxh3_64\": \"");
+  // checksums.json is the archive's last entry; the text may also occur in dumped memory.
+  size_t recorded = original.rfind("\"image_xxh3_64\": \"");
   ASSERT_NE(recorded, std::string::npos);
   damaged = original;
   char& digit = damaged[recorded + 18];
