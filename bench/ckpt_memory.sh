@@ -23,6 +23,7 @@ trap cleanup EXIT
 now() { date +%s.%N; }
 rate() { awk -v b="$1" -v t="$2" 'BEGIN { printf "%.2f", b / t / 1e9 }'; }
 
+echo "== load average at the start: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) CPUs)"
 echo "== ceilings (1 GiB)"
 "$helper" ceilings 1024 "$dir"
 
@@ -90,3 +91,4 @@ if [ -x "$small" ]; then
   echo "small process (4 MiB): $(echo "$stats" | tr '\n' ' ')"
   holder=""
 fi
+echo "== load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

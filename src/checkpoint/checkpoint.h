@@ -17,6 +17,13 @@ struct DumpStats;
 
 struct DumpOptions {
   bool leave_running = false;
+  // Without leave_running: whether dump() returns only once every task of the tree has exited
+  // (true: the tree's PIDs are free, its memory is given back) or as soon as every task has been
+  // sent SIGKILL (false: the images are complete and durable and the tree can never run user code
+  // again, but the kernel may still be freeing its memory; `cr dump` does this, and restore waits
+  // for PIDs held by exiting tasks). The dying tasks stay traced by the calling process, which is
+  // where their death is reported: for a caller that exits right after dump() returns.
+  bool wait_for_exit = true;
   bool shell_job = false;
   bool tcp_established = false;
   bool file_locks = false;

@@ -235,7 +235,7 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
     finish_sink();
     if (options.images_complete) options.images_complete();
     files.keep_tcp_repair_for_kill();
-    tree.kill();
+    tree.kill(options.wait_for_exit);
     stats.frozen_time = steady_now_us() - frozen_at;
   }
   LOG_DEBUG << "dump of " << process_count << " processes: " << (processes_done - frozen_at)

@@ -1,6 +1,7 @@
 #include "checkpoint/memory.h"
 
 #include <fcntl.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -8,12 +9,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <exception>
 #include <fstream>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -36,6 +39,8 @@ constexpr uint64_t kFileOrSharedAnon = uint64_t{1} << 61;
 constexpr uint64_t kPfnMask = (uint64_t{1} << 55) - 1;
 constexpr size_t kCopyChunk = 2 << 20;  // bytes per process_vm_readv batch
 constexpr size_t kMaxIov = 1024;
+// Below this much memory a process's pages go into one image, copied by the dump's thread.
+constexpr uint64_t kShardMinBytes = 16 << 20;
 
 // The PFN of the kernel's shared zero page: a read fault of anonymous memory maps it.
 uint64_t zero_page_pfn() {
@@ -56,13 +61,17 @@ uint64_t zero_page_pfn() {
   return pfn;
 }
 
+// Pages of data almost always differ from zero in their first bytes: look there first, then
+// 64 bytes at a time with an early exit, so that only the pages that are zero are read whole.
 bool page_is_zero(const uint8_t* page) {
   const auto* words = reinterpret_cast<const uint64_t*>(page);
-  uint64_t acc = 0;
-  for (size_t i = 0; i < kPageSize / 8; i += 8)
-    acc |= words[i] | words[i + 1] | words[i + 2] | words[i + 3] | words[i + 4] | words[i + 5] |
-           words[i + 6] | words[i + 7];
-  return acc == 0;
+  if (words[0] != 0) return false;
+  for (size_t i = 0; i < kPageSize / 8; i += 8) {
+    uint64_t acc = words[i] | words[i + 1] | words[i + 2] | words[i + 3] | words[i + 4] |
+                   words[i + 5] | words[i + 6] | words[i + 7];
+    if (acc != 0) return false;
+  }
+  return true;
 }
 
 struct Range {
@@ -80,14 +89,106 @@ class CopyBuffers {
   static constexpr size_t kCount = 4;
   static uint8_t* get(size_t index) {
     static uint8_t* base = [] {
-      void* p = ::mmap(nullptr, kCopyChunk * kCount, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+      // In transparent huge pages where the kernel gives them (madvise mode here): populating the
+      // buffers is then a few 2 MiB faults rather than 2048 faults of ~8 µs, and the copies into
+      // them miss the TLB less. Reserved one chunk larger to start at a 2 MiB boundary.
+      constexpr size_t kHugePage = 2 << 20;
+      static_assert(kCopyChunk % kHugePage == 0);
+      const size_t size = kCopyChunk * kCount;
+      void* p = ::mmap(nullptr, size + kHugePage, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
       if (p == MAP_FAILED) throw_errno("mmap of the page copy buffers");
-      return static_cast<uint8_t*>(p);
+      auto start = reinterpret_cast<uintptr_t>(p);
+      uintptr_t aligned = (start + kHugePage - 1) & ~(kHugePage - 1);
+      if (aligned > start) ::munmap(p, aligned - start);
+      if (size_t tail = start + size + kHugePage - (aligned + size); tail > 0)
+        ::munmap(reinterpret_cast<void*>(aligned + size), tail);
+      auto* buffers = reinterpret_cast<uint8_t*>(aligned);
+      ::madvise(buffers, size, MADV_HUGEPAGE);  // a hint: 4 KiB pages work too
+      if (::madvise(buffers, size, kMadvPopulateWrite) != 0)
+        for (size_t at = 0; at < size; at += kPageSize) buffers[at] = 0;
+      return buffers;
     }();
     return base + index * kCopyChunk;
   }
+
+ private:
+  static constexpr int kMadvPopulateWrite = 23;  // MADV_POPULATE_WRITE (Linux 5.14)
 };
+
+// Reads the `remote` pieces of process `pid` (the pages of `pieces`, `bytes` in all) into `data`.
+void read_remote(pid_t pid, UniqueFd& mem, const std::vector<iovec>& remote,
+                 const std::vector<Range>& pieces, uint8_t* data, size_t bytes) {
+  bool all_readable =
+      std::all_of(pieces.begin(), pieces.end(), [](const Range& r) { return r.readable; });
+  ssize_t n = -1;
+  if (all_readable) {
+    iovec local{data, bytes};
+    n = ::process_vm_readv(pid, &local, 1, remote.data(), remote.size(), 0);
+  }
+  if (n == static_cast<ssize_t>(bytes)) return;
+  // Pages without read permission (PROT_NONE, write-only) are readable through /proc/PID/mem,
+  // which reads with FOLL_FORCE.
+  if (!mem) {
+    std::string path = "/proc/" + std::to_string(pid) + "/mem";
+    mem = UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!mem) throw_errno("open " + path);
+  }
+  size_t at = 0;
+  for (const iovec& iov : remote) {
+    size_t got = 0;
+    while (got < iov.iov_len) {
+      ssize_t r = ::pread(mem.get(), data + at + got, iov.iov_len - got,
+                          static_cast<off_t>(reinterpret_cast<uint64_t>(iov.iov_base) + got));
+      if (r <= 0)
+        throw_errno("process " + std::to_string(pid) + ": reading memory at " +
+                    RemoteAddr(reinterpret_cast<uint64_t>(iov.iov_base) + got).hex());
+      got += static_cast<size_t>(r);
+    }
+    at += iov.iov_len;
+  }
+}
+
+// Cuts `ranges` into batches of at most kCopyChunk bytes and kMaxIov pieces, in order, and calls
+// `batch(remote, pieces, bytes)` for each.
+template <typename Batch>
+void for_each_batch(const std::vector<Range>& ranges, Batch&& batch) {
+  std::vector<iovec> remote;
+  std::vector<Range> pieces;
+  size_t bytes = 0;
+  auto flush = [&] {
+    if (!pieces.empty()) batch(remote, pieces, bytes);
+    remote.clear();
+    pieces.clear();
+    bytes = 0;
+  };
+  for (const Range& r : ranges) {
+    uint64_t done = 0;
+    while (done < r.pages) {
+      uint64_t room = (kCopyChunk - bytes) / kPageSize;
+      uint64_t n = std::min(room, r.pages - done);
+      Range piece{r.addr + done * kPageSize, n, r.key + done * kPageSize, r.skip_zero, r.readable};
+      remote.push_back({reinterpret_cast<void*>(piece.addr), n * kPageSize});
+      pieces.push_back(piece);
+      bytes += n * kPageSize;
+      done += n;
+      if (bytes == kCopyChunk || remote.size() == kMaxIov) flush();
+    }
+  }
+  flush();
+}
+
+// Appends a run of `pages` pages at `key`, stored at `offset` of image `image`, merging it into
+// the last run when they are contiguous in both.
+void add_run(std::vector<PageRun>& runs, uint64_t key, uint64_t pages, uint64_t offset,
+             uint32_t image) {
+  if (!runs.empty() && runs.back().image == image &&
+      runs.back().vaddr + runs.back().pages * kPageSize == key &&
+      runs.back().offset + runs.back().pages * kPageSize == offset)
+    runs.back().pages += pages;
+  else
+    runs.push_back({key, pages, offset, image});
+}
 
 // Copies ranges of a process's memory into a raw image in large batches. Every page of the
 // ranges goes into the image (its size was fixed from pagemap before any page was read); pages
@@ -108,30 +209,8 @@ class PageCopier {
     uint64_t total_pages = 0;
     for (const Range& r : ranges) total_pages += r.pages;
     if (total_pages * kPageSize > kCopyChunk) start_writer();
-    std::vector<iovec> remote;
-    std::vector<Range> pieces;
-    size_t bytes = 0;
-    auto flush = [&] {
-      if (!pieces.empty()) read_batch(remote, pieces, bytes, runs);
-      remote.clear();
-      pieces.clear();
-      bytes = 0;
-    };
-    for (const Range& r : ranges) {
-      uint64_t done = 0;
-      while (done < r.pages) {
-        uint64_t room = (kCopyChunk - bytes) / kPageSize;
-        uint64_t n = std::min(room, r.pages - done);
-        Range piece{r.addr + done * kPageSize, n, r.key + done * kPageSize, r.skip_zero,
-                    r.readable};
-        remote.push_back({reinterpret_cast<void*>(piece.addr), n * kPageSize});
-        pieces.push_back(piece);
-        bytes += n * kPageSize;
-        done += n;
-        if (bytes == kCopyChunk || remote.size() == kMaxIov) flush();
-      }
-    }
-    flush();
+    for_each_batch(ranges, [&](const std::vector<iovec>& remote, const std::vector<Range>& pieces,
+                               size_t bytes) { read_batch(remote, pieces, bytes, runs); });
     finish_writer();
   }
 
@@ -141,35 +220,7 @@ class PageCopier {
     uint64_t t0 = steady_now_us();
     size_t buffer = take_free_buffer();
     uint8_t* data = CopyBuffers::get(buffer);
-    bool all_readable =
-        std::all_of(pieces.begin(), pieces.end(), [](const Range& r) { return r.readable; });
-    ssize_t n = -1;
-    if (all_readable) {
-      iovec local{data, bytes};
-      n = ::process_vm_readv(pid_, &local, 1, remote.data(), remote.size(), 0);
-    }
-    if (n != static_cast<ssize_t>(bytes)) {
-      // Pages without read permission (PROT_NONE, write-only) are readable through
-      // /proc/PID/mem, which reads with FOLL_FORCE.
-      if (!mem_) {
-        std::string path = "/proc/" + std::to_string(pid_) + "/mem";
-        mem_ = UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-        if (!mem_) throw_errno("open " + path);
-      }
-      size_t at = 0;
-      for (const iovec& iov : remote) {
-        size_t got = 0;
-        while (got < iov.iov_len) {
-          ssize_t r = ::pread(mem_.get(), data + at + got, iov.iov_len - got,
-                              static_cast<off_t>(reinterpret_cast<uint64_t>(iov.iov_base) + got));
-          if (r <= 0)
-            throw_errno("process " + std::to_string(pid_) + ": reading memory at " +
-                        RemoteAddr(reinterpret_cast<uint64_t>(iov.iov_base) + got).hex());
-          got += static_cast<size_t>(r);
-        }
-        at += iov.iov_len;
-      }
-    }
+    read_remote(pid_, mem_, remote, pieces, data, bytes);
 
     const uint64_t base = next_offset_;
     size_t at = 0;
@@ -184,13 +235,7 @@ class PageCopier {
         uint64_t j = i + 1;
         while (j < piece.pages && !(piece.skip_zero && page_is_zero(data + at + j * kPageSize)))
           ++j;
-        uint64_t key = piece.key + i * kPageSize;
-        uint64_t offset = base + at + i * kPageSize;
-        if (!runs.empty() && runs.back().vaddr + runs.back().pages * kPageSize == key &&
-            runs.back().offset + runs.back().pages * kPageSize == offset)
-          runs.back().pages += j - i;
-        else
-          runs.push_back({key, j - i, offset});
+        add_run(runs, piece.key + i * kPageSize, j - i, base + at + i * kPageSize, 0);
         counters_.pages_written += j - i;
         i = j;
       }
@@ -299,6 +344,219 @@ class PageCopier {
   uint64_t write_us_ = 0;  // by the writer thread, added to the counters at the end
 };
 
+// Page images of one process written in parallel into a sink with parallel outputs: the ranges
+// are cut into `images` parts of about as many pages, each copied by a thread of its own into an
+// image of its own (tmpfs serialises the writes to one file: one file per thread scales), which
+// reads a batch, drops the pages that are zero (skip_zero ranges) and appends the others with one
+// vectored write. Image sizes are known at the end only.
+class ShardedPageDump {
+ public:
+  static_assert(kMaxPageImages <= CopyBuffers::kCount, "a copy buffer per image");
+
+  ShardedPageDump(pid_t pid, ImageSink& sink, const std::string& base_name, size_t images)
+      : pid_(pid) {
+    for (size_t i = 0; i < images; ++i) {
+      std::string name = i == 0 ? base_name + ".img" : base_name + "." + std::to_string(i) + ".img";
+      shards_.push_back(std::make_unique<Shard>());
+      shards_.back()->writer = std::make_unique<RawImageWriter>(sink, name);
+    }
+  }
+
+  // Returns the runs of every image, in address order (`ranges` are).
+  std::vector<PageRun> copy(const std::vector<Range>& ranges, MemoryDumpCounters& counters) {
+    uint64_t total_pages = 0;
+    for (const Range& r : ranges) total_pages += r.pages;
+    // Image i takes the pages [total * i / n, total * (i + 1) / n) of the ranges in order.
+    const size_t n = shards_.size();
+    size_t next_range = 0;
+    uint64_t done_in_range = 0;
+    for (size_t i = 0; i < n; ++i) {
+      uint64_t want = total_pages * (i + 1) / n - total_pages * i / n;
+      while (want > 0 && next_range < ranges.size()) {
+        const Range& r = ranges[next_range];
+        uint64_t take = std::min(want, r.pages - done_in_range);
+        uint64_t at = done_in_range * kPageSize;
+        shards_[i]->ranges.push_back({r.addr + at, take, r.key + at, r.skip_zero, r.readable});
+        want -= take;
+        done_in_range += take;
+        if (done_in_range == r.pages) {
+          ++next_range;
+          done_in_range = 0;
+        }
+      }
+    }
+    std::vector<std::thread> threads;
+    try {
+      for (size_t i = 1; i < n; ++i) threads.emplace_back([this, i] { run_shard(i); });
+    } catch (...) {
+      stop_ = true;
+      for (std::thread& t : threads) t.join();
+      throw;
+    }
+    run_shard(0);
+    for (std::thread& t : threads) t.join();
+    if (first_error_) std::rethrow_exception(first_error_);
+    std::vector<PageRun> runs;
+    for (auto& shard : shards_) {
+      uint64_t t0 = steady_now_us();
+      shard->writer->finish();
+      counters.write_us += steady_now_us() - t0;
+      counters.read_us += shard->counters.read_us;
+      counters.write_us += shard->counters.write_us;
+      counters.pages_written += shard->counters.pages_written;
+      runs.insert(runs.end(), shard->runs.begin(), shard->runs.end());
+    }
+    return runs;
+  }
+
+  std::vector<std::string> image_names() const {
+    std::vector<std::string> names;
+    for (const auto& shard : shards_) names.push_back(shard->writer->name());
+    return names;
+  }
+
+ private:
+  struct Shard {
+    std::vector<Range> ranges;
+    std::unique_ptr<RawImageWriter> writer;
+    std::vector<PageRun> runs;
+    MemoryDumpCounters counters;
+  };
+
+  void run_shard(size_t index) {
+    Shard& shard = *shards_[index];
+    try {
+      copy_shard(index, shard);
+    } catch (...) {
+      std::lock_guard lock(error_mutex_);
+      if (!first_error_) first_error_ = std::current_exception();
+      stop_ = true;
+    }
+  }
+
+  void copy_shard(size_t index, Shard& shard) {
+    uint8_t* data = CopyBuffers::get(index);
+    UniqueFd mem;
+    std::vector<iovec> keep;
+    const auto image = static_cast<uint32_t>(index);
+    for_each_batch(shard.ranges, [&](const std::vector<iovec>& remote,
+                                     const std::vector<Range>& pieces, size_t bytes) {
+      if (stop_) throw Error("stopped: another page image failed");
+      uint64_t t0 = steady_now_us();
+      read_remote(pid_, mem, remote, pieces, data, bytes);
+      keep.clear();
+      uint64_t offset = shard.writer->payload_size();
+      size_t at = 0;
+      for (const Range& piece : pieces) {
+        uint64_t i = 0;
+        while (i < piece.pages) {
+          const uint8_t* page = data + at + i * kPageSize;
+          if (piece.skip_zero && page_is_zero(page)) {
+            ++i;
+            continue;
+          }
+          uint64_t j = i + 1;
+          while (j < piece.pages && !(piece.skip_zero && page_is_zero(data + at + j * kPageSize)))
+            ++j;
+          uint64_t len = (j - i) * kPageSize;
+          if (!keep.empty() && static_cast<uint8_t*>(keep.back().iov_base) + keep.back().iov_len ==
+                                   data + at + i * kPageSize)
+            keep.back().iov_len += len;
+          else
+            keep.push_back({data + at + i * kPageSize, len});
+          add_run(shard.runs, piece.key + i * kPageSize, j - i, offset, image);
+          offset += len;
+          shard.counters.pages_written += j - i;
+          i = j;
+        }
+        at += piece.pages * kPageSize;
+      }
+      uint64_t t1 = steady_now_us();
+      shard.counters.read_us += t1 - t0;
+      if (!keep.empty()) shard.writer->append_vectored(keep.data(), keep.size());
+      shard.counters.write_us += steady_now_us() - t1;
+    });
+  }
+
+  pid_t pid_;
+  std::vector<std::unique_ptr<Shard>> shards_;
+  std::atomic<bool> stop_{false};
+  std::mutex error_mutex_;
+  std::exception_ptr first_error_;  // the first failure, not the "stopped" of the others
+};
+
+// PAGEMAP_SCAN (Linux 6.7, include/uapi/linux/fs.h: Debian 12's headers predate it): the kernel
+// walks the page tables and returns regions of pages of the categories asked for, instead of 8
+// bytes of pagemap per page for us to read and test.
+struct PageRegion {
+  uint64_t start;
+  uint64_t end;
+  uint64_t categories;
+};
+struct PagemapScanArg {
+  uint64_t size;
+  uint64_t flags;
+  uint64_t start;
+  uint64_t end;
+  uint64_t walk_end;
+  uint64_t vec;
+  uint64_t vec_len;
+  uint64_t max_pages;
+  uint64_t category_inverted;
+  uint64_t category_mask;
+  uint64_t category_anyof_mask;
+  uint64_t return_mask;
+};
+constexpr unsigned long kPagemapScan = _IOWR('f', 16, PagemapScanArg);
+constexpr uint64_t kPageIsFile = 1 << 2;
+constexpr uint64_t kPageIsPresent = 1 << 3;
+constexpr uint64_t kPageIsSwapped = 1 << 4;
+constexpr uint64_t kPageIsPfnZero = 1 << 5;
+
+// The private anonymous pages of [start, end) (present or swapped, not file or shared memory
+// pages, not the zero page), as pages_to_dump() selects them from pagemap; nullopt when this
+// kernel has no PAGEMAP_SCAN.
+std::optional<std::vector<std::pair<uint64_t, uint64_t>>> scan_private_pages(int pagemap,
+                                                                             uint64_t start,
+                                                                             uint64_t end) {
+  static std::atomic<bool> unsupported{false};
+  if (unsupported) return std::nullopt;
+  std::vector<std::pair<uint64_t, uint64_t>> out;  // (addr, pages)
+  thread_local std::vector<PageRegion> regions(512);
+  for (uint64_t at = start; at < end;) {
+    PagemapScanArg arg{};
+    arg.size = sizeof arg;
+    arg.start = at;
+    arg.end = end;
+    arg.vec = reinterpret_cast<uint64_t>(regions.data());
+    arg.vec_len = regions.size();
+    arg.category_anyof_mask = kPageIsPresent | kPageIsSwapped;
+    arg.category_inverted = kPageIsFile | kPageIsPfnZero;
+    arg.category_mask = kPageIsFile | kPageIsPfnZero;
+    arg.return_mask = kPageIsPresent | kPageIsSwapped;
+    long n = ::ioctl(pagemap, kPagemapScan, &arg);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == ENOTTY || errno == EINVAL) {
+        unsupported = true;
+        return std::nullopt;
+      }
+      throw_errno("PAGEMAP_SCAN of " + RemoteAddr(at).hex() + "-" + RemoteAddr(end).hex());
+    }
+    for (long i = 0; i < n; ++i) {
+      const PageRegion& r = regions[static_cast<size_t>(i)];
+      uint64_t pages = (r.end - r.start) / kPageSize;
+      if (!out.empty() && out.back().first + out.back().second * kPageSize == r.start)
+        out.back().second += pages;
+      else
+        out.push_back({r.start, pages});
+    }
+    if (arg.walk_end <= at) throw Error("PAGEMAP_SCAN made no progress at " + RemoteAddr(at).hex());
+    at = arg.walk_end;
+  }
+  return out;
+}
+
 // Pages of [start, end) worth dumping according to pagemap. `shared`: every present or swapped
 // page counts (shared memory pages are "file" pages); otherwise only private anonymous ones
 // (COW copies in file mappings), and not the zero page.
@@ -379,9 +637,9 @@ const char* vma_kind_name(VmaKind kind) {
 }
 
 VmaKind vma_kind_from_name(const std::string& name) {
-  for (VmaKind k :
-       {VmaKind::kAnon, VmaKind::kFilePrivate, VmaKind::kFileShared, VmaKind::kSharedAnon,
-        VmaKind::kSysvShm, VmaKind::kVdso, VmaKind::kVvar, VmaKind::kVvarVclock, VmaKind::kVsyscall})
+  for (VmaKind k : {VmaKind::kAnon, VmaKind::kFilePrivate, VmaKind::kFileShared,
+                    VmaKind::kSharedAnon, VmaKind::kSysvShm, VmaKind::kVdso, VmaKind::kVvar,
+                    VmaKind::kVvarVclock, VmaKind::kVsyscall})
     if (name == vma_kind_name(k)) return k;
   throw Error("unknown VMA kind in image: " + name);
 }
@@ -467,14 +725,20 @@ Vma vma_from_json(const json& j) {
 
 json runs_to_json(const std::vector<PageRun>& runs) {
   json list = json::array();
-  for (const PageRun& r : runs) list.push_back({r.vaddr, r.pages, r.offset});
+  for (const PageRun& r : runs) {
+    if (r.image == 0)
+      list.push_back({r.vaddr, r.pages, r.offset});
+    else
+      list.push_back({r.vaddr, r.pages, r.offset, r.image});
+  }
   return list;
 }
 
 std::vector<PageRun> runs_from_json(const json& j) {
   std::vector<PageRun> runs;
   runs.reserve(j.size());
-  for (const json& r : j) runs.push_back({r.at(0), r.at(1), r.at(2)});
+  for (const json& r : j)
+    runs.push_back({r.at(0), r.at(1), r.at(2), r.size() > 3 ? r.at(3).get<uint32_t>() : 0u});
   return runs;
 }
 
@@ -612,27 +876,41 @@ json dump_memory(pid_t pid, ImageSink& sink, MemoryDumpCounters& counters, TreeM
       continue;
     }
     uint64_t t0 = steady_now_us();
-    auto present = pages_to_dump(pagemap.get(), vma.start, vma.end, false, counters);
+    auto scanned = scan_private_pages(pagemap.get(), vma.start, vma.end);
+    if (scanned) counters.pages_scanned += vma.size() / kPageSize;
+    auto present = scanned ? std::move(*scanned)
+                           : pages_to_dump(pagemap.get(), vma.start, vma.end, false, counters);
     counters.read_us += steady_now_us() - t0;
     for (auto [addr, n] : present) {
       ranges.push_back({addr, n, addr, vma.kind == VmaKind::kAnon, (vma.prot & PROT_READ) != 0});
       pages_in_ranges += n;
     }
   }
-  // The image's size is known from pagemap before any page is read (a streaming sink needs it).
-  std::string pages_image = "pages-" + std::to_string(pid) + ".img";
-  RawImageWriter pages(sink, pages_image, pages_in_ranges * kPageSize);
-  PageCopier copier(pid, pages, counters);
+  std::string pages_base = "pages-" + std::to_string(pid);
   std::vector<PageRun> runs;
-  copier.copy(ranges, runs);
-  uint64_t t0 = steady_now_us();
-  pages.finish();
-  counters.write_us += steady_now_us() - t0;
+  json pages_images = json::array();
+  if (sink.parallel_outputs()) {
+    size_t images = 1;
+    if (pages_in_ranges * kPageSize >= kShardMinBytes)
+      images = std::clamp<size_t>(std::thread::hardware_concurrency(), 1, kMaxPageImages);
+    ShardedPageDump dump(pid, sink, pages_base, images);
+    runs = dump.copy(ranges, counters);
+    for (const std::string& name : dump.image_names()) pages_images.push_back(name);
+  } else {
+    // The image's size is known from pagemap before any page is read (a streaming sink needs it).
+    RawImageWriter pages(sink, pages_base + ".img", pages_in_ranges * kPageSize);
+    PageCopier copier(pid, pages, counters);
+    copier.copy(ranges, runs);
+    uint64_t t0 = steady_now_us();
+    pages.finish();
+    counters.write_us += steady_now_us() - t0;
+    pages_images.push_back(pages.name());
+  }
 
   json mm;
   mm["vmas"] = vma_list;
   mm["runs"] = runs_to_json(runs);
-  mm["pages_image"] = pages_image;
+  mm["pages_images"] = pages_images;
   std::string auxv = fs::read_file(proc + "/auxv");
   mm["auxv"] = base64_encode(auxv.data(), auxv.size());
   mm["exe"] = fs::read_link(proc + "/exe");

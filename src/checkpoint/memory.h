@@ -55,11 +55,13 @@ json vma_to_json(const Vma& vma);
 Vma vma_from_json(const json& j);
 
 // A run of consecutive dumped pages: `pages` pages at `vaddr`, stored at `offset` in the payload
-// of pages-PID.img (or of shmem-INODE.img, where vaddr is the offset inside the object).
+// of page image number `image` of the process (mm "pages_images": pages-PID.img, pages-PID.1.img,
+// ...), or of shmem-INODE.img, where vaddr is the offset inside the object and image is 0.
 struct PageRun {
   uint64_t vaddr;
   uint64_t pages;
   uint64_t offset;
+  uint32_t image = 0;
 };
 json runs_to_json(const std::vector<PageRun>& runs);
 std::vector<PageRun> runs_from_json(const json& j);
@@ -73,6 +75,9 @@ struct TreeMemory {
 };
 inline constexpr const char* kMappedGhostsImage = "mapped-ghosts.img";
 
+// At most this many page images per process (one per CPU up to it).
+inline constexpr size_t kMaxPageImages = 4;
+
 struct MemoryDumpCounters {
   uint64_t pages_scanned = 0;
   uint64_t pages_written = 0;
@@ -81,8 +86,11 @@ struct MemoryDumpCounters {
 };
 
 // Dumps the memory of a stopped process: returns mm-PID.img's content (VMAs, page runs, the
-// mm fields of /proc/PID/stat, auxv, exe) and writes pages-PID.img through `sink`. Shared
-// anonymous memory is dumped once per object into shmem-INODE.img, mapped deleted files into
+// mm fields of /proc/PID/stat, auxv, exe) and writes its page images through `sink`: into a sink
+// with parallel outputs (a directory), up to one per CPU (pages-PID.img, pages-PID.1.img...),
+// each written by a thread of its own and holding only the pages that are not zero; into a
+// streaming sink, one pages-PID.img of a size known up front (zero pages are in it, in no run).
+// Shared anonymous memory is dumped once per object into shmem-INODE.img, mapped deleted files into
 // mapped-ghost-N.img (`tree` remembers which ones are done), before pages-PID.img (one output
 // open at a time). Mappings of devices other than /dev/zero are refused.
 json dump_memory(pid_t pid, ImageSink& sink, MemoryDumpCounters& counters, TreeMemory& tree);

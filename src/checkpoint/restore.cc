@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <exception>
 #include <map>
@@ -58,7 +59,7 @@ struct ProcessImages {
   json entry;  // from pstree.img
   json core;
   json mm;
-  std::unique_ptr<RawImageReader> pages;
+  std::vector<std::unique_ptr<RawImageReader>> pages;  // mm "pages_images", in order
 };
 
 struct RestoreContext {
@@ -303,7 +304,8 @@ void load_images(RestoreContext& ctx) {
     p.core = read_json_image(ctx.dir, "core-" + id + ".img");
     p.mm = read_json_image(ctx.dir, "mm-" + id + ".img");
     // Its checksum is verified while its pages are written (fill_process_memory).
-    p.pages = std::make_unique<RawImageReader>(ctx.dir, p.mm.at("pages_image").get<std::string>());
+    for (const json& name : p.mm.at("pages_images"))
+      p.pages.push_back(std::make_unique<RawImageReader>(ctx.dir, name.get<std::string>()));
     for (const json& v : p.mm.at("vmas")) {
       VmaKind kind = vma_kind_from_name(v.at("kind"));
       if (kind != VmaKind::kFilePrivate && kind != VmaKind::kFileShared) continue;
@@ -407,6 +409,58 @@ json receive_report(int fd, pid_t* sender) {
   return json::parse(buffer.substr(0, static_cast<size_t>(n)));
 }
 
+// Whether task `id` (a process or a thread) exists and is on its way out: exiting (PF_EXITING), a
+// zombie, or dead and being reaped.
+bool task_is_exiting(pid_t id) {
+  constexpr unsigned long kPfExiting = 0x4;
+  std::string path = "/proc/" + std::to_string(id) + "/stat";
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return false;
+  char buffer[1024];
+  ssize_t n = ::read(fd.get(), buffer, sizeof buffer - 1);
+  if (n <= 0) return false;  // reaped between the open and the read
+  std::string stat(buffer, static_cast<size_t>(n));
+  size_t paren = stat.rfind(')');
+  if (paren == std::string::npos || paren + 2 >= stat.size()) return false;
+  char state = 0;
+  unsigned long flags = 0;
+  // Fields 3 (state) and 9 (flags) of proc(5).
+  if (std::sscanf(stat.c_str() + paren + 2, "%c %*d %*d %*d %*d %*d %lu", &state, &flags) != 2)
+    return false;
+  return state == 'Z' || state == 'X' || state == 'x' || (flags & kPfExiting) != 0;
+}
+
+// `cr dump` returns once the dumped tree has been sent SIGKILL, not once it is gone
+// (DumpOptions::wait_for_exit): the kernel may still be freeing its memory, and its PIDs stay in
+// use until then. Waits, for a bounded time, until no PID or TID of the images is held by such an
+// exiting task; a PID held by a live task is left to clone3, which fails with "pid N is in use".
+void wait_for_exiting_pid_holders(const RestoreContext& ctx) {
+  constexpr auto kMaxWait = std::chrono::seconds(10);
+  std::vector<pid_t> ids;
+  for (const auto& [pid, images] : ctx.processes) {
+    ids.push_back(pid);
+    if (images.entry.contains("threads")) {
+      for (const json& tid : images.entry.at("threads")) ids.push_back(tid.get<pid_t>());
+    }
+  }
+  const auto deadline = std::chrono::steady_clock::now() + kMaxWait;
+  for (pid_t id : ids) {
+    bool waited = false;
+    while (task_is_exiting(id)) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        LOG_WARN << "pid " << id << " is still held by an exiting task after "
+                 << std::chrono::duration_cast<std::chrono::seconds>(kMaxWait).count() << " s";
+        return;
+      }
+      waited = true;
+      ::usleep(500);
+    }
+    if (waited) {
+      LOG_DEBUG << "waited for the exiting holder of pid " << id;
+    }
+  }
+}
+
 struct RestoredThread {
   PtraceAttachment attachment;
   const json* image;
@@ -420,6 +474,8 @@ RestoreResult restore(const std::string& image_dir, const RestoreOptions& option
   ctx.dir = image_dir;
   ctx.options = options;
   load_images(ctx);
+  // In a new PID namespace the images' PIDs are not the host's.
+  if (!options.new_pid_namespace) wait_for_exiting_pid_holders(ctx);
   // The tree's IPC namespace with its objects, before the files (message queue fds) and the root.
   RestoredTerminalsScope terminals;
   std::unique_ptr<IpcNamespaceRestore> ipc =
@@ -528,8 +584,9 @@ RestoreResult restore(const std::string& image_dir, const RestoreOptions& option
                                 RemoteAddr(plan.stack_top));
         check_restorer_results(plan, block, plan.fill_pause);
         const ProcessImages& process_images = ctx.processes.at(pid);
-        fill_process_memory(host_pid, *process_images.pages,
-                            runs_from_json(process_images.mm.at("runs")));
+        std::vector<const RawImageReader*> page_images;
+        for (const auto& image : process_images.pages) page_images.push_back(image.get());
+        fill_process_memory(host_pid, page_images, runs_from_json(process_images.mm.at("runs")));
         block = remote.run_prepared(RemoteAddr(plan.area), plan.area_size, block_at,
                                     plan.block_size, RemoteAddr(plan.stack_top),
                                     block_at + (plan.fill_pause + 1) * sizeof(BatchedSyscall));

@@ -8,8 +8,6 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include <xxhash.h>
-
 #include <algorithm>
 #include <atomic>
 #include <climits>
@@ -452,52 +450,85 @@ constexpr size_t kMaxFillThreads = 4;
 
 }  // namespace
 
-uint64_t fill_process_memory(pid_t pid, const RawImageReader& pages,
+namespace {
+
+// One page image being filled from: its runs by payload offset, its checksum (taken in payload
+// order: a worker hashes chunk k of an image only after chunk k - 1).
+struct FillImage {
+  const RawImageReader* reader;
+  std::vector<PageRun> runs;
+  uint64_t chunks = 0;
+  Xxh3Hasher hash;
+  uint64_t hashed = 0;  // chunks hashed so far
+};
+
+}  // namespace
+
+uint64_t fill_process_memory(pid_t pid, const std::vector<const RawImageReader*>& readers,
                              const std::vector<PageRun>& runs_in) {
   const uint64_t t0 = steady_now_us();
-  const uint64_t size = pages.payload_size();
-  std::vector<PageRun> runs = runs_in;
-  std::sort(runs.begin(), runs.end(),
-            [](const PageRun& a, const PageRun& b) { return a.offset < b.offset; });
-  for (const PageRun& r : runs)
+  std::vector<std::unique_ptr<FillImage>> images;
+  uint64_t total_size = 0;
+  for (const RawImageReader* reader : readers) {
+    auto image = std::make_unique<FillImage>();
+    image->reader = reader;
+    image->chunks = (reader->payload_size() + kFillChunk - 1) / kFillChunk;
+    total_size += reader->payload_size();
+    images.push_back(std::move(image));
+  }
+  for (const PageRun& r : runs_in) {
+    if (r.image >= images.size())
+      throw Error("the page run at " + hex(r.vaddr) + " names page image " +
+                  std::to_string(r.image) + " of " + std::to_string(images.size()));
+    FillImage& image = *images[r.image];
+    const uint64_t size = image.reader->payload_size();
     if (r.offset > size || r.pages > (size - r.offset) / kPageSize)
-      throw Error(pages.path() + ": the page run at " + hex(r.vaddr) +
+      throw Error(image.reader->path() + ": the page run at " + hex(r.vaddr) +
                   " lies outside the image's payload");
+    image.runs.push_back(r);
+  }
+  // The chunks of the images interleaved (chunk 0 of each image, then chunk 1...): two workers
+  // then mostly hash different images at the same time.
+  std::vector<std::pair<uint32_t, uint64_t>> order;  // (image, chunk)
+  uint64_t most_chunks = 0;
+  for (auto& image : images) {
+    std::sort(image->runs.begin(), image->runs.end(),
+              [](const PageRun& a, const PageRun& b) { return a.offset < b.offset; });
+    most_chunks = std::max(most_chunks, image->chunks);
+  }
+  for (uint64_t k = 0; k < most_chunks; ++k)
+    for (size_t i = 0; i < images.size(); ++i)
+      if (k < images[i]->chunks) order.push_back({static_cast<uint32_t>(i), k});
 
-  const uint64_t chunks = (size + kFillChunk - 1) / kFillChunk;
-
-  XXH3_state_t* hash = XXH3_createState();
-  if (!hash) throw Error("out of memory for the checksum of " + pages.path());
-  struct FreeState {
-    XXH3_state_t* s;
-    ~FreeState() { XXH3_freeState(s); }
-  } free_hash{hash};
-  XXH3_64bits_reset(hash);
-
-  std::atomic<uint64_t> next_chunk{0};
+  std::atomic<uint64_t> next{0};
   std::atomic<uint64_t> written{0};
   std::mutex mutex;
   std::condition_variable hashed_more;
-  uint64_t hashed = 0;  // chunks hashed so far: the checksum takes them in payload order
   std::exception_ptr error;
 
-  auto fill_chunk = [&](uint64_t k, uint8_t* buffer, std::vector<iovec>& local,
+  auto fill_chunk = [&](FillImage& image, uint64_t k, uint8_t* buffer, std::vector<iovec>& local,
                         std::vector<iovec>& remote) {
+    const uint64_t size = image.reader->payload_size();
     const uint64_t begin = k * kFillChunk;
     const uint64_t end = std::min(size, begin + kFillChunk);
     // Read into a small buffer rather than used through a mapping of the image: the kernel copies
     // from the page cache through its own large-page mapping, and the checksum and the copy below
     // read the buffer from the CPU cache (through a 4 KiB mapping of the file, each page costs a
     // TLB miss, which is slow in this VM: measured 2x slower for the checksum).
-    pages.read_at(begin, buffer, end - begin);
+    image.reader->read_at(begin, buffer, end - begin);
     {
       std::unique_lock lock(mutex);
-      hashed_more.wait(lock, [&] { return hashed == k || error; });
+      hashed_more.wait(lock, [&] { return image.hashed == k || error; });
       if (error) return false;
-      XXH3_64bits_update(hash, buffer, end - begin);
-      ++hashed;
+    }
+    // This worker alone hashes the image now: the others wait for hashed to pass k.
+    image.hash.update(buffer, end - begin);
+    {
+      std::lock_guard lock(mutex);
+      ++image.hashed;
       hashed_more.notify_all();
     }
+    const std::vector<PageRun>& runs = image.runs;
     auto first = std::upper_bound(runs.begin(), runs.end(), begin,
                                   [](uint64_t at, const PageRun& r) { return at < r.offset; });
     if (first != runs.begin()) --first;
@@ -536,8 +567,10 @@ uint64_t fill_process_memory(pid_t pid, const RawImageReader& pages,
     try {
       std::vector<uint8_t> buffer(kFillChunk);
       for (;;) {
-        uint64_t k = next_chunk++;
-        if (k >= chunks || !fill_chunk(k, buffer.data(), local, remote)) return;
+        uint64_t i = next++;
+        if (i >= order.size()) return;
+        auto [image, k] = order[i];
+        if (!fill_chunk(*images[image], k, buffer.data(), local, remote)) return;
       }
     } catch (...) {
       std::lock_guard lock(mutex);
@@ -548,7 +581,7 @@ uint64_t fill_process_memory(pid_t pid, const RawImageReader& pages,
 
   size_t threads =
       std::min<uint64_t>({kMaxFillThreads, std::max(1u, std::thread::hardware_concurrency()),
-                          std::max<uint64_t>(chunks, 1)});
+                          std::max<uint64_t>(order.size(), 1)});
   std::vector<std::thread> helpers;
   try {
     for (size_t i = 1; i < threads; ++i) helpers.emplace_back(worker);
@@ -558,12 +591,13 @@ uint64_t fill_process_memory(pid_t pid, const RawImageReader& pages,
   worker();
   for (std::thread& t : helpers) t.join();
   if (error) std::rethrow_exception(error);
-  if (XXH3_64bits_digest(hash) != pages.expected_checksum())
-    throw Error(pages.path() + ": image file is corrupted (checksum mismatch)");
+  for (auto& image : images)
+    if (image->hash.digest() != image->reader->expected_checksum())
+      throw Error(image->reader->path() + ": image file is corrupted (checksum mismatch)");
   uint64_t us = std::max<uint64_t>(1, steady_now_us() - t0);
-  LOG_DEBUG << "process " << pid << ": " << written.load() << " bytes of pages written and " << size
-            << " verified in " << us << " µs on " << threads << " threads ("
-            << written.load() / us / 1000.0 << " GB/s)";
+  LOG_DEBUG << "process " << pid << ": " << written.load() << " bytes of pages written and "
+            << total_size << " verified from " << images.size() << " images in " << us << " µs on "
+            << threads << " threads (" << written.load() / us / 1000.0 << " GB/s)";
   return written.load();
 }
 

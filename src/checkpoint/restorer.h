@@ -69,8 +69,10 @@ void check_restorer_results(const RestorerPlan& plan, const std::vector<uint8_t>
 // several threads, so that the kernel populates and fills each page in one pass (no page faults
 // in the target, no populate pass first). The image's checksum is verified on the way, over the
 // whole payload (pages found zero at dump time are in it, in no run), before the process can
-// run: a mismatch throws. Returns the bytes written.
-uint64_t fill_process_memory(pid_t pid, const RawImageReader& pages,
+// run: a mismatch throws. The process's pages may be in several images (a run names its image's
+// index in `images`); the workers take chunks of the images in turn, so that several images are
+// read, checked and written at once. Returns the bytes written.
+uint64_t fill_process_memory(pid_t pid, const std::vector<const RawImageReader*>& images,
                              const std::vector<PageRun>& runs);
 
 }  // namespace cryo::ckpt

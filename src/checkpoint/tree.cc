@@ -195,8 +195,16 @@ void FrozenTree::resume() {
   processes_.clear();
 }
 
-void FrozenTree::kill() {
+void FrozenTree::kill(bool wait_for_exit) {
   for (auto& process : processes_) ::kill(process.info.pid, SIGKILL);
+  if (!wait_for_exit) {
+    // SIGKILL wakes a ptrace-stopped thread straight into its exit; our attachments end with
+    // this process (or with the dying tasks), so there is nothing to detach.
+    for (auto& process : processes_)
+      for (PtraceAttachment& thread : process.threads) thread.release();
+    processes_.clear();
+    return;
+  }
   // Children before parents (container-cr): the init of a PID namespace does not finish dying
   // until it has reaped every child, and a traced child is reaped by its parent only after we,
   // its tracer, have seen its death. Parents first would wait forever.

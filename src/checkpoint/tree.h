@@ -49,8 +49,12 @@ class FrozenTree {
 
   // Parents before children; processes_[0] is the root.
   std::vector<FrozenProcess>& processes() { return processes_; }
-  // SIGKILLs every process and waits until all are gone (ends of the dump without -R).
-  void kill();
+  // SIGKILLs every process (ends of the dump without -R). With `wait_for_exit`, waits until every
+  // thread has died, which includes the kernel tearing down the address spaces (~100 ms per GiB
+  // here); without, returns once every process has been sent SIGKILL: none can run user code
+  // again, and the kernel finishes their exit after we let go of them (a PID may stay in use a
+  // little longer, see restore's wait for exiting PIDs).
+  void kill(bool wait_for_exit = true);
   // Detaches every thread (the tree runs on).
   void resume();
 

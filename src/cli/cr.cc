@@ -64,6 +64,8 @@ void register_cr_commands(CLI::App& app, GlobalOptions& global) {
                    "Freeze the tree with this cgroup (v1 freezer or cgroup2 directory)");
   dump->add_flag("-v,--verbose", dump_args->verbose, "Verbose output");
   dump->add_flag("--print-stats", dump_args->print_stats, "Print dump statistics (microseconds)");
+  // The tree is SIGKILLed at the end; its exit (the kernel freeing its memory) is not waited for.
+  dump_args->options.wait_for_exit = false;
   dump->callback([dump_args] {
     if (dump_args->verbose) log::set_level(log::Level::kDebug);
     ckpt::DumpStats stats = with_context("dump of pid " + std::to_string(dump_args->pid), [&] {

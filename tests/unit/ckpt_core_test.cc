@@ -5,15 +5,20 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <memory>
+#include <set>
 #include <string>
+#include <thread>
 
 #include <gtest/gtest.h>
 
 #include "checkpoint/image/image_file.h"
+#include "checkpoint/image/image_sink.h"
 #include "checkpoint/memory.h"
 #include "checkpoint/threads.h"
 #include "checkpoint/tree.h"
@@ -161,17 +166,22 @@ TEST(CkptMemory, DumpsTouchedNonZeroPagesOnly) {
   waitpid(child, nullptr, 0);
   uint64_t start = reinterpret_cast<uint64_t>(area);
   uint64_t end = start + kPages * kPageSize;
-  RawImageReader pages(dir, mm.at("pages_image").get<std::string>());
-  pages.verify_checksum();
+  // One page image, or more when the test binary's own memory (the child's copy) is large.
+  std::vector<std::unique_ptr<RawImageReader>> images;
+  for (const json& name : mm.at("pages_images")) {
+    images.push_back(std::make_unique<RawImageReader>(dir, name.get<std::string>()));
+    images.back()->verify_checksum();
+  }
   uint64_t dumped_in_area = 0;
   for (const PageRun& run : runs_from_json(mm.at("runs"))) {
     if (run.vaddr >= end || run.vaddr + run.pages * kPageSize <= start) continue;
+    ASSERT_LT(run.image, images.size());
     for (uint64_t i = 0; i < run.pages; ++i) {
       uint64_t addr = run.vaddr + i * kPageSize;
-      ASSERT_GE(addr, start);
+      if (addr < start || addr >= end) continue;  // a neighbouring mapping's page
       ASSERT_LT(addr, start + 10 * kPageSize) << "a zero or untouched page was dumped";
       std::vector<uint8_t> bytes(kPageSize);
-      pages.read_at(run.offset + i * kPageSize, bytes.data(), kPageSize);
+      images[run.image]->read_at(run.offset + i * kPageSize, bytes.data(), kPageSize);
       EXPECT_EQ(memcmp(bytes.data(), area + (addr - start), kPageSize), 0);
       ++dumped_in_area;
     }
@@ -179,6 +189,126 @@ TEST(CkptMemory, DumpsTouchedNonZeroPagesOnly) {
   EXPECT_EQ(dumped_in_area, 10u);
   std::filesystem::remove_all(dir);
   munmap(area, kPages * kPageSize);
+}
+
+}  // namespace
+}  // namespace cryo::ckpt
+
+namespace cryo::ckpt {
+namespace {
+
+// A process with more memory than one page image takes: `kPages` pages, every third one written
+// with zeros, the others with data.
+struct BigChild {
+  static constexpr size_t kPages = 8192;  // 32 MiB
+  uint8_t* area = nullptr;
+  pid_t pid = -1;
+  BigChild() {
+    area = static_cast<uint8_t*>(mmap(nullptr, kPages * kPageSize, PROT_READ | PROT_WRITE,
+                                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    for (size_t p = 0; p < kPages; ++p) {
+      if (p % 3 == 0)
+        area[p * kPageSize + 100] = 0;
+      else
+        memset(area + p * kPageSize, static_cast<int>(p % 251 + 1), kPageSize);
+    }
+    pid = fork();
+    if (pid == 0) {
+      for (;;) pause();
+    }
+  }
+  ~BigChild() {
+    kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+    munmap(area, kPages * kPageSize);
+  }
+  uint64_t start() const { return reinterpret_cast<uint64_t>(area); }
+  uint64_t end() const { return start() + kPages * kPageSize; }
+};
+
+uint64_t image_payload_pages(const std::string& image_file) {
+  return (image_file.size() - kImageHeaderSize - kImageTrailerSize) / kPageSize;
+}
+
+uint64_t run_pages(const std::vector<PageRun>& runs) {
+  uint64_t pages = 0;
+  for (const PageRun& r : runs) pages += r.pages;
+  return pages;
+}
+
+TEST(CkptMemory, DirectoryDumpWritesSeveralPageImagesWithoutZeroPages) {
+  BigChild child;
+  std::string dir = std::filesystem::temp_directory_path() / ("ckpt-core-test-" + random_hex(4));
+  struct RemoveDir {
+    std::string path;
+    ~RemoveDir() { std::filesystem::remove_all(path); }
+  } remove_dir{dir};
+  json mm;
+  MemoryDumpCounters counters;
+  {
+    FrozenTree frozen = FrozenTree::freeze(child.pid);
+    TreeMemory tree;
+    DirectorySink sink(dir);
+    mm = dump_memory(child.pid, sink, counters, tree);
+    sink.finish();
+  }
+  size_t expected_images =
+      std::clamp<size_t>(std::thread::hardware_concurrency(), 1, kMaxPageImages);
+  ASSERT_EQ(mm.at("pages_images").size(), expected_images);
+  EXPECT_EQ(mm.at("pages_images").at(0), "pages-" + std::to_string(child.pid) + ".img");
+  std::vector<std::unique_ptr<RawImageReader>> images;
+  uint64_t stored = 0;
+  for (const json& name : mm.at("pages_images")) {
+    images.push_back(std::make_unique<RawImageReader>(dir, name.get<std::string>()));
+    images.back()->verify_checksum();
+    stored += images.back()->payload_size();
+  }
+  std::vector<PageRun> runs = runs_from_json(mm.at("runs"));
+  // Every stored page is in a run: no zero page is stored.
+  EXPECT_EQ(stored, run_pages(runs) * kPageSize);
+  EXPECT_EQ(counters.pages_written, run_pages(runs));
+  std::vector<bool> seen(BigChild::kPages, false);
+  std::set<uint32_t> images_used;
+  for (const PageRun& run : runs) {
+    ASSERT_LT(run.image, images.size());
+    if (run.vaddr >= child.end() || run.vaddr + run.pages * kPageSize <= child.start()) continue;
+    images_used.insert(run.image);
+    for (uint64_t i = 0; i < run.pages; ++i) {
+      uint64_t addr = run.vaddr + i * kPageSize;
+      if (addr < child.start() || addr >= child.end()) continue;  // a neighbouring mapping's
+      uint64_t page = (addr - child.start()) / kPageSize;
+      ASSERT_NE(page % 3, 0u) << "zero page " << page << " was dumped";
+      seen[page] = true;
+      std::vector<uint8_t> bytes(kPageSize);
+      images[run.image]->read_at(run.offset + i * kPageSize, bytes.data(), kPageSize);
+      EXPECT_EQ(memcmp(bytes.data(), child.area + page * kPageSize, kPageSize), 0) << page;
+    }
+  }
+  for (size_t p = 0; p < BigChild::kPages; ++p) {
+    if (p % 3 != 0) {
+      EXPECT_TRUE(seen[p]) << "page " << p << " was not dumped";
+    }
+  }
+  EXPECT_EQ(images_used.size(), std::min<size_t>(expected_images, 2))
+      << "the area's pages are spread over the images";
+}
+
+TEST(CkptMemory, StreamingSinkGetsOnePageImageOfTheSizeAnnounced) {
+  BigChild child;
+  MemorySink sink;  // a streaming sink: one output at a time, sized up front
+  json mm;
+  {
+    FrozenTree frozen = FrozenTree::freeze(child.pid);
+    MemoryDumpCounters counters;
+    TreeMemory tree;
+    mm = dump_memory(child.pid, sink, counters, tree);
+  }
+  ASSERT_EQ(mm.at("pages_images").size(), 1u);
+  const std::string& image = sink.images().at(mm.at("pages_images").at(0).get<std::string>());
+  std::vector<PageRun> runs = runs_from_json(mm.at("runs"));
+  for (const PageRun& run : runs) EXPECT_EQ(run.image, 0u);
+  // The zero pages of the area are in the payload (its size was fixed before reading), in no run.
+  EXPECT_GE(image_payload_pages(image), run_pages(runs) + BigChild::kPages / 3);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -13,6 +14,7 @@
 #include <filesystem>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/image/image_file.h"
@@ -132,6 +134,66 @@ TEST_F(ImageSinkTest, MemorySinkEnforcesOneOpenOutputAndFinishLast) {
   EXPECT_EQ(sink.images().at("a.img"), "x");
 }
 
+TEST_F(ImageSinkTest, SinksWithParallelOutputsTakeOutputsSizedAtCommit) {
+  MemorySink streaming;
+  EXPECT_FALSE(streaming.parallel_outputs());
+  EXPECT_THROW(streaming.create_unsized("pages-1.img"), Error);
+  EXPECT_THROW(RawImageWriter(streaming, "pages-1.img"), Error);
+
+  MemorySink parallel(/*parallel_outputs=*/true);
+  EXPECT_TRUE(parallel.parallel_outputs());
+  auto first = parallel.create_unsized("a.img");
+  auto second = parallel.create("b.img", 2);  // two outputs open at once
+  first->write("hello", 5);
+  first->overwrite(0, "J", 1);
+  EXPECT_THROW(first->overwrite(4, "xy", 2), Error);  // past what was written
+  EXPECT_THROW(second->overwrite(0, "z", 1), Error);  // a sized output is never rewritten
+  second->write("ok", 2);
+  EXPECT_THROW(parallel.finish(), Error);
+  first->commit();
+  second->commit();
+  first.reset();
+  second.reset();
+  parallel.finish();
+  EXPECT_EQ(parallel.images().at("a.img"), "Jello");
+  EXPECT_EQ(parallel.images().at("b.img"), "ok");
+}
+
+TEST_F(ImageSinkTest, RawImageSizedAtFinishIsAValidImageInBothSinks) {
+  std::string payload = pattern(5 << 20, 'p');
+  auto write_into = [&](ImageSink& sink) {
+    RawImageWriter writer(sink, "pages-9.1.img");
+    // Pieces as the page dump writes them: the pages of a batch that are not zero.
+    std::vector<iovec> pieces = {
+        {payload.data(), 4096},
+        {payload.data() + 4096, 3 << 20},
+        {payload.data() + 4096 + (3 << 20), payload.size() - 4096 - (3 << 20)}};
+    writer.append_vectored(pieces.data(), pieces.size());
+    EXPECT_EQ(writer.payload_size(), payload.size());
+    writer.finish();
+    sink.finish();
+  };
+  DirectorySink directory(dir_);
+  ASSERT_TRUE(directory.parallel_outputs());
+  write_into(directory);
+  MemorySink memory(/*parallel_outputs=*/true);
+  write_into(memory);
+  EXPECT_EQ(memory.images(), directory_files(dir_));
+  RawImageReader reader(dir_, "pages-9.1.img");
+  EXPECT_EQ(reader.payload_size(), payload.size());
+  reader.verify_checksum();
+  std::string back(payload.size(), '\0');
+  reader.read_at(0, back.data(), back.size());
+  EXPECT_TRUE(back == payload);
+  // An unfinished one leaves nothing behind.
+  {
+    DirectorySink again(dir_ + "/again");
+    RawImageWriter writer(again, "pages-9.img");
+    writer.append(payload.data(), 4096);
+  }
+  EXPECT_TRUE(std::filesystem::is_empty(dir_ + "/again"));
+}
+
 // A quiet process: its own session, pinned to one CPU (rseq's cpu_id stays put), no fds but
 // /dev/null, blocked in pause().
 pid_t start_quiet_process(size_t touched_bytes) {
@@ -167,7 +229,8 @@ TEST_F(ImageSinkTest, DumpThroughMemorySinkGivesTheDirectoryDumpsBytes) {
   std::string images = dir_ + "/images";
   try {
     dump(child, images, options);
-    MemorySink memory;
+    // With parallel outputs, as the directory: the same page images (no zero pages).
+    MemorySink memory(/*parallel_outputs=*/true);
     options.sink = &memory;
     dump(child, dir_ + "/unused", options);
     EXPECT_TRUE(memory.finished());

@@ -98,7 +98,7 @@ void check_frame(int fd, const std::string& path, PayloadKind kind, uint64_t* si
 void write_json_image(ImageSink& sink, const std::string& name, const json& value) {
   std::string payload = value.dump(1);
   Header h = make_header(PayloadKind::kJson, payload.size());
-  Trailer t = make_trailer(XXH3_64bits(payload.data(), payload.size()));
+  Trailer t = make_trailer(xxh3_64(payload.data(), payload.size()));
   std::unique_ptr<ImageOutput> out = sink.create(name, image_file_size(payload.size()));
   out->write(&h, sizeof h);
   out->write(payload.data(), payload.size());
@@ -120,7 +120,7 @@ json read_json_image(const std::string& dir, const std::string& name) {
   if (size > (uint64_t{1} << 31)) throw Error(path + ": JSON image is implausibly large");
   std::string payload(size, '\0');
   pread_exact(fd.get(), payload.data(), size, kImageHeaderSize, path);
-  if (XXH3_64bits(payload.data(), payload.size()) != hash)
+  if (xxh3_64(payload.data(), payload.size()) != hash)
     throw Error(path + ": image file is corrupted (checksum mismatch)");
   try {
     return json::parse(payload);
@@ -130,38 +130,51 @@ json read_json_image(const std::string& dir, const std::string& name) {
 }
 
 RawImageWriter::RawImageWriter(ImageSink& sink, const std::string& name, uint64_t payload_size)
-    : name_(name), hash_(XXH3_createState()), announced_(payload_size) {
-  if (hash_ == nullptr) throw Error("out of memory for the checksum of " + name);
-  try {
-    out_ = sink.create(name, image_file_size(payload_size));
-    XXH3_64bits_reset(hash_);
-    Header h = make_header(PayloadKind::kRaw, payload_size);
-    out_->write(&h, sizeof h);
-  } catch (...) {
-    XXH3_freeState(hash_);
-    throw;
-  }
+    : name_(name), announced_(payload_size), sized_(true) {
+  out_ = sink.create(name, image_file_size(payload_size));
+  Header h = make_header(PayloadKind::kRaw, payload_size);
+  out_->write(&h, sizeof h);
 }
 
-RawImageWriter::~RawImageWriter() {
-  XXH3_freeState(hash_);
+RawImageWriter::RawImageWriter(ImageSink& sink, const std::string& name)
+    : name_(name), announced_(UINT64_MAX), sized_(false) {
+  out_ = sink.create_unsized(name);
+  Header h = make_header(PayloadKind::kRaw, 0);  // its size is rewritten by finish()
+  out_->write(&h, sizeof h);
 }
+
+RawImageWriter::~RawImageWriter() = default;
 
 void RawImageWriter::append(const void* data, size_t size) {
   if (size > announced_ - size_)
     throw Error(name_ + ": payload larger than the " + std::to_string(announced_) +
                 " bytes announced");
   out_->write(data, size);
-  XXH3_64bits_update(hash_, data, size);
+  hash_.update(data, size);
   size_ += size;
 }
 
+void RawImageWriter::append_vectored(const iovec* pieces, size_t count) {
+  uint64_t total = 0;
+  for (size_t i = 0; i < count; ++i) total += pieces[i].iov_len;
+  if (total > announced_ - size_)
+    throw Error(name_ + ": payload larger than the " + std::to_string(announced_) +
+                " bytes announced");
+  for (size_t i = 0; i < count; ++i) hash_.update(pieces[i].iov_base, pieces[i].iov_len);
+  out_->write_vectored(pieces, count);
+  size_ += total;
+}
+
 void RawImageWriter::finish() {
-  if (size_ != announced_)
+  if (sized_ && size_ != announced_)
     throw Error(name_ + ": payload of " + std::to_string(size_) + " bytes, " +
                 std::to_string(announced_) + " announced");
-  Trailer t = make_trailer(XXH3_64bits_digest(hash_));
+  Trailer t = make_trailer(hash_.digest());
   out_->write(&t, sizeof t);
+  if (!sized_) {
+    Header h = make_header(PayloadKind::kRaw, size_);
+    out_->overwrite(0, &h, sizeof h);
+  }
   out_->commit();
   out_.reset();
 }
@@ -173,23 +186,16 @@ RawImageReader::RawImageReader(const std::string& dir, const std::string& name)
 }
 
 void RawImageReader::verify_checksum() const {
-  XXH3_state_t* state = XXH3_createState();
-  XXH3_64bits_reset(state);
+  Xxh3Hasher state;
   std::vector<char> buf(4 << 20);
   uint64_t done = 0;
-  try {
-    while (done < size_) {
-      size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), size_ - done));
-      pread_exact(fd_.get(), buf.data(), n, kImageHeaderSize + done, path_);
-      XXH3_64bits_update(state, buf.data(), n);
-      done += n;
-    }
-  } catch (...) {
-    XXH3_freeState(state);
-    throw;
+  while (done < size_) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), size_ - done));
+    pread_exact(fd_.get(), buf.data(), n, kImageHeaderSize + done, path_);
+    state.update(buf.data(), n);
+    done += n;
   }
-  uint64_t hash = XXH3_64bits_digest(state);
-  XXH3_freeState(state);
+  uint64_t hash = state.digest();
   if (hash != expected_hash_) throw Error(path_ + ": image file is corrupted (checksum mismatch)");
 }
 

@@ -9,21 +9,22 @@
 // with preadv straight into the restored process's memory: payload offset = kImageHeaderSize.
 #pragma once
 
-#include <xxhash.h>
-
 #include <cstdint>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 
 #include "checkpoint/image/image_sink.h"
+#include "checkpoint/image/xxh3.h"
 #include "common/unique_fd.h"
 
 namespace cryo::ckpt {
 
 using json = nlohmann::json;
 
-inline constexpr uint32_t kImageFormatVersion = 1;
+// 2: a process's pages may be in several page images (mm "pages_images", a run's 4th field), and
+// page images written to a directory hold no zero pages.
+inline constexpr uint32_t kImageFormatVersion = 2;
 inline constexpr size_t kImageHeaderSize = 32;
 inline constexpr size_t kImageTrailerSize = 16;
 
@@ -47,6 +48,9 @@ json read_json_image(const std::string& dir, const std::string& name);
 class RawImageWriter {
  public:
   RawImageWriter(ImageSink& sink, const std::string& name, uint64_t payload_size);
+  // An image whose payload size is whatever was appended at finish() (the header is rewritten
+  // then); `sink` must have parallel_outputs().
+  RawImageWriter(ImageSink& sink, const std::string& name);
   ~RawImageWriter();
   RawImageWriter(const RawImageWriter&) = delete;
   RawImageWriter& operator=(const RawImageWriter&) = delete;
@@ -55,14 +59,17 @@ class RawImageWriter {
   uint64_t payload_size() const { return size_; }
   uint64_t announced_size() const { return announced_; }
   void append(const void* data, size_t size);
+  // Appends the pieces in order, in one write when the sink can.
+  void append_vectored(const iovec* pieces, size_t count);
   void finish();
   const std::string& name() const { return name_; }
 
  private:
   std::string name_;
   std::unique_ptr<ImageOutput> out_;
-  XXH3_state_t* hash_;
+  Xxh3Hasher hash_;
   uint64_t announced_;
+  bool sized_;
   uint64_t size_ = 0;
 };
 

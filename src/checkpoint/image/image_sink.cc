@@ -6,18 +6,36 @@
 #include <sys/statfs.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <climits>
 #include <cstring>
+#include <vector>
 
 #include "common/error.h"
 #include "common/fs.h"
 
 namespace cryo::ckpt {
 
+void ImageOutput::write_vectored(const iovec* pieces, size_t count) {
+  for (size_t i = 0; i < count; ++i) write(pieces[i].iov_base, pieces[i].iov_len);
+}
+
+void ImageOutput::overwrite(uint64_t, const void*, size_t) {
+  throw Error("internal error: overwrite() of an image output whose size was fixed at creation");
+}
+
+std::unique_ptr<ImageOutput> ImageSink::create_unsized(const std::string& name) {
+  throw Error("internal error: " + describe() + " cannot take image " + name +
+              " without its size (no parallel outputs)");
+}
+
 namespace {
 
 // One image file being written under a temporary name, renamed into place by commit().
 class FileOutput : public ImageOutput {
  public:
+  static constexpr uint64_t kUnsized = UINT64_MAX;
+
   FileOutput(int dir_fd, std::string dir, std::string name, uint64_t size)
       : dir_fd_(dir_fd),
         dir_(std::move(dir)),
@@ -51,8 +69,52 @@ class FileOutput : public ImageOutput {
     written_ += size;
   }
 
+  void write_vectored(const iovec* pieces, size_t count) override {
+    size_t total = 0;
+    for (size_t i = 0; i < count; ++i) total += pieces[i].iov_len;
+    check_room(total);
+    std::vector<iovec> left(pieces, pieces + count);
+    size_t first = 0;
+    size_t remaining = total;
+    while (remaining > 0) {
+      int n_iov = static_cast<int>(std::min<size_t>(left.size() - first, IOV_MAX));
+      ssize_t n = ::writev(fd_.get(), left.data() + first, n_iov);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        throw_errno("write " + path(temp_name_));
+      }
+      remaining -= static_cast<size_t>(n);
+      for (size_t done = static_cast<size_t>(n); done > 0 && first < left.size();) {
+        size_t take = std::min(done, left[first].iov_len);
+        left[first].iov_base = static_cast<char*>(left[first].iov_base) + take;
+        left[first].iov_len -= take;
+        done -= take;
+        if (left[first].iov_len == 0) ++first;
+      }
+      while (first < left.size() && left[first].iov_len == 0) ++first;
+    }
+    written_ += total;
+  }
+
+  void overwrite(uint64_t offset, const void* data, size_t size) override {
+    if (size_ != kUnsized) ImageOutput::overwrite(offset, data, size);
+    if (offset > written_ || size > written_ - offset)
+      throw Error(path(name_) + ": overwrite past the bytes written");
+    const auto* p = static_cast<const char*>(data);
+    while (size > 0) {
+      ssize_t n = ::pwrite(fd_.get(), p, size, static_cast<off_t>(offset));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        throw_errno("write " + path(temp_name_));
+      }
+      p += n;
+      size -= static_cast<size_t>(n);
+      offset += static_cast<uint64_t>(n);
+    }
+  }
+
   void commit() override {
-    if (written_ != size_)
+    if (size_ != kUnsized && written_ != size_)
       throw Error(path(name_) + ": " + std::to_string(written_) + " bytes written of the " +
                   std::to_string(size_) + " announced");
     if (::renameat(dir_fd_, temp_name_.c_str(), dir_fd_, name_.c_str()) < 0)
@@ -65,7 +127,7 @@ class FileOutput : public ImageOutput {
   std::string path(const std::string& name) const { return dir_ + "/" + name; }
 
   void check_room(size_t size) const {
-    if (size > size_ - written_)
+    if (size_ != kUnsized && size > size_ - written_)
       throw Error(path(name_) + ": more than the " + std::to_string(size_) +
                   " bytes announced written");
   }
@@ -96,6 +158,10 @@ std::unique_ptr<ImageOutput> DirectorySink::create(const std::string& name, uint
   return std::make_unique<FileOutput>(dir_fd_.get(), dir_, name, size);
 }
 
+std::unique_ptr<ImageOutput> DirectorySink::create_unsized(const std::string& name) {
+  return create(name, FileOutput::kUnsized);
+}
+
 void DirectorySink::finish() {
   if (in_memory_fs_) return;
   if (::syncfs(dir_fd_.get()) < 0) throw_errno("sync the file system of " + dir_);
@@ -104,19 +170,25 @@ void DirectorySink::finish() {
 
 class MemorySink::Output : public ImageOutput {
  public:
-  Output(MemorySink& sink, std::string name, uint64_t size)
-      : sink_(sink), name_(std::move(name)), size_(size) {
-    data_.reserve(size);
-    sink_.output_open_ = true;
+  Output(MemorySink& sink, std::string name, uint64_t size, bool sized)
+      : sink_(sink), name_(std::move(name)), size_(size), sized_(sized) {
+    if (sized_) data_.reserve(size);
+    ++sink_.outputs_open_;
   }
-  ~Output() override { sink_.output_open_ = false; }
+  ~Output() override { --sink_.outputs_open_; }
   void write(const void* data, size_t size) override {
-    if (size > size_ - data_.size())
+    if (sized_ && size > size_ - data_.size())
       throw Error(name_ + ": more than the " + std::to_string(size_) + " bytes announced written");
     data_.append(static_cast<const char*>(data), size);
   }
+  void overwrite(uint64_t offset, const void* data, size_t size) override {
+    if (sized_) ImageOutput::overwrite(offset, data, size);
+    if (offset > data_.size() || size > data_.size() - offset)
+      throw Error(name_ + ": overwrite past the bytes written");
+    data_.replace(offset, size, static_cast<const char*>(data), size);
+  }
   void commit() override {
-    if (data_.size() != size_)
+    if (sized_ && data_.size() != size_)
       throw Error(name_ + ": " + std::to_string(data_.size()) + " bytes written of the " +
                   std::to_string(size_) + " announced");
     sink_.images_[name_] = std::move(data_);
@@ -127,18 +199,30 @@ class MemorySink::Output : public ImageOutput {
   MemorySink& sink_;
   std::string name_;
   uint64_t size_;
+  bool sized_;
   std::string data_;
 };
 
-std::unique_ptr<ImageOutput> MemorySink::create(const std::string& name, uint64_t size) {
-  if (output_open_) throw Error("image " + name + " created while another output is open");
+std::unique_ptr<ImageOutput> MemorySink::open(const std::string& name, uint64_t size, bool sized) {
+  if (outputs_open_ > 0 && !parallel_)
+    throw Error("image " + name + " created while another output is open");
+  if (!sized && !parallel_)
+    throw Error("image " + name + " created without its size by a dump into a streaming sink");
   if (finished_) throw Error("image " + name + " created after finish()");
   if (images_.count(name)) throw Error("image " + name + " written twice");
-  return std::make_unique<Output>(*this, name, size);
+  return std::make_unique<Output>(*this, name, size, sized);
+}
+
+std::unique_ptr<ImageOutput> MemorySink::create(const std::string& name, uint64_t size) {
+  return open(name, size, true);
+}
+
+std::unique_ptr<ImageOutput> MemorySink::create_unsized(const std::string& name) {
+  return open(name, 0, false);
 }
 
 void MemorySink::finish() {
-  if (output_open_) throw Error("finish() while an image output is open");
+  if (outputs_open_ > 0) throw Error("finish() while an image output is open");
   finished_ = true;
 }
 

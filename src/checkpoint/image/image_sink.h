@@ -13,7 +13,16 @@
 //   - finish() is called once, after the last output, when the dump succeeded: the sink makes the
 //     whole image set durable (or sends its end marker). A sink that is destroyed without
 //     finish() belongs to a failed dump.
+//
+// A sink that answers true to parallel_outputs() (files in a directory, not a stream) also takes:
+//   - several outputs open at once, created and committed by the dump's thread, each written by
+//     one thread at a time, different outputs by different threads at once;
+//   - outputs of a size known only when they are committed (create_unsized()), whose first bytes
+//     (the header with the payload size) are rewritten with overwrite() before commit().
+// The page dump uses this to write one page image per thread, holding only non-zero pages.
 #pragma once
+
+#include <sys/uio.h>
 
 #include <cstdint>
 #include <map>
@@ -29,6 +38,11 @@ class ImageOutput {
   virtual ~ImageOutput() = default;
   // Appends `size` bytes. Throws cryo::Error (e.g. ENOSPC) naming the output.
   virtual void write(const void* data, size_t size) = 0;
+  // Appends the `count` pieces of `pieces` in order (default: one write() each).
+  virtual void write_vectored(const iovec* pieces, size_t count);
+  // Outputs of ImageSink::create_unsized() only: replaces `size` bytes already written at
+  // `offset` (e.g. the header, once the payload's size is known).
+  virtual void overwrite(uint64_t offset, const void* data, size_t size);
   // Every byte announced at creation was written: the image is complete.
   virtual void commit() = 0;
 };
@@ -38,6 +52,11 @@ class ImageSink {
   virtual ~ImageSink() = default;
   // A new output named `name` (e.g. "pages-42.img") of exactly `size` bytes.
   virtual std::unique_ptr<ImageOutput> create(const std::string& name, uint64_t size) = 0;
+  // Whether the sink takes several outputs at once and outputs sized at commit (see above). A
+  // streaming sink keeps the default: one output at a time, its size known when it is created.
+  virtual bool parallel_outputs() const { return false; }
+  // Only when parallel_outputs(): a new output whose size is whatever was written at commit().
+  virtual std::unique_ptr<ImageOutput> create_unsized(const std::string& name);
   // After the last output of a successful dump.
   virtual void finish() = 0;
   // For error messages: "image directory /x", "export stream"...
@@ -52,6 +71,8 @@ class DirectorySink : public ImageSink {
  public:
   explicit DirectorySink(std::string dir);
   std::unique_ptr<ImageOutput> create(const std::string& name, uint64_t size) override;
+  bool parallel_outputs() const override { return true; }
+  std::unique_ptr<ImageOutput> create_unsized(const std::string& name) override;
   void finish() override;
   std::string describe() const override { return "image directory " + dir_; }
   const std::string& dir() const { return dir_; }
@@ -63,11 +84,14 @@ class DirectorySink : public ImageSink {
 };
 
 // Collects every image in memory (tests; small dumps sent elsewhere afterwards). Enforces the
-// sink contract above: it throws on a second open output, on a size mismatch and on finish()
-// while an output is open.
+// sink contract above: it throws on a second open output (unless made with parallel outputs), on
+// a size mismatch and on finish() while an output is open.
 class MemorySink : public ImageSink {
  public:
+  explicit MemorySink(bool parallel_outputs = false) : parallel_(parallel_outputs) {}
   std::unique_ptr<ImageOutput> create(const std::string& name, uint64_t size) override;
+  bool parallel_outputs() const override { return parallel_; }
+  std::unique_ptr<ImageOutput> create_unsized(const std::string& name) override;
   void finish() override;
   std::string describe() const override { return "in-memory image set"; }
 
@@ -76,8 +100,10 @@ class MemorySink : public ImageSink {
 
  private:
   class Output;
+  std::unique_ptr<ImageOutput> open(const std::string& name, uint64_t size, bool sized);
   std::map<std::string, std::string> images_;
-  bool output_open_ = false;
+  bool parallel_;
+  int outputs_open_ = 0;
   bool finished_ = false;
 };
 
