@@ -233,10 +233,14 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
     if (options.images_complete) options.images_complete();
   } else {
     finish_sink();
+    uint64_t synced = steady_now_us();
     if (options.images_complete) options.images_complete();
     files.keep_tcp_repair_for_kill();
+    uint64_t killing = steady_now_us();
     tree.kill(options.wait_for_exit);
     stats.frozen_time = steady_now_us() - frozen_at;
+    LOG_DEBUG << "images durable in " << (synced - images_done) << " us, the kill took "
+              << (steady_now_us() - killing) << " us";
   }
   LOG_DEBUG << "dump of " << process_count << " processes: " << (processes_done - frozen_at)
             << " us dumping them, " << (images_done - processes_done) << " us tree images, "

@@ -149,25 +149,33 @@ struct QueueSnapshot {
   std::string data;
 };
 
-QueueSnapshot snapshot_queue(int fd, int queue, size_t room, const char* what) {
+// The peek buffer starts at what the queue held a moment ago (plus slack) and doubles up to
+// `max_room` if the queue was found larger: sizing it by the socket's buffer size instead cost
+// ~25 ms per connection here (a zeroed 8 MiB buffer, every page a first-touch fault).
+QueueSnapshot snapshot_queue(int fd, int queue, size_t room, size_t max_room, const char* what) {
   select_queue(fd, queue);
-  std::string buf(room, '\0');
+  room = std::min(room, max_room);
+  auto buf = std::make_unique_for_overwrite<char[]>(room);
   for (int attempt = 0;; ++attempt) {
     auto end_before = static_cast<uint32_t>(
         sockets::get_int_option(fd, IPPROTO_TCP, TCP_QUEUE_SEQ, "TCP_QUEUE_SEQ"));
     ssize_t n;
     do {
-      n = ::recv(fd, buf.data(), buf.size(), MSG_PEEK | MSG_DONTWAIT);
+      n = ::recv(fd, buf.get(), room, MSG_PEEK | MSG_DONTWAIT);
     } while (n < 0 && errno == EINTR);
     if (n < 0 && errno == EAGAIN) n = 0;
     if (n < 0) throw_errno(std::string("peeking the ") + what);
-    if (static_cast<size_t>(n) == buf.size())
-      throw Error(std::string("the ") + what + " outgrew its peek buffer");
+    if (static_cast<size_t>(n) == room) {
+      if (room >= max_room) throw Error(std::string("the ") + what + " outgrew its peek buffer");
+      room = std::min(room * 2, max_room);
+      buf = std::make_unique_for_overwrite<char[]>(room);
+      continue;
+    }
     auto end_after = static_cast<uint32_t>(
         sockets::get_int_option(fd, IPPROTO_TCP, TCP_QUEUE_SEQ, "TCP_QUEUE_SEQ"));
     if (end_before == end_after)
       return QueueSnapshot{end_after - static_cast<uint32_t>(n),
-                           buf.substr(0, static_cast<size_t>(n))};
+                           std::string(buf.get(), static_cast<size_t>(n))};
     if (attempt == 100) throw Error(std::string("the ") + what + " keeps changing");
   }
 }
@@ -225,14 +233,17 @@ void dump_established(DumpContext& ctx, const DumpedFd& fd, const json& local, c
   // mode does not stop a socket whose queue is not selected from transmitting), but what leaves
   // now is dropped by the hold: bytes counted here as unsent never reached the peer.
   if (::ioctl(s, SIOCOUTQNSD, &notsent) < 0) throw_errno("ioctl SIOCOUTQNSD");
-  auto room = [&](int queued, int buffer_option) {
+  auto max_room = [&](int queued, int buffer_option) {
     return static_cast<size_t>(std::max(
                queued, sockets::get_int_option(s, SOL_SOCKET, buffer_option, "buffer size"))) *
                2 +
            65536;
   };
-  QueueSnapshot received = snapshot_queue(s, TCP_RECV_QUEUE, room(inq, SO_RCVBUF), "receive queue");
-  QueueSnapshot sending = snapshot_queue(s, TCP_SEND_QUEUE, room(outq, SO_SNDBUF), "send queue");
+  auto room = [](int queued) { return static_cast<size_t>(std::max(queued, 0)) * 2 + 65536; };
+  QueueSnapshot received =
+      snapshot_queue(s, TCP_RECV_QUEUE, room(inq), max_room(inq, SO_RCVBUF), "receive queue");
+  QueueSnapshot sending =
+      snapshot_queue(s, TCP_SEND_QUEUE, room(outq), max_room(outq, SO_SNDBUF), "send queue");
   select_queue(s, TCP_NO_QUEUE);
 
   // Sequence numbers of the first queued byte: writing the queue back advances them to the

@@ -33,29 +33,49 @@ struct stat stat_of(int fd, const char* what) {
   return st;
 }
 
-// Runs nft `commands` (one transaction) in network namespace `netns`. libnftables talks netlink
-// from the namespace of the calling thread, so a thread of its own enters `netns` (setns of one
-// thread leaves cryo's other threads where they are).
-void run_nft_in(int netns, const std::string& commands, const std::string& what) {
+// Runs nft `commands` (one transaction) through `ctx`, whose netlink socket already lives in the
+// right network namespace.
+void run_nft(nft_ctx* ctx, const std::string& commands, const std::string& what) {
+  int rc = nft_run_cmd_from_buffer(ctx, commands.c_str());
+  std::string error = rc == 0 ? "" : nft_ctx_get_error_buffer(ctx);
+  while (!error.empty() && error.back() == '\n') error.pop_back();
+  if (rc != 0) throw Error(what + ": nftables: " + error);
+}
+
+}  // namespace
+
+void NftContextFree::operator()(nft_ctx* ctx) const {
+  nft_ctx_free(ctx);
+}
+
+// libnftables opens its netlink socket when the context is created, in the network namespace of
+// the creating thread: a thread of its own enters `netns` for that (setns of one thread leaves
+// cryo's other threads where they are), and every later command of the context, from any thread,
+// talks to `netns`. One context per hold: creating one costs milliseconds.
+NftContext open_nft_context_in(int netns) {
+  NftContext context;
   std::string failure;
-  std::thread runner([&] {
+  std::thread opener([&] {
     try {
       if (::setns(netns, CLONE_NEWNET) < 0) throw_errno("setns to the connections' netns");
-      nft_ctx* ctx = nft_ctx_new(NFT_CTX_DEFAULT);
-      if (ctx == nullptr) throw Error("nft_ctx_new failed");
-      nft_ctx_buffer_output(ctx);
-      nft_ctx_buffer_error(ctx);
-      int rc = nft_run_cmd_from_buffer(ctx, commands.c_str());
-      std::string error = rc == 0 ? "" : nft_ctx_get_error_buffer(ctx);
-      nft_ctx_free(ctx);
-      while (!error.empty() && error.back() == '\n') error.pop_back();
-      if (rc != 0) throw Error("nftables: " + error);
+      context.reset(nft_ctx_new(NFT_CTX_DEFAULT));
+      if (!context) throw Error("nft_ctx_new failed");
+      nft_ctx_buffer_output(context.get());
+      nft_ctx_buffer_error(context.get());
     } catch (const std::exception& e) {
       failure = e.what();
     }
   });
-  runner.join();
-  if (!failure.empty()) throw Error(what + ": " + failure);
+  opener.join();
+  if (!failure.empty()) throw Error("nftables in the connections' network namespace: " + failure);
+  return context;
+}
+
+namespace {
+
+void run_nft_in(int netns, const std::string& commands, const std::string& what) {
+  NftContext context = open_nft_context_in(netns);
+  run_nft(context.get(), commands, what);
 }
 
 // "ip" or "ip6" and the address as nft reads it (IPv4-mapped IPv6 addresses travel as IPv4).
@@ -117,17 +137,19 @@ void TcpPacketHold::hold(int socket_fd, const TcpConnection& c, ImageSink& sink)
     commands += drop_rule(table_, chain, c.local_ip, c.local_port, c.peer_ip, c.peer_port);
     commands += drop_rule(table_, chain, c.peer_ip, c.peer_port, c.local_ip, c.local_port);
   }
-  run_nft_in(netns_.get(), commands,
-             "holding back the packets of TCP connection " + c.local_ip + ":" +
-                 std::to_string(c.local_port) + " -> " + c.peer_ip + ":" +
-                 std::to_string(c.peer_port));
+  if (!nft_) nft_ = open_nft_context_in(netns_.get());
+  run_nft(nft_.get(), commands,
+          "holding back the packets of TCP connection " + c.local_ip + ":" +
+              std::to_string(c.local_port) + " -> " + c.peer_ip + ":" +
+              std::to_string(c.peer_port));
   held_.insert(key);
 }
 
 void TcpPacketHold::release() {
   if (table_.empty()) return;
-  run_nft_in(netns_.get(), "delete table inet " + table_ + "\n",
-             "removing the TCP packet hold " + table_);
+  if (!nft_) nft_ = open_nft_context_in(netns_.get());
+  run_nft(nft_.get(), "delete table inet " + table_ + "\n",
+          "removing the TCP packet hold " + table_);
   table_.clear();
   held_.clear();
 }

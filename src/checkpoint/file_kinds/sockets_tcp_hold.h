@@ -12,13 +12,23 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <memory>
 #include <set>
 #include <string>
 #include <tuple>
 
 #include "checkpoint/file_kinds/file_kind.h"
 
+struct nft_ctx;
+
 namespace cryo::ckpt::files::sockets {
+
+struct NftContextFree {
+  void operator()(nft_ctx* ctx) const;
+};
+// A libnftables context whose netlink socket is in one network namespace.
+using NftContext = std::unique_ptr<nft_ctx, NftContextFree>;
+NftContext open_nft_context_in(int netns);
 
 inline constexpr const char* kTcpHoldImage = "tcp-hold.img";
 
@@ -55,6 +65,7 @@ class TcpPacketHold {
   std::string table_;  // empty until the first connection
   uint64_t netns_dev_ = 0, netns_ino_ = 0;
   UniqueFd netns_;
+  NftContext nft_;  // created with the table, reused for every connection and the release
   std::set<std::tuple<std::string, uint16_t, std::string, uint16_t>> held_;
   bool kept_ = false;
 };

@@ -64,9 +64,10 @@ class ImageSink {
 };
 
 // Writes each image as a file of `dir` (created if missing), exactly as the directory format
-// says. An output is written to a temporary name and renamed when committed; nothing is fsynced
-// per file: finish() syncs the file system once (syncfs) and the directory, unless `dir` is on
-// tmpfs/ramfs, where there is nothing to make durable.
+// says. An output is written to a temporary name and renamed when committed, its writeback
+// started then; finish() fsyncs every regular file of `dir` (the images and anything the caller
+// wrote there before) and the directory, unless `dir` is on tmpfs/ramfs, where there is nothing
+// to make durable.
 class DirectorySink : public ImageSink {
  public:
   explicit DirectorySink(std::string dir);

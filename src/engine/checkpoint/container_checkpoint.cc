@@ -285,7 +285,7 @@ ContainerCheckpointResult checkpoint_container(const StorePaths& paths, const st
       out->commit();
       dump_options.sink = &export_sink;
     } else {
-      // Made durable with the images (the sink syncs their file system before the commit).
+      // Made durable with the images (the sink fsyncs every file of the directory).
       fs::write_file_replace(temp_dir + "/" + kContainerImage, saved_text, 0600);
     }
     dump_options.images_complete = [&] {
