@@ -82,6 +82,31 @@ struct Range {
   bool readable;
 };
 
+// Calls `run(piece, first_page, pages, offset_in_data)` for each run of pages worth keeping in
+// `data`, the batch just read for `pieces` (in order): every page of a piece whose zero pages are
+// not skipped, and the pages that are not all zeros otherwise.
+template <typename OnRun>
+void for_each_kept_run(const std::vector<Range>& pieces, const uint8_t* data, OnRun&& run) {
+  size_t at = 0;
+  for (const Range& piece : pieces) {
+    auto skipped = [&](uint64_t page) {
+      return piece.skip_zero && page_is_zero(data + at + page * kPageSize);
+    };
+    uint64_t i = 0;
+    while (i < piece.pages) {
+      if (skipped(i)) {
+        ++i;
+        continue;
+      }
+      uint64_t j = i + 1;
+      while (j < piece.pages && !skipped(j)) ++j;
+      run(piece, i, j - i, at + i * kPageSize);
+      i = j;
+    }
+    at += piece.pages * kPageSize;
+  }
+}
+
 // Buffers the page copier reads into, populated once for the whole dump (first touches cost
 // ~10 µs per page here). Small enough to stay in the CPU caches between the read and the write.
 class CopyBuffers {
@@ -223,24 +248,11 @@ class PageCopier {
     read_remote(pid_, mem_, remote, pieces, data, bytes);
 
     const uint64_t base = next_offset_;
-    size_t at = 0;
-    for (const Range& piece : pieces) {
-      uint64_t i = 0;
-      while (i < piece.pages) {
-        const uint8_t* page = data + at + i * kPageSize;
-        if (piece.skip_zero && page_is_zero(page)) {
-          ++i;
-          continue;
-        }
-        uint64_t j = i + 1;
-        while (j < piece.pages && !(piece.skip_zero && page_is_zero(data + at + j * kPageSize)))
-          ++j;
-        add_run(runs, piece.key + i * kPageSize, j - i, base + at + i * kPageSize, 0);
-        counters_.pages_written += j - i;
-        i = j;
-      }
-      at += piece.pages * kPageSize;
-    }
+    for_each_kept_run(pieces, data,
+                      [&](const Range& piece, uint64_t first, uint64_t pages, size_t at) {
+                        add_run(runs, piece.key + first * kPageSize, pages, base + at, 0);
+                        counters_.pages_written += pages;
+                      });
     next_offset_ += bytes;
     counters_.read_us += steady_now_us() - t0;
     submit(buffer, bytes);
@@ -446,31 +458,18 @@ class ShardedPageDump {
       read_remote(pid_, mem, remote, pieces, data, bytes);
       keep.clear();
       uint64_t offset = shard.writer->payload_size();
-      size_t at = 0;
-      for (const Range& piece : pieces) {
-        uint64_t i = 0;
-        while (i < piece.pages) {
-          const uint8_t* page = data + at + i * kPageSize;
-          if (piece.skip_zero && page_is_zero(page)) {
-            ++i;
-            continue;
-          }
-          uint64_t j = i + 1;
-          while (j < piece.pages && !(piece.skip_zero && page_is_zero(data + at + j * kPageSize)))
-            ++j;
-          uint64_t len = (j - i) * kPageSize;
-          if (!keep.empty() && static_cast<uint8_t*>(keep.back().iov_base) + keep.back().iov_len ==
-                                   data + at + i * kPageSize)
-            keep.back().iov_len += len;
-          else
-            keep.push_back({data + at + i * kPageSize, len});
-          add_run(shard.runs, piece.key + i * kPageSize, j - i, offset, image);
-          offset += len;
-          shard.counters.pages_written += j - i;
-          i = j;
-        }
-        at += piece.pages * kPageSize;
-      }
+      for_each_kept_run(
+          pieces, data, [&](const Range& piece, uint64_t first, uint64_t pages, size_t at) {
+            uint64_t len = pages * kPageSize;
+            if (!keep.empty() &&
+                static_cast<uint8_t*>(keep.back().iov_base) + keep.back().iov_len == data + at)
+              keep.back().iov_len += len;
+            else
+              keep.push_back({data + at, len});
+            add_run(shard.runs, piece.key + first * kPageSize, pages, offset, image);
+            offset += len;
+            shard.counters.pages_written += pages;
+          });
       uint64_t t1 = steady_now_us();
       shard.counters.read_us += t1 - t0;
       if (!keep.empty()) shard.writer->append_vectored(keep.data(), keep.size());
