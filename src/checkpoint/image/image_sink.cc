@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "common/error.h"
@@ -173,12 +174,16 @@ std::unique_ptr<ImageOutput> DirectorySink::create_unsized(const std::string& na
 // image is already under writeback (started by its commit).
 void DirectorySink::finish() {
   if (in_memory_fs_) return;
-  DIR* listing = ::fdopendir(::dup(dir_fd_.get()));
-  if (listing == nullptr) throw_errno("list " + dir_);
   std::vector<std::string> files;
-  while (struct dirent* entry = ::readdir(listing))
-    if (entry->d_type == DT_REG) files.emplace_back(entry->d_name);
-  ::closedir(listing);
+  {
+    UniqueFd listed(::openat(dir_fd_.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!listed) throw_errno("open " + dir_ + " to list it");
+    std::unique_ptr<DIR, int (*)(DIR*)> listing(::fdopendir(listed.get()), ::closedir);
+    if (!listing) throw_errno("list " + dir_);
+    listed.release();  // owned by `listing` now
+    while (struct dirent* entry = ::readdir(listing.get()))
+      if (entry->d_type == DT_REG) files.emplace_back(entry->d_name);
+  }
   for (const std::string& name : files) {
     UniqueFd fd(::openat(dir_fd_.get(), name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
     if (!fd) throw_errno("open " + dir_ + "/" + name + " to sync it");

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static char out_path[4096];
@@ -133,4 +134,20 @@ void test_write_verdict_and_exit(const char* path, const char* fmt, ...) {
     rename(tmp, path);
   }
   _exit(0);
+}
+
+int test_fork_outside_tree(void) {
+  pid_t child = fork();
+  if (child < 0) test_fail("fork");
+  if (child == 0) {
+    if (setsid() < 0) _exit(1);
+    pid_t grandchild = fork();
+    if (grandchild < 0) _exit(1);
+    if (grandchild == 0) return 0;
+    _exit(0);
+  }
+  int status;
+  if (waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    test_fail("starting the helper outside the tree");
+  return 1;
 }

@@ -23,6 +23,9 @@ void test_fill_random(void* buf, size_t size, uint64_t seed);
 size_t test_check_random(const void* buf, size_t size, uint64_t seed);
 /* The kernel's TCP state of socket `fd` (TCP_ESTABLISHED, ...); fails the test if unreadable. */
 int test_tcp_state(int fd);
+/* Forks a helper outside the dumped tree (a grandchild in a session of its own, reparented away
+ * from the test): returns 0 in the helper, and in the test once the helper exists. */
+int test_fork_outside_tree(void);
 /* For a helper process outside the dumped tree: writes one line to `path` (through path.tmp and
  * a rename, so a reader never sees half of it) and exits. */
 void test_write_verdict_and_exit(const char* path, const char* fmt, ...)

@@ -47,7 +47,8 @@ static unsigned char pattern(int connection, size_t i) {
  * failure). Not the output file itself: that appears only with the test's first line (READY),
  * which may come after the helper's first look, and the helper would end (resetting both
  * connections, as it closes them with bytes unread) before the dump. */
-static void helper(int listener, int commands, int answers, const char* output_dir) {
+static __attribute__((noreturn)) void helper(int listener, int commands, int answers,
+                                             const char* output_dir) {
   int peers[CONNECTIONS];
   int accepted = 0;
   char command;
@@ -175,22 +176,11 @@ int main(int argc, char** argv) {
     test_fail("listen: %s", strerror(errno));
   int commands[2], answers[2];
   if (pipe(commands) < 0 || pipe(answers) < 0) test_fail("pipe");
-  pid_t child = fork();
-  if (child < 0) test_fail("fork");
-  if (child == 0) {
-    if (setsid() < 0) _exit(1);
-    pid_t grandchild = fork();
-    if (grandchild < 0) _exit(1);
-    if (grandchild == 0) {
-      close(commands[1]);
-      close(answers[0]);
-      helper(listener, commands[0], answers[1], output_dir);
-    }
-    _exit(0);
+  if (test_fork_outside_tree() == 0) {
+    close(commands[1]);
+    close(answers[0]);
+    helper(listener, commands[0], answers[1], output_dir);
   }
-  int status;
-  if (waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
-    test_fail("starting the helper");
   close(listener);
   close(commands[0]);
   close(answers[1]);

@@ -76,7 +76,7 @@ static char verdict_path[4096];
  * "back" and the end of the stream from each. Gives up when the directory of the test's output is
  * gone (the harness cleaned up after a failure), so that it never outlives the test; not the
  * output file itself, which appears only with the test's first line (READY). */
-static void helper(const char* output_dir) {
+static __attribute__((noreturn)) void helper(const char* output_dir) {
   unsigned char* payload = malloc(PAYLOAD);
   for (int i = 0; i < CONNECTIONS; ++i) {
     struct connection* c = &connections[i];
@@ -152,18 +152,7 @@ int main(int argc, char** argv) {
     c->address_len =
         make_address(c->client_family, c->connect_ip, port_of(c->listener), &c->address);
   }
-  pid_t child = fork();
-  if (child < 0) test_fail("fork");
-  if (child == 0) {
-    if (setsid() < 0) _exit(1);
-    pid_t grandchild = fork();
-    if (grandchild < 0) _exit(1);
-    if (grandchild == 0) helper(output_dir);
-    _exit(0);
-  }
-  int status;
-  if (waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
-    test_fail("starting the helper");
+  if (test_fork_outside_tree() == 0) helper(output_dir);
   for (int i = 0; i < CONNECTIONS; ++i) {
     struct connection* c = &connections[i];
     c->client = socket(c->client_family, SOCK_STREAM, 0);
