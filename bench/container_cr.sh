@@ -19,18 +19,9 @@
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
 source "$src/bench/lib/http.bash"
-build=$(cd "${1:-$src/build}" && pwd)
+bench_store "${1:-$src/build}" cr
 cycles=${2:-10}
-cryo_bin=$build/src/cli/cryo
-tmp=$(mktemp -d "${CRYO_BENCH_DIR:-/tmp}/cryo-cr-bench.XXXXXX")
-cryo() { "$cryo_bin" --root "$tmp/root" --runroot "$tmp/run" "$@"; }
-cleanup() {
-  [[ -n ${poller:-} ]] && kill "$poller" 2>/dev/null || true
-  cryo rm -f -t 0 -a >/dev/null 2>&1 || true
-  { grep -o " $tmp[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do umount -l "$m" || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+bench_extra_cleanup() { [[ -n ${poller:-} ]] && kill "$poller" 2>/dev/null || true; }
 # Median (min, max) of the numbers (µs) in file $1, in ms.
 summary() { sort -n "$1" | awk '{a[NR]=$1} END {printf "%8.1f ms  (min %.1f, max %.1f, n=%d)", a[int((NR+1)/2)]/1000, a[1]/1000, a[NR]/1000, NR}'; }
 json_field() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(eval(sys.argv[2], {}, {"d": d}))' "$1" "$2"; }

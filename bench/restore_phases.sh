@@ -9,17 +9,8 @@
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
 source "$src/bench/lib/http.bash"
-build=$(cd "${1:-$src/build}" && pwd)
+bench_store "${1:-$src/build}" phases
 cycles=${2:-10}
-cryo_bin=$build/src/cli/cryo
-tmp=$(mktemp -d "${CRYO_BENCH_DIR:-/tmp}/cryo-phases-bench.XXXXXX")
-cryo() { "$cryo_bin" --root "$tmp/root" --runroot "$tmp/run" "$@"; }
-cleanup() {
-  cryo rm -f -t 0 -a >/dev/null 2>&1 || true
-  { grep -o " $tmp[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do umount -l "$m" || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
 mark() { echo "${EPOCHREALTIME/./} $$ $1" >>"$tmp/trace.$2"; }
 
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -12,3 +12,21 @@ http_answers() {
   exec 3<&-
   [[ $line == HTTP/* ]]
 }
+
+# A private store for a benchmark: sets build, cryo_bin and tmp (under /tmp or CRYO_BENCH_DIR),
+# defines cryo() on that store, and removes every container, mount and file of it at exit
+# (bench_extra_cleanup, if the script defines it, runs first).
+#   bench_store BUILD_DIR NAME
+bench_store() {
+  build=$(cd "$1" && pwd)
+  cryo_bin=$build/src/cli/cryo
+  tmp=$(mktemp -d "${CRYO_BENCH_DIR:-/tmp}/cryo-$2-bench.XXXXXX")
+  trap bench_store_cleanup EXIT
+}
+cryo() { "$cryo_bin" --root "$tmp/root" --runroot "$tmp/run" "$@"; }
+bench_store_cleanup() {
+  if declare -F bench_extra_cleanup >/dev/null; then bench_extra_cleanup; fi
+  cryo rm -f -t 0 -a >/dev/null 2>&1 || true
+  { grep -o " $tmp[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do umount -l "$m" || true; done
+  rm -rf "$tmp"
+}
