@@ -587,6 +587,10 @@ TEST(ProcessAttrs, DumpThroughRemoteSyscallsMatchesTheProcessOwnView) {
     message += "\n";
     if (write(to_parent[1], message.data(), message.size()) != static_cast<ssize_t>(message.size()))
       _exit(2);
+    // Building the message may have moved the break (malloc grows or trims the heap), and
+    // nothing allocates from here on: the remote dump must see this break.
+    uint64_t break_now = reinterpret_cast<uintptr_t>(sbrk(0));
+    if (write(to_parent[1], &break_now, sizeof break_now) != sizeof break_now) _exit(2);
     char c;
     // Dumped while blocked here; the read restarts after the injected batch.
     while (read(from_parent[0], &c, 1) != 1) {
@@ -597,14 +601,23 @@ TEST(ProcessAttrs, DumpThroughRemoteSyscallsMatchesTheProcessOwnView) {
   close(from_parent[0]);
   std::string text;
   char buffer[4096];
-  while (text.empty() || text.back() != '\n') {
+  auto complete = [&] {
+    size_t end = text.find('\n');
+    return end != std::string::npos && text.size() >= end + 1 + sizeof(uint64_t);
+  };
+  while (!complete()) {
     ssize_t n = read(to_parent[0], buffer, sizeof buffer);
     if (n <= 0) break;
     text.append(buffer, static_cast<size_t>(n));
   }
   close(to_parent[0]);
   ASSERT_EQ(text.rfind("FAIL", 0), std::string::npos) << text;
-  json own_view = json::parse(text);
+  ASSERT_TRUE(complete()) << text;
+  size_t end_of_json = text.find('\n');
+  uint64_t break_when_blocked = 0;
+  std::memcpy(&break_when_blocked, text.data() + end_of_json + 1, sizeof break_when_blocked);
+  json own_view = json::parse(text.substr(0, end_of_json));
+  own_view["process"]["brk"] = break_when_blocked;
   usleep(20000);  // let it block in read()
 
   json remote_process;
