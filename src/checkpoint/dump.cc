@@ -26,6 +26,7 @@
 #include "common/fault_injection.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/phase_trace.h"
 #include "common/unique_fd.h"
 
 namespace cryo::ckpt {
@@ -129,6 +130,7 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
   FrozenTree tree = with_context("freezing the tree of pid " + std::to_string(pid),
                                  [&] { return FrozenTree::freeze(pid, options.freezer_cgroup); });
   uint64_t frozen_at = steady_now_us();
+  phase_mark("dump: tree frozen");
   stats.freezing_time = frozen_at - t0;
   // container-cr: a tree in PID/time namespaces of its own (a container) is dumped as it sees
   // itself: PIDs of its namespace, and its clocks at freeze time.

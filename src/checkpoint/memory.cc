@@ -15,9 +15,11 @@
 #include <deque>
 #include <exception>
 #include <fstream>
+#include <future>
 #include <mutex>
 #include <optional>
 #include <sstream>
+#include <stdexcept>
 #include <thread>
 
 #include "checkpoint/file_kinds/file_kind.h"
@@ -27,6 +29,7 @@
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/phase_trace.h"
 #include "common/unique_fd.h"
 
 namespace cryo::ckpt {
@@ -63,12 +66,17 @@ uint64_t zero_page_pfn() {
 
 // Pages of data almost always differ from zero in their first bytes: look there first, then
 // 64 bytes at a time with an early exit, so that only the pages that are zero are read whole.
+// Loads by memcpy: a page read into an output's room (the export) need not be aligned.
 bool page_is_zero(const uint8_t* page) {
-  const auto* words = reinterpret_cast<const uint64_t*>(page);
-  if (words[0] != 0) return false;
+  auto word = [page](size_t i) {
+    uint64_t w;
+    std::memcpy(&w, page + i * 8, sizeof w);
+    return w;
+  };
+  if (word(0) != 0) return false;
   for (size_t i = 0; i < kPageSize / 8; i += 8) {
-    uint64_t acc = words[i] | words[i + 1] | words[i + 2] | words[i + 3] | words[i + 4] |
-                   words[i + 5] | words[i + 6] | words[i + 7];
+    uint64_t acc = word(i) | word(i + 1) | word(i + 2) | word(i + 3) | word(i + 4) | word(i + 5) |
+                   word(i + 6) | word(i + 7);
     if (acc != 0) return false;
   }
   return true;
@@ -174,13 +182,15 @@ void read_remote(pid_t pid, UniqueFd& mem, const std::vector<iovec>& remote,
   }
 }
 
-// Cuts `ranges` into batches of at most kCopyChunk bytes and kMaxIov pieces, in order, and calls
+// Cuts `ranges` into batches of at most `batch_limit()` bytes (asked as each batch begins: a
+// multiple of the page size, at least one page) and kMaxIov pieces, in order, and calls
 // `batch(remote, pieces, bytes)` for each.
-template <typename Batch>
-void for_each_batch(const std::vector<Range>& ranges, Batch&& batch) {
+template <typename Limit, typename Batch>
+void for_each_batch(const std::vector<Range>& ranges, Limit&& batch_limit, Batch&& batch) {
   std::vector<iovec> remote;
   std::vector<Range> pieces;
   size_t bytes = 0;
+  size_t limit = 0;
   auto flush = [&] {
     if (!pieces.empty()) batch(remote, pieces, bytes);
     remote.clear();
@@ -190,17 +200,26 @@ void for_each_batch(const std::vector<Range>& ranges, Batch&& batch) {
   for (const Range& r : ranges) {
     uint64_t done = 0;
     while (done < r.pages) {
-      uint64_t room = (kCopyChunk - bytes) / kPageSize;
+      if (pieces.empty()) {
+        limit = batch_limit();
+        if (limit < kPageSize || limit % kPageSize != 0)
+          throw std::logic_error("page batch limit of " + std::to_string(limit) + " bytes");
+      }
+      uint64_t room = (limit - bytes) / kPageSize;
       uint64_t n = std::min(room, r.pages - done);
       Range piece{r.addr + done * kPageSize, n, r.key + done * kPageSize, r.skip_zero, r.readable};
       remote.push_back({reinterpret_cast<void*>(piece.addr), n * kPageSize});
       pieces.push_back(piece);
       bytes += n * kPageSize;
       done += n;
-      if (bytes == kCopyChunk || remote.size() == kMaxIov) flush();
+      if (bytes == limit || remote.size() == kMaxIov) flush();
     }
   }
   flush();
+}
+
+size_t copy_chunk_limit() {
+  return kCopyChunk;
 }
 
 // Appends a run of `pages` pages at `key`, stored at `offset` of image `image`, merging it into
@@ -219,7 +238,7 @@ void add_run(std::vector<PageRun>& runs, uint64_t key, uint64_t pages, uint64_t 
 // ranges goes into the image (its size was fixed from pagemap before any page was read); pages
 // found to hold only zeros stay out of the runs, so restore leaves them untouched (zero).
 //
-// Reading (process_vm_readv into a buffer, zero-page detection) and writing (checksum and the
+// Reading (process_vm_readv into a buffer, zero-page detection, checksum) and writing (the
 // sink's write) overlap when there is more than one batch: a writer thread takes filled buffers
 // in order while the next ones are read, so the copy runs at the slower of the two, not at the
 // sum of both.
@@ -231,22 +250,62 @@ class PageCopier {
   ~PageCopier() { stop_writer(); }
 
   void copy(const std::vector<Range>& ranges, std::vector<PageRun>& runs) {
+    if (out_.write_room(kMinRoom).first) {
+      copy_in_place(ranges, runs);
+      return;
+    }
     uint64_t total_pages = 0;
     for (const Range& r : ranges) total_pages += r.pages;
     if (total_pages * kPageSize > kCopyChunk) start_writer();
-    for_each_batch(ranges, [&](const std::vector<iovec>& remote, const std::vector<Range>& pieces,
-                               size_t bytes) { read_batch(remote, pieces, bytes, runs); });
+    for_each_batch(ranges, copy_chunk_limit,
+                   [&](const std::vector<iovec>& remote, const std::vector<Range>& pieces,
+                       size_t bytes) { read_batch(remote, pieces, bytes, runs); });
     finish_writer();
   }
 
  private:
+  // Less room than this in the output's frame: a fresh frame rather than a small batch.
+  static constexpr size_t kMinRoom = 64 << 10;
+
+  // The output has room for the bytes (the export's compressor, whose workers compress each
+  // frame once it is full): every batch is read straight into it, checked and checksummed there
+  // while in this core's cache, and written from there without a copy, all by this thread.
+  void copy_in_place(const std::vector<Range>& ranges, std::vector<PageRun>& runs) {
+    uint8_t* room = nullptr;
+    auto room_limit = [&] {
+      auto [data, size] = out_.write_room(kMinRoom);
+      if (!data || size < kPageSize)
+        throw std::logic_error(out_.name() + ": the output's room went away");
+      room = static_cast<uint8_t*>(data);
+      return std::min(size / kPageSize * kPageSize, kCopyChunk);
+    };
+    for_each_batch(
+        ranges, room_limit,
+        [&](const std::vector<iovec>& remote, const std::vector<Range>& pieces, size_t bytes) {
+          uint64_t t0 = steady_now_us();
+          read_and_check(remote, pieces, room, bytes, runs);
+          uint64_t t1 = steady_now_us();
+          out_.append_checksummed(room, bytes);
+          counters_.read_us += t1 - t0;
+          counters_.write_us += steady_now_us() - t1;
+        });
+  }
+
   void read_batch(const std::vector<iovec>& remote, const std::vector<Range>& pieces, size_t bytes,
                   std::vector<PageRun>& runs) {
     uint64_t t0 = steady_now_us();
     size_t buffer = take_free_buffer();
-    uint8_t* data = CopyBuffers::get(buffer);
-    read_remote(pid_, mem_, remote, pieces, data, bytes);
+    read_and_check(remote, pieces, CopyBuffers::get(buffer), bytes, runs);
+    counters_.read_us += steady_now_us() - t0;
+    submit(buffer, bytes);
+  }
 
+  // Reads a batch into `data`, checksums it while it is still in this core's cache (the writer
+  // may run elsewhere) and records the runs of its pages worth restoring.
+  void read_and_check(const std::vector<iovec>& remote, const std::vector<Range>& pieces,
+                      uint8_t* data, size_t bytes, std::vector<PageRun>& runs) {
+    read_remote(pid_, mem_, remote, pieces, data, bytes);
+    out_.add_to_checksum(data, bytes);
     const uint64_t base = next_offset_;
     for_each_kept_run(pieces, data,
                       [&](const Range& piece, uint64_t first, uint64_t pages, size_t at) {
@@ -254,15 +313,13 @@ class PageCopier {
                         counters_.pages_written += pages;
                       });
     next_offset_ += bytes;
-    counters_.read_us += steady_now_us() - t0;
-    submit(buffer, bytes);
   }
 
   // --- the writer side ------------------------------------------------------------------------
 
   void write_buffer(size_t buffer, size_t bytes) {
     uint64_t t0 = steady_now_us();
-    out_.append(CopyBuffers::get(buffer), bytes);
+    out_.append_checksummed(CopyBuffers::get(buffer), bytes);
     write_us_ += steady_now_us() - t0;
   }
 
@@ -451,30 +508,31 @@ class ShardedPageDump {
     UniqueFd mem;
     std::vector<iovec> keep;
     const auto image = static_cast<uint32_t>(index);
-    for_each_batch(shard.ranges, [&](const std::vector<iovec>& remote,
-                                     const std::vector<Range>& pieces, size_t bytes) {
-      if (stop_) throw Error("stopped: another page image failed");
-      uint64_t t0 = steady_now_us();
-      read_remote(pid_, mem, remote, pieces, data, bytes);
-      keep.clear();
-      uint64_t offset = shard.writer->payload_size();
-      for_each_kept_run(
-          pieces, data, [&](const Range& piece, uint64_t first, uint64_t pages, size_t at) {
-            uint64_t len = pages * kPageSize;
-            if (!keep.empty() &&
-                static_cast<uint8_t*>(keep.back().iov_base) + keep.back().iov_len == data + at)
-              keep.back().iov_len += len;
-            else
-              keep.push_back({data + at, len});
-            add_run(shard.runs, piece.key + first * kPageSize, pages, offset, image);
-            offset += len;
-            shard.counters.pages_written += pages;
-          });
-      uint64_t t1 = steady_now_us();
-      shard.counters.read_us += t1 - t0;
-      if (!keep.empty()) shard.writer->append_vectored(keep.data(), keep.size());
-      shard.counters.write_us += steady_now_us() - t1;
-    });
+    for_each_batch(
+        shard.ranges, copy_chunk_limit,
+        [&](const std::vector<iovec>& remote, const std::vector<Range>& pieces, size_t bytes) {
+          if (stop_) throw Error("stopped: another page image failed");
+          uint64_t t0 = steady_now_us();
+          read_remote(pid_, mem, remote, pieces, data, bytes);
+          keep.clear();
+          uint64_t offset = shard.writer->payload_size();
+          for_each_kept_run(
+              pieces, data, [&](const Range& piece, uint64_t first, uint64_t pages, size_t at) {
+                uint64_t len = pages * kPageSize;
+                if (!keep.empty() &&
+                    static_cast<uint8_t*>(keep.back().iov_base) + keep.back().iov_len == data + at)
+                  keep.back().iov_len += len;
+                else
+                  keep.push_back({data + at, len});
+                add_run(shard.runs, piece.key + first * kPageSize, pages, offset, image);
+                offset += len;
+                shard.counters.pages_written += pages;
+              });
+          uint64_t t1 = steady_now_us();
+          shard.counters.read_us += t1 - t0;
+          if (!keep.empty()) shard.writer->append_vectored(keep.data(), keep.size());
+          shard.counters.write_us += steady_now_us() - t1;
+        });
   }
 
   pid_t pid_;
@@ -647,8 +705,9 @@ bool Vma::has_flag(const char* flag) const {
   return std::find(vm_flags.begin(), vm_flags.end(), flag) != vm_flags.end();
 }
 
-std::vector<Vma> read_vmas(pid_t pid) {
-  std::string path = "/proc/" + std::to_string(pid) + "/smaps";
+std::vector<Vma> read_vmas(pid_t pid, VmaDetail detail) {
+  std::string path =
+      "/proc/" + std::to_string(pid) + (detail == VmaDetail::kWithFlags ? "/smaps" : "/maps");
   std::ifstream in(path);
   if (!in) throw Error("cannot open " + path);
   std::vector<Vma> vmas;
@@ -846,7 +905,36 @@ void check_mapped_file(pid_t pid, const std::string& map_file, const Vma& vma, I
 json dump_memory(pid_t pid, ImageSink& sink, MemoryDumpCounters& counters, TreeMemory& tree) {
   std::map<uint64_t, json>& dumped_shmem = tree.shmem;
   std::string proc = "/proc/" + std::to_string(pid);
-  std::vector<Vma> vmas = read_vmas(pid);
+  // The VmFlags exist only in smaps, whose reading counts every page of the process (~17 ms per
+  // GiB): read on a thread of its own while the pages to copy are found from the mappings of
+  // /proc/PID/maps (the same ones: the process is frozen). Nothing is read from the process
+  // before its flags are known: device mappings are refused, not read.
+  // The kernel's own mappings are made anew, file and SysV shared ones mapped again at restore.
+  auto not_copied = [](const Vma& vma) {
+    return vma.kind == VmaKind::kVdso || vma.kind == VmaKind::kVvar ||
+           vma.kind == VmaKind::kVvarVclock || vma.kind == VmaKind::kVsyscall ||
+           vma.kind == VmaKind::kFileShared || vma.kind == VmaKind::kSysvShm;
+  };
+  std::vector<Vma> vmas = read_vmas(pid, VmaDetail::kWithoutFlags);
+  std::future<std::vector<Vma>> vmas_with_flags =
+      std::async(std::launch::async, [pid] { return read_vmas(pid, VmaDetail::kWithFlags); });
+  auto take_flags = [&] {
+    std::vector<Vma> flagged = vmas_with_flags.get();
+    if (flagged.size() != vmas.size())
+      throw Error("process " + std::to_string(pid) + ": " + std::to_string(flagged.size()) +
+                  " mappings in smaps, " + std::to_string(vmas.size()) + " in maps");
+    for (size_t i = 0; i < vmas.size(); ++i) {
+      if (flagged[i].start != vmas[i].start || flagged[i].end != vmas[i].end)
+        throw Error("process " + std::to_string(pid) + ": mapping " +
+                    RemoteAddr(vmas[i].start).hex() + " differs between maps and smaps");
+      vmas[i].vm_flags = std::move(flagged[i].vm_flags);
+    }
+    for (const Vma& vma : vmas)
+      if (!not_copied(vma) && (vma.has_flag("io") || vma.has_flag("pf")))
+        throw Error("process " + std::to_string(pid) + ": device mapping " + vma.path + " at " +
+                    RemoteAddr(vma.start).hex() + ": not supported yet");
+  };
+  phase_mark("dump: mappings read");
   UniqueFd pagemap(::open((proc + "/pagemap").c_str(), O_RDONLY | O_CLOEXEC));
   if (!pagemap) throw_errno("open " + proc + "/pagemap");
 
@@ -854,19 +942,12 @@ json dump_memory(pid_t pid, ImageSink& sink, MemoryDumpCounters& counters, TreeM
   uint64_t pages_in_ranges = 0;
   json vma_list = json::array();
   for (const Vma& vma : vmas) {
-    vma_list.push_back(vma_to_json(vma));
     char range[64];
     std::snprintf(range, sizeof range, "/map_files/%lx-%lx", static_cast<unsigned long>(vma.start),
                   static_cast<unsigned long>(vma.end));
     if (vma.kind == VmaKind::kFilePrivate || vma.kind == VmaKind::kFileShared)
       check_mapped_file(pid, proc + range, vma, sink, tree);
-    if (vma.kind == VmaKind::kVdso || vma.kind == VmaKind::kVvar ||
-        vma.kind == VmaKind::kVvarVclock || vma.kind == VmaKind::kVsyscall ||
-        vma.kind == VmaKind::kFileShared || vma.kind == VmaKind::kSysvShm)
-      continue;
-    if (vma.has_flag("io") || vma.has_flag("pf"))
-      throw Error("process " + std::to_string(pid) + ": device mapping " + vma.path + " at " +
-                  RemoteAddr(vma.start).hex() + ": not supported yet");
+    if (not_copied(vma)) continue;
     if (vma.kind == VmaKind::kSharedAnon) {
       if (dumped_shmem.count(vma.inode)) continue;
       // The whole object, read through the mapping's file (map_files): pages written only by
@@ -885,6 +966,9 @@ json dump_memory(pid_t pid, ImageSink& sink, MemoryDumpCounters& counters, TreeM
       pages_in_ranges += n;
     }
   }
+  take_flags();
+  for (const Vma& vma : vmas) vma_list.push_back(vma_to_json(vma));
+  phase_mark("dump: pages to copy found");
   std::string pages_base = "pages-" + std::to_string(pid);
   std::vector<PageRun> runs;
   json pages_images = json::array();
@@ -906,6 +990,7 @@ json dump_memory(pid_t pid, ImageSink& sink, MemoryDumpCounters& counters, TreeM
     pages_images.push_back(pages.name());
   }
 
+  phase_mark("dump: pages copied");
   json mm;
   mm["vmas"] = vma_list;
   mm["runs"] = runs_to_json(runs);

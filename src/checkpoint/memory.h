@@ -50,7 +50,9 @@ struct Vma {
   bool has_flag(const char* flag) const;
 };
 
-std::vector<Vma> read_vmas(pid_t pid);
+// kWithFlags reads /proc/PID/smaps (VmFlags filled), kWithoutFlags the cheaper /proc/PID/maps.
+enum class VmaDetail { kWithFlags, kWithoutFlags };
+std::vector<Vma> read_vmas(pid_t pid, VmaDetail detail = VmaDetail::kWithFlags);
 json vma_to_json(const Vma& vma);
 Vma vma_from_json(const json& j);
 

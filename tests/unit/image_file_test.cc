@@ -87,6 +87,31 @@ TEST_F(ImageFileTest, OtherFormatVersionIsRefusedWithClearMessage) {
   }
 }
 
+// The two halves of append() (checksum on one thread, write on another) make the same image, and
+// an image whose bytes were not all checksummed is refused at finish().
+TEST(RawImageWriterHalves, SameImageAsAppendAndEveryByteChecksummed) {
+  std::string payload(3 * 4096, '\0');
+  for (size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<char>(i * 7 + 3);
+  MemorySink whole, halves, short_sum;
+  {
+    RawImageWriter w(whole, "p.img", payload.size());
+    w.append(payload.data(), payload.size());
+    w.finish();
+  }
+  {
+    RawImageWriter w(halves, "p.img", payload.size());
+    for (size_t at = 0; at < payload.size(); at += 4096) w.add_to_checksum(&payload[at], 4096);
+    for (size_t at = 0; at < payload.size(); at += 4096) w.append_checksummed(&payload[at], 4096);
+    w.finish();
+  }
+  EXPECT_EQ(halves.images().at("p.img"), whole.images().at("p.img"));
+  RawImageWriter w(short_sum, "p.img", payload.size());
+  w.add_to_checksum(payload.data(), 4096);
+  w.append_checksummed(payload.data(), payload.size());
+  EXPECT_THROW(w.finish(), Error);
+  EXPECT_THROW(w.add_to_checksum(payload.data(), payload.size()), Error);  // beyond the size
+}
+
 TEST(SyscallBatch, LayoutRelocatesDataReferences) {
   SyscallBatch batch;
   int value = 7;

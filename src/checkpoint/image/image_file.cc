@@ -146,11 +146,23 @@ RawImageWriter::RawImageWriter(ImageSink& sink, const std::string& name)
 RawImageWriter::~RawImageWriter() = default;
 
 void RawImageWriter::append(const void* data, size_t size) {
+  add_to_checksum(data, size);
+  append_checksummed(data, size);
+}
+
+void RawImageWriter::add_to_checksum(const void* data, size_t size) {
+  if (size > announced_ - checksummed_)
+    throw Error(name_ + ": payload larger than the " + std::to_string(announced_) +
+                " bytes announced");
+  hash_.update(data, size);
+  checksummed_ += size;
+}
+
+void RawImageWriter::append_checksummed(const void* data, size_t size) {
   if (size > announced_ - size_)
     throw Error(name_ + ": payload larger than the " + std::to_string(announced_) +
                 " bytes announced");
   out_->write(data, size);
-  hash_.update(data, size);
   size_ += size;
 }
 
@@ -163,12 +175,16 @@ void RawImageWriter::append_vectored(const iovec* pieces, size_t count) {
   for (size_t i = 0; i < count; ++i) hash_.update(pieces[i].iov_base, pieces[i].iov_len);
   out_->write_vectored(pieces, count);
   size_ += total;
+  checksummed_ += total;
 }
 
 void RawImageWriter::finish() {
   if (sized_ && size_ != announced_)
     throw Error(name_ + ": payload of " + std::to_string(size_) + " bytes, " +
                 std::to_string(announced_) + " announced");
+  if (checksummed_ != size_)
+    throw Error(name_ + ": " + std::to_string(checksummed_) + " payload bytes checksummed, " +
+                std::to_string(size_) + " written");
   Trailer t = make_trailer(hash_.digest());
   out_->write(&t, sizeof t);
   if (!sized_) {

@@ -59,6 +59,13 @@ class RawImageWriter {
   uint64_t payload_size() const { return size_; }
   uint64_t announced_size() const { return announced_; }
   void append(const void* data, size_t size);
+  // append() in two halves, for a pipeline that checksums bytes on the thread that just read
+  // them (still in its cache) and writes them on another: every payload byte goes through both,
+  // each half in payload order.
+  void add_to_checksum(const void* data, size_t size);
+  void append_checksummed(const void* data, size_t size);
+  // The output's room for the next bytes (ImageOutput::write_room).
+  std::pair<void*, size_t> write_room(size_t min_size) { return out_->write_room(min_size); }
   // Appends the pieces in order, in one write when the sink can.
   void append_vectored(const iovec* pieces, size_t count);
   void finish();
@@ -71,6 +78,7 @@ class RawImageWriter {
   uint64_t announced_;
   bool sized_;
   uint64_t size_ = 0;
+  uint64_t checksummed_ = 0;
 };
 
 // Opens a raw image file and verifies header and trailer. verify_checksum() reads the whole payload

@@ -28,6 +28,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "common/unique_fd.h"
 
@@ -40,6 +41,10 @@ class ImageOutput {
   virtual void write(const void* data, size_t size) = 0;
   // Appends the `count` pieces of `pieces` in order (default: one write() each).
   virtual void write_vectored(const iovec* pieces, size_t count);
+  // Where the next write() may find its bytes already in place (a producer that reads into it
+  // and then writes that pointer saves a copy): at least `min_size` bytes, or {nullptr, 0} (the
+  // default) when the output has no such room. Valid until the next call on this output.
+  virtual std::pair<void*, size_t> write_room(size_t /*min_size*/) { return {nullptr, 0}; }
   // Outputs of ImageSink::create_unsized() only: replaces `size` bytes already written at
   // `offset` (e.g. the header, once the payload's size is known).
   virtual void overwrite(uint64_t offset, const void* data, size_t size);

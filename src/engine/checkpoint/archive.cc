@@ -18,6 +18,7 @@
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/phase_trace.h"
 #include "common/strings.h"
 #include "engine/container/container.h"
 #include "engine/container/manager.h"
@@ -207,7 +208,9 @@ void write_archive_tail(ArchiveWriter& out, int fd, const StorePaths& paths,
   uint64_t t1 = steady_now_us();
   out.finish();
   uint64_t t2 = steady_now_us();
+  phase_mark("export: every byte written");
   if (::fsync(fd) < 0) throw_errno("fsync the archive");
+  phase_mark("export: durable");
   LOG_DEBUG << "timing export tail: rootfs, volumes, log " << t1 - t0
             << " us, compressor and writer " << t2 - t1 << " us, fsync " << steady_now_us() - t2
             << " us";
@@ -235,6 +238,9 @@ class ArchiveSink : public ckpt::ImageSink {
    public:
     explicit Output(ArchiveWriter& writer) : writer_(writer) {}
     void write(const void* data, size_t size) override { writer_.write(data, size); }
+    std::pair<void*, size_t> write_room(size_t min_size) override {
+      return writer_.write_room(min_size);
+    }
     // An output abandoned without commit() leaves a short entry: the whole export fails and
     // its partial file is removed.
     void commit() override { writer_.end_entry(); }
@@ -270,7 +276,9 @@ ArchiveExportResult export_container(const StorePaths& paths, const std::string&
     TransferProgress progress("Exporting", options.progress);
     ArchiveWriter writer(fd.get(), file, options.compression, &progress);
     uint64_t t_writer = steady_now_us();
+    phase_mark("export: archive opened");
     write_archive_head(writer, paths, record, options);
+    phase_mark("export: head written");
     LOG_DEBUG << "timing export head: archive writer " << t_writer - t0 << " us, entries "
               << steady_now_us() - t_writer << " us";
     ArchiveSink* sink_ptr = nullptr;

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
+#include <utility>
 
 struct archive;
 
@@ -60,9 +61,10 @@ class ZstdFrameCompressor;
 // Writes a tar archive (pax, zstd-compressed on all cores, gzip or plain) to an fd, entry by entry.
 // Every entry's size and checksum go into kChecksumsEntry, written by finish(): XXH3-128 of the
 // entry, or for a framed image the XXH3-64 of its trailer. The data passes through libarchive's
-// tar writer without blocking copies, through libzstd's multi-threaded compressor (zstd) and into
-// large buffers that a thread of their own writes to the fd, starting the disk's writeback as it
-// goes: compression, writing and the dump that feeds write() overlap.
+// tar writer without blocking copies, through our own zstd frames compressed on every core (the
+// dump may read pages straight into them: write_room()) and into large buffers that a thread of
+// their own writes to the fd, making it durable as it goes: compression, writing and the dump
+// that feeds write() overlap.
 class ArchiveWriter {
  public:
   // `what` names the output in errors. `progress` (may be null) counts compressed bytes written.
@@ -79,6 +81,10 @@ class ArchiveWriter {
   // A streamed entry: exactly `size` bytes follow through write(), then end_entry().
   void begin_entry(const std::string& name, uint64_t size);
   void write(const void* data, size_t size);
+  // Where the open entry's next bytes may be placed before write() of that pointer, which then
+  // takes them without a copy (with -c zstd: the compressor's frame being filled): at least
+  // `min_size` bytes, or {nullptr, 0} (other compressions). Valid until the next call.
+  std::pair<void*, size_t> write_room(size_t min_size);
   void end_entry();
   // Writes the checksums and the end of the archive, flushes the compressor and waits until every
   // byte was written to the fd (not synced: the caller fsyncs).
@@ -95,9 +101,9 @@ class ArchiveWriter {
   [[noreturn]] void fail(const std::string& doing);
 
   std::string what_;
+  std::unique_ptr<archive, Free> archive_;
   std::unique_ptr<ArchiveOutput> output_;
   std::unique_ptr<ZstdFrameCompressor> zstd_;  // with -c zstd
-  std::unique_ptr<archive, Free> archive_;
   std::exception_ptr callback_error_;  // of the output or the compressor, seen in the callback
   bool abandoned_ = false;
   uint64_t uncompressed_bytes_ = 0;
@@ -106,6 +112,7 @@ class ArchiveWriter {
   uint64_t entry_size_ = 0;
   uint64_t entry_written_ = 0;
   bool entry_framed_ = false;
+  const void* room_ = nullptr;  // the last write_room(), until the next write()
   char entry_trailer_[16] = {};
   XXH3_state_t* entry_hash_;
   nlohmann::json checksums_ = nlohmann::json::object();
