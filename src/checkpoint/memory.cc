@@ -902,32 +902,46 @@ void check_mapped_file(pid_t pid, const std::string& map_file, const Vma& vma, I
 
 }  // namespace
 
+// The process's resident memory (/proc/PID/statm), 0 when unreadable.
+uint64_t resident_bytes(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/statm");
+  uint64_t size_pages = 0, resident_pages = 0;
+  if (!(in >> size_pages >> resident_pages)) return 0;
+  return resident_pages * kPageSize;
+}
+
 json dump_memory(pid_t pid, ImageSink& sink, MemoryDumpCounters& counters, TreeMemory& tree) {
   std::map<uint64_t, json>& dumped_shmem = tree.shmem;
   std::string proc = "/proc/" + std::to_string(pid);
   // The VmFlags exist only in smaps, whose reading counts every page of the process (~17 ms per
-  // GiB): read on a thread of its own while the pages to copy are found from the mappings of
-  // /proc/PID/maps (the same ones: the process is frozen). Nothing is read from the process
-  // before its flags are known: device mappings are refused, not read.
+  // GiB): for a large process it is read on a thread of its own while the pages to copy are found
+  // from the mappings of /proc/PID/maps (the same ones: the process is frozen); a small one
+  // reads smaps alone, which costs less than a thread. Nothing is read from the process before
+  // its flags are known: device mappings are refused, not read.
   // The kernel's own mappings are made anew, file and SysV shared ones mapped again at restore.
   auto not_copied = [](const Vma& vma) {
     return vma.kind == VmaKind::kVdso || vma.kind == VmaKind::kVvar ||
            vma.kind == VmaKind::kVvarVclock || vma.kind == VmaKind::kVsyscall ||
            vma.kind == VmaKind::kFileShared || vma.kind == VmaKind::kSysvShm;
   };
-  std::vector<Vma> vmas = read_vmas(pid, VmaDetail::kWithoutFlags);
-  std::future<std::vector<Vma>> vmas_with_flags =
-      std::async(std::launch::async, [pid] { return read_vmas(pid, VmaDetail::kWithFlags); });
+  const bool large = resident_bytes(pid) >= kShardMinBytes;
+  std::vector<Vma> vmas = read_vmas(pid, large ? VmaDetail::kWithoutFlags : VmaDetail::kWithFlags);
+  std::future<std::vector<Vma>> vmas_with_flags;
+  if (large)
+    vmas_with_flags =
+        std::async(std::launch::async, [pid] { return read_vmas(pid, VmaDetail::kWithFlags); });
   auto take_flags = [&] {
-    std::vector<Vma> flagged = vmas_with_flags.get();
-    if (flagged.size() != vmas.size())
-      throw Error("process " + std::to_string(pid) + ": " + std::to_string(flagged.size()) +
-                  " mappings in smaps, " + std::to_string(vmas.size()) + " in maps");
-    for (size_t i = 0; i < vmas.size(); ++i) {
-      if (flagged[i].start != vmas[i].start || flagged[i].end != vmas[i].end)
-        throw Error("process " + std::to_string(pid) + ": mapping " +
-                    RemoteAddr(vmas[i].start).hex() + " differs between maps and smaps");
-      vmas[i].vm_flags = std::move(flagged[i].vm_flags);
+    if (vmas_with_flags.valid()) {
+      std::vector<Vma> flagged = vmas_with_flags.get();
+      if (flagged.size() != vmas.size())
+        throw Error("process " + std::to_string(pid) + ": " + std::to_string(flagged.size()) +
+                    " mappings in smaps, " + std::to_string(vmas.size()) + " in maps");
+      for (size_t i = 0; i < vmas.size(); ++i) {
+        if (flagged[i].start != vmas[i].start || flagged[i].end != vmas[i].end)
+          throw Error("process " + std::to_string(pid) + ": mapping " +
+                      RemoteAddr(vmas[i].start).hex() + " differs between maps and smaps");
+        vmas[i].vm_flags = std::move(flagged[i].vm_flags);
+      }
     }
     for (const Vma& vma : vmas)
       if (!not_copied(vma) && (vma.has_flag("io") || vma.has_flag("pf")))
