@@ -472,27 +472,35 @@ void dump_ipc_namespace(pid_t root, const std::vector<pid_t>& tree, ImageSink& s
     if (ns_link(std::to_string(pid)) != root_ns)
       throw Error("not supported yet: pid " + std::to_string(pid) +
                   " is in another IPC namespace than the tree's root " + std::to_string(root));
+  bool semaphore_sets = false;
+  if (has_own_ipc_namespace(root)) {
+    with_context("dumping the IPC namespace of pid " + std::to_string(root), [&] {
+      UniqueFd target =
+          fs::open_or_throw("/proc/" + std::to_string(root) + "/ns/ipc", O_RDONLY | O_CLOEXEC);
+      IpcNamespaceSwitch in_tree_namespace(target.get());
+      json image;
+      image["sysctls"] = dump_sysctls();
+      image["shm"] = dump_shm(sink);
+      image["sem"] = dump_sem();
+      image["msg"] = dump_msg();
+      image["mqueues"] = dump_mqueues();
+      semaphore_sets = !image["sem"].empty();
+      write_json_image(sink, kIpcNamespaceImage, image);
+    });
+  } else {
+    semaphore_sets = !dump_sem().empty();
+  }
   // Undo values cannot be read (ipc.h): the restored process has none. Applying them to find
   // them out (unshare(CLONE_SYSVSEM) in the process) would run the operations of processes
-  // waiting on those semaphores, so they are left alone and the loss is said.
+  // waiting on those semaphores, so they are left alone and the loss is said. They belong to
+  // semaphore sets (removing a set frees its undo values): without a set there are none, and
+  // the comparison, which forks a process, is not needed.
+  if (!semaphore_sets) return;
   for (pid_t pid : processes_with_semaphore_undo_lists(tree)) {
     LOG_WARN << "pid " << pid
              << " has System V semaphore undo values (SEM_UNDO): the kernel does not expose "
                 "them, so they are not restored (the restored process has none)";
   }
-  if (!has_own_ipc_namespace(root)) return;
-  with_context("dumping the IPC namespace of pid " + std::to_string(root), [&] {
-    UniqueFd target =
-        fs::open_or_throw("/proc/" + std::to_string(root) + "/ns/ipc", O_RDONLY | O_CLOEXEC);
-    IpcNamespaceSwitch in_tree_namespace(target.get());
-    json image;
-    image["sysctls"] = dump_sysctls();
-    image["shm"] = dump_shm(sink);
-    image["sem"] = dump_sem();
-    image["msg"] = dump_msg();
-    image["mqueues"] = dump_mqueues();
-    write_json_image(sink, kIpcNamespaceImage, image);
-  });
 }
 
 std::unique_ptr<IpcNamespaceRestore> IpcNamespaceRestore::create(const std::string& image_dir,

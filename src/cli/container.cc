@@ -21,6 +21,7 @@
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/strings.h"
+#include "engine/checkpoint/container_checkpoint.h"
 #include "engine/container/manager.h"
 #include "engine/monitor/monitor.h"
 #include "engine/network/network.h"
@@ -989,6 +990,10 @@ bool run_internal_command(int argc, char** argv) {
   std::string command = argv[1];
   if (command == engine::kMonitorCommand) {
     exit_code() = engine::monitor_main(std::vector<std::string>(argv + 2, argv + argc));
+    return true;
+  }
+  if (command == engine::kThawGuardCommand) {
+    exit_code() = engine::thaw_guard_main(std::vector<std::string>(argv + 2, argv + argc));
     return true;
   }
   return false;

@@ -11,6 +11,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/image/image_sink.h"
@@ -19,6 +20,12 @@
 #include "engine/state/paths.h"
 
 namespace cryo::engine {
+
+// `cryo __thaw-guard FREEZER_DIR`: the process that thaws a container's cgroup when the CLI
+// checkpointing it dies (it reads fd kThawGuardFd: EOF without the byte 'd' means so).
+inline constexpr const char* kThawGuardCommand = "__thaw-guard";
+inline constexpr int kThawGuardFd = 3;
+int thaw_guard_main(const std::vector<std::string>& args);
 
 struct ContainerCheckpointOptions {
   bool leave_running = false;  // -R
