@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <optional>
@@ -187,7 +188,9 @@ class TmpfsExportSink : public ckpt::ImageSink {
       struct stat st;
       if (::fstat(in.get(), &st) < 0) throw_errno("stat " + path);
       auto out = archive_->create(t.archive, static_cast<uint64_t>(st.st_size));
-      std::vector<char> buffer(1 << 20);
+      // Sized by the file (the usual empty /dev/shm is 0 bytes): 1 MiB of fresh zeroed memory
+      // costs ~2 ms of first touches here, with the container frozen.
+      std::vector<char> buffer(std::clamp<size_t>(static_cast<size_t>(st.st_size), 1, 1 << 20));
       for (;;) {
         ssize_t n = ::read(in.get(), buffer.data(), buffer.size());
         if (n < 0 && errno == EINTR) continue;
