@@ -1,9 +1,12 @@
 #include "common/subprocess.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <cstring>
 
 #include "common/error.h"
 #include "common/strings.h"
@@ -58,6 +61,46 @@ std::string run_process_or_throw(const std::vector<std::string>& argv, const std
     throw Error(join(argv, " ") + " exited with " + std::to_string(r.exit_code) + ": " +
                 std::string(trim(r.output)));
   return r.output;
+}
+
+pid_t spawn_self_in_new_session(const std::vector<std::string>& argv,
+                                const std::vector<int>& child_fds, const std::string& what) {
+  // Each source above every target, so that no dup2 below overwrites a source still needed.
+  std::vector<UniqueFd> sources;
+  for (int fd : child_fds) {
+    sources.emplace_back(::fcntl(fd, F_DUPFD_CLOEXEC, static_cast<int>(child_fds.size()) + 10));
+    if (!sources.back()) throw_errno(what + ": dup fd " + std::to_string(fd));
+  }
+  std::vector<std::string> args = argv;
+  std::vector<char*> pointers;
+  for (auto& a : args) pointers.push_back(a.data());
+  pointers.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawnattr_t attr;
+  if (int rc = ::posix_spawn_file_actions_init(&actions); rc != 0)
+    throw Error(what + ": posix_spawn_file_actions_init: " + std::strerror(rc), rc);
+  if (int rc = ::posix_spawnattr_init(&attr); rc != 0) {
+    ::posix_spawn_file_actions_destroy(&actions);
+    throw Error(what + ": posix_spawnattr_init: " + std::strerror(rc), rc);
+  }
+  for (size_t i = 0; i < sources.size(); ++i)
+    ::posix_spawn_file_actions_adddup2(&actions, sources[i].get(), static_cast<int>(i));
+  ::posix_spawn_file_actions_addclosefrom_np(&actions, static_cast<int>(sources.size()));
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  sigdelset(&all, SIGKILL);
+  sigdelset(&all, SIGSTOP);
+  ::posix_spawnattr_setsigmask(&attr, &none);
+  ::posix_spawnattr_setsigdefault(&attr, &all);
+  ::posix_spawnattr_setflags(&attr,
+                             POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  pid_t child = -1;
+  int rc = ::posix_spawn(&child, "/proc/self/exe", &actions, &attr, pointers.data(), environ);
+  ::posix_spawn_file_actions_destroy(&actions);
+  ::posix_spawnattr_destroy(&attr);
+  if (rc != 0) throw Error(what + ": " + std::strerror(rc), rc);
+  return child;
 }
 
 }  // namespace cryo

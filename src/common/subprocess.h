@@ -1,6 +1,8 @@
 // Running helper programs (used sparingly: the engine prefers direct kernel interfaces).
 #pragma once
 
+#include <sys/types.h>
+
 #include <string>
 #include <vector>
 
@@ -16,5 +18,13 @@ ProcessResult run_process(const std::vector<std::string>& argv, const std::strin
 // Like run_process but throws cryo::Error with the output when the exit code is not 0.
 std::string run_process_or_throw(const std::vector<std::string>& argv,
                                  const std::string& input = "");
+
+// Starts this program again (/proc/self/exe) with `argv` in a session of its own, every signal
+// at its default and none blocked, its fd i being `child_fds[i]` of this process and every other
+// fd closed. A vfork and an exec (posix_spawn): unlike a fork, it copies none of this process's
+// page tables and leaves none of its pages copy-on-write. Returns the child's pid; throws
+// cryo::Error naming `what`.
+pid_t spawn_self_in_new_session(const std::vector<std::string>& argv,
+                                const std::vector<int>& child_fds, const std::string& what);
 
 }  // namespace cryo

@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
@@ -29,6 +28,7 @@
 #include "common/log.h"
 #include "common/phase_trace.h"
 #include "common/strings.h"
+#include "common/subprocess.h"
 #include "engine/checkpoint/container_checkpoint_mounts.h"
 #include "engine/container/container.h"
 #include "engine/container/manager.h"
@@ -106,37 +106,10 @@ class ThawGuard {
     UniqueFd read_end(p[0]);
     done_.reset(p[1]);
     UniqueFd null_fd = fs::open_or_throw("/dev/null", O_RDWR | O_CLOEXEC);
-    std::vector<std::string> args = {"cryo", kThawGuardCommand, freezer_dir};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawnattr_t attr;
-    if (int rc = ::posix_spawn_file_actions_init(&actions); rc != 0)
-      throw Error("posix_spawn_file_actions_init: " + std::string(std::strerror(rc)), rc);
-    if (int rc = ::posix_spawnattr_init(&attr); rc != 0) {
-      ::posix_spawn_file_actions_destroy(&actions);
-      throw Error("posix_spawnattr_init: " + std::string(std::strerror(rc)), rc);
-    }
-    for (int fd = 0; fd < 3; ++fd) ::posix_spawn_file_actions_adddup2(&actions, null_fd.get(), fd);
-    ::posix_spawn_file_actions_adddup2(&actions, read_end.get(), kThawGuardFd);
-    ::posix_spawn_file_actions_addclosefrom_np(&actions, kThawGuardFd + 1);
-    sigset_t none, all;
-    sigemptyset(&none);
-    sigfillset(&all);
-    sigdelset(&all, SIGKILL);
-    sigdelset(&all, SIGSTOP);
-    ::posix_spawnattr_setsigmask(&attr, &none);
-    ::posix_spawnattr_setsigdefault(&attr, &all);
-    ::posix_spawnattr_setflags(&attr,
-                               POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    int rc = ::posix_spawn(&pid_, "/proc/self/exe", &actions, &attr, argv.data(), environ);
-    ::posix_spawn_file_actions_destroy(&actions);
-    ::posix_spawnattr_destroy(&attr);
-    if (rc != 0) {
-      pid_ = -1;
-      throw Error("spawn the checkpoint's thaw guard: " + std::string(std::strerror(rc)), rc);
-    }
+    static_assert(kThawGuardFd == 3);
+    pid_ = spawn_self_in_new_session({"cryo", kThawGuardCommand, freezer_dir},
+                                     {null_fd.get(), null_fd.get(), null_fd.get(), read_end.get()},
+                                     "spawn the checkpoint's thaw guard");
   }
   ~ThawGuard() {
     if (pid_ <= 0) return;

@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
@@ -22,6 +21,7 @@
 #include "common/log.h"
 #include "common/phase_trace.h"
 #include "common/strings.h"
+#include "common/subprocess.h"
 #include "engine/checkpoint/container_checkpoint.h"
 #include "engine/container/container.h"
 #include "engine/container/manager.h"
@@ -463,47 +463,14 @@ MonitorStart start_monitor(const StorePaths& paths, const std::string& id, bool 
     // --daemonize`, which forks once more while still small and exits: the monitor is nobody's
     // child but init's, outside this session. Its stdio and the two channels are set up here.
     args.push_back("--daemonize");
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    // Above the target numbers, so that no dup2 below overwrites a source.
-    UniqueFd status_high(::fcntl(status_write.get(), F_DUPFD_CLOEXEC, 10));
-    if (!status_high) throw_errno("dup status pipe");
-    UniqueFd attach_high;
-    if (attach) {
-      attach_high.reset(::fcntl(attach_monitor.get(), F_DUPFD_CLOEXEC, 10));
-      if (!attach_high) throw_errno("dup attach socket");
-    }
+    static_assert(kStatusFd == 3 && kAttachFd == 4);
     UniqueFd null_fd = fs::open_or_throw("/dev/null", O_RDWR | O_CLOEXEC);
     UniqueFd log_fd(::open(monitor_log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
-    posix_spawn_file_actions_t actions;
-    posix_spawnattr_t attr;
-    if (int rc = ::posix_spawn_file_actions_init(&actions); rc != 0)
-      throw Error("posix_spawn_file_actions_init: " + std::string(std::strerror(rc)), rc);
-    if (int rc = ::posix_spawnattr_init(&attr); rc != 0) {
-      ::posix_spawn_file_actions_destroy(&actions);
-      throw Error("posix_spawnattr_init: " + std::string(std::strerror(rc)), rc);
-    }
-    ::posix_spawn_file_actions_adddup2(&actions, null_fd.get(), 0);
-    ::posix_spawn_file_actions_adddup2(&actions, null_fd.get(), 1);
-    ::posix_spawn_file_actions_adddup2(&actions, log_fd ? log_fd.get() : null_fd.get(), 2);
-    ::posix_spawn_file_actions_adddup2(&actions, status_high.get(), kStatusFd);
-    ::posix_spawn_file_actions_adddup2(&actions, attach ? attach_high.get() : null_fd.get(),
-                                       kAttachFd);
-    ::posix_spawn_file_actions_addclosefrom_np(&actions, kAttachFd + 1);
-    sigset_t none, all;
-    sigemptyset(&none);
-    sigfillset(&all);
-    sigdelset(&all, SIGKILL);
-    sigdelset(&all, SIGSTOP);
-    ::posix_spawnattr_setsigmask(&attr, &none);
-    ::posix_spawnattr_setsigdefault(&attr, &all);
-    ::posix_spawnattr_setflags(&attr,
-                               POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    int rc = ::posix_spawn(&child, "/proc/self/exe", &actions, &attr, argv.data(), environ);
-    ::posix_spawn_file_actions_destroy(&actions);
-    ::posix_spawnattr_destroy(&attr);
-    if (rc != 0) throw Error("spawn the container monitor: " + std::string(std::strerror(rc)), rc);
+    child = spawn_self_in_new_session(
+        args,
+        {null_fd.get(), null_fd.get(), log_fd ? log_fd.get() : null_fd.get(), status_write.get(),
+         attach ? attach_monitor.get() : null_fd.get()},
+        "spawn the container monitor");
   } else {
     child = ::fork();
     if (child < 0) throw_errno("fork monitor");
