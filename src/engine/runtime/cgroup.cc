@@ -80,23 +80,27 @@ ContainerCgroup ContainerCgroup::existing(const std::string& cgroup_name) {
   ContainerCgroup cg;
   if (host_is_pure_cgroup2()) {
     cg.dirs_.push_back(std::string(kCgroupRoot) + "/" + cgroup_name);
-    cg.freezer_dir_ = cg.dirs_.back();
+    cg.cgroup2_dir_ = cg.dirs_.back();
   } else {
-    if (fs::exists(std::string(kCgroupRoot) + "/unified/cgroup.procs"))
+    if (fs::exists(std::string(kCgroupRoot) + "/unified/cgroup.procs")) {
       cg.dirs_.push_back(std::string(kCgroupRoot) + "/unified/" + cgroup_name);
+      cg.cgroup2_dir_ = cg.dirs_.back();
+    }
     for (const char* ctl : kV1Controllers) {
       std::string base = std::string(kCgroupRoot) + "/" + ctl;
       if (!fs::exists(base + "/cgroup.procs")) continue;
       cg.dirs_.push_back(base + "/" + cgroup_name);
-      if (std::string(ctl) == "freezer") {
-        cg.freezer_dir_ = cg.dirs_.back();
-        cg.freezer_is_v1_ = true;
-      }
+      if (std::string(ctl) == "freezer") cg.v1_freezer_dir_ = cg.dirs_.back();
     }
-    if (cg.freezer_dir_.empty() && !cg.dirs_.empty()) cg.freezer_dir_ = cg.dirs_.front();
   }
   cg.released_ = true;  // a handle on something that may exist: removal only when asked
   return cg;
+}
+
+std::string ContainerCgroup::freezer_path() const {
+  if (!cgroup2_dir_.empty() && fs::exists(cgroup2_dir_ + "/cgroup.freeze")) return cgroup2_dir_;
+  if (!v1_freezer_dir_.empty()) return v1_freezer_dir_;
+  return cgroup2_dir_.empty() && !dirs_.empty() ? dirs_.front() : cgroup2_dir_;
 }
 
 ContainerCgroup ContainerCgroup::create(const std::string& cgroup_name,
@@ -131,8 +135,8 @@ ContainerCgroup ContainerCgroup::create(const std::string& cgroup_name,
 
 ContainerCgroup::ContainerCgroup(ContainerCgroup&& other) noexcept
     : dirs_(std::move(other.dirs_)),
-      freezer_dir_(std::move(other.freezer_dir_)),
-      freezer_is_v1_(other.freezer_is_v1_),
+      cgroup2_dir_(std::move(other.cgroup2_dir_)),
+      v1_freezer_dir_(std::move(other.v1_freezer_dir_)),
       released_(other.released_) {
   other.released_ = true;
 }
@@ -147,8 +151,8 @@ ContainerCgroup& ContainerCgroup::operator=(ContainerCgroup&& other) noexcept {
       }
     }
     dirs_ = std::move(other.dirs_);
-    freezer_dir_ = std::move(other.freezer_dir_);
-    freezer_is_v1_ = other.freezer_is_v1_;
+    cgroup2_dir_ = std::move(other.cgroup2_dir_);
+    v1_freezer_dir_ = std::move(other.v1_freezer_dir_);
     released_ = other.released_;
     other.released_ = true;
   }
@@ -171,11 +175,10 @@ void ContainerCgroup::add_process(pid_t pid) const {
 }
 
 void ContainerCgroup::thaw() const {
-  if (freezer_is_v1_ && fs::exists(freezer_dir_ + "/freezer.state")) {
-    write_value(freezer_dir_ + "/freezer.state", "THAWED");
-  } else if (!freezer_dir_.empty() && fs::exists(freezer_dir_ + "/cgroup.freeze")) {
-    write_value(freezer_dir_ + "/cgroup.freeze", "0");
-  }
+  if (!v1_freezer_dir_.empty() && fs::exists(v1_freezer_dir_ + "/freezer.state"))
+    write_value(v1_freezer_dir_ + "/freezer.state", "THAWED");
+  if (!cgroup2_dir_.empty() && fs::exists(cgroup2_dir_ + "/cgroup.freeze"))
+    write_value(cgroup2_dir_ + "/cgroup.freeze", "0");
 }
 
 void ContainerCgroup::remove() {
