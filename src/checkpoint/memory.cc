@@ -781,7 +781,28 @@ Vma vma_from_json(const json& j) {
   return vma;
 }
 
+namespace {
+
+// A long run list is one base64 string of packed records, each four little-endian uint64
+// (vaddr, pages, offset, image): a large process has thousands of runs (4,102 for 1 GiB of
+// mixed memory), which as JSON arrays took ~5 ms to build and serialize with the tree frozen,
+// packed ~0.3 ms. A short list stays readable.
+constexpr size_t kMaxRunsAsArrays = 64;
+constexpr size_t kPackedRunSize = 4 * sizeof(uint64_t);
+
+}  // namespace
+
 json runs_to_json(const std::vector<PageRun>& runs) {
+  if (runs.size() > kMaxRunsAsArrays) {
+    std::string packed(runs.size() * kPackedRunSize, '\0');
+    char* at = packed.data();
+    for (const PageRun& r : runs) {
+      const uint64_t fields[4] = {r.vaddr, r.pages, r.offset, r.image};
+      std::memcpy(at, fields, sizeof fields);  // x86-64: little-endian already
+      at += sizeof fields;
+    }
+    return base64_encode(packed.data(), packed.size());
+  }
   json list = json::array();
   for (const PageRun& r : runs) {
     if (r.image == 0)
@@ -794,6 +815,20 @@ json runs_to_json(const std::vector<PageRun>& runs) {
 
 std::vector<PageRun> runs_from_json(const json& j) {
   std::vector<PageRun> runs;
+  if (j.is_string()) {
+    std::vector<uint8_t> packed = base64_decode(j.get<std::string>());
+    if (packed.size() % kPackedRunSize != 0)
+      throw Error("page runs: " + std::to_string(packed.size()) +
+                  " packed bytes, not a whole number of runs");
+    runs.reserve(packed.size() / kPackedRunSize);
+    for (size_t at = 0; at < packed.size(); at += kPackedRunSize) {
+      uint64_t fields[4];
+      std::memcpy(fields, packed.data() + at, sizeof fields);
+      if (fields[3] > UINT32_MAX) throw Error("page runs: image index out of range");
+      runs.push_back({fields[0], fields[1], fields[2], static_cast<uint32_t>(fields[3])});
+    }
+    return runs;
+  }
   runs.reserve(j.size());
   for (const json& r : j)
     runs.push_back({r.at(0), r.at(1), r.at(2), r.size() > 3 ? r.at(3).get<uint32_t>() : 0u});

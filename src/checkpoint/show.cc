@@ -18,6 +18,7 @@
 
 #include "checkpoint/arch/x86_64/cpu.h"
 #include "checkpoint/image/image_file.h"
+#include "checkpoint/memory.h"
 #include "checkpoint/ptrace.h"
 #include "common/error.h"
 #include "common/fs.h"
@@ -38,10 +39,11 @@ void abbreviate(json& j) {
     for (auto& [key, value] : j.items()) {
       if ((key == "xstate" || key == "raw" || key == "auxv") && value.is_string())
         value = "<" + std::to_string(value.get<std::string>().size() * 3 / 4) + " bytes>";
-      else if (key == "runs" && value.is_array() && value.size() > 16) {
+      else if (key == "runs" && (value.is_string() || (value.is_array() && value.size() > 16))) {
+        std::vector<PageRun> runs = runs_from_json(value);
         uint64_t pages = 0;
-        for (auto& r : value) pages += r.at(1).get<uint64_t>();
-        value = std::to_string(value.size()) + " runs, " + std::to_string(pages) + " pages";
+        for (const PageRun& r : runs) pages += r.pages;
+        value = std::to_string(runs.size()) + " runs, " + std::to_string(pages) + " pages";
       } else if ((key == "start" || key == "end" || key == "rip" || key == "rsp" ||
                   key == "fs_base") &&
                  value.is_number_unsigned())

@@ -22,6 +22,7 @@
 #include "checkpoint/memory.h"
 #include "checkpoint/threads.h"
 #include "checkpoint/tree.h"
+#include "common/error.h"
 #include "common/fs.h"
 #include "common/strings.h"
 
@@ -61,6 +62,31 @@ TEST(CkptThreads, Base64RoundTrip) {
     EXPECT_EQ(std::string(back.begin(), back.end()), data) << n;
   }
   EXPECT_EQ(base64_encode("Man", 3), "TWFu");
+  EXPECT_THROW(base64_decode("TW*u"), cryo::Error);
+}
+
+// Short run lists stay readable arrays; long ones are packed into one base64 string. Both read
+// back to the same runs, and a packed string that is not whole records is refused.
+TEST(CkptMemory, PageRunsRoundTripAsArraysAndPacked) {
+  for (size_t count : {size_t{0}, size_t{3}, size_t{64}, size_t{65}, size_t{5000}}) {
+    std::vector<PageRun> runs;
+    for (size_t i = 0; i < count; ++i)
+      runs.push_back({0x7f0000000000ull + i * 0x10000, i % 17 + 1, i * 4096 * 3,
+                      static_cast<uint32_t>(i % 3 == 0 ? 0 : i % 5)});
+    json j = runs_to_json(runs);
+    EXPECT_EQ(j.is_string(), count > 64) << count;
+    std::vector<PageRun> back = runs_from_json(json::parse(j.dump()));
+    ASSERT_EQ(back.size(), runs.size()) << count;
+    for (size_t i = 0; i < count; ++i) {
+      EXPECT_EQ(back[i].vaddr, runs[i].vaddr);
+      EXPECT_EQ(back[i].pages, runs[i].pages);
+      EXPECT_EQ(back[i].offset, runs[i].offset);
+      EXPECT_EQ(back[i].image, runs[i].image);
+    }
+  }
+  std::vector<PageRun> many(100, PageRun{4096, 1, 0});
+  std::string packed = runs_to_json(many).get<std::string>();
+  EXPECT_THROW(runs_from_json(json(packed.substr(0, packed.size() - 8))), cryo::Error);
 }
 
 TEST(CkptMemory, ReadsVmasWithKindsProtectionsAndFlags) {
