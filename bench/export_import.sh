@@ -3,7 +3,8 @@
 # with no compression, then import + restore (`restore -i`) on a second engine; each figure printed
 # next to the ceiling measured in the same run on the same bytes:
 #   - zstd export   vs `zstd -b1 -T<cores>` on the uncompressed archive in memory (/dev/shm),
-#                   measured in every round beside the exports, the best of the rounds
+#                   measured in every round beside the exports, the best of the rounds; and
+#                   each round's export against the zstd run right after it
 #   - none export   vs writing the same bytes to the same disk with fsync (dd conv=fsync), and
 #                   with O_DIRECT (dd oflag=direct, as the export writes): the faster is the ceiling
 #   - the CPU seconds (user+sys) of each export next to those of `zstd -1 -T<cores>` compressing
@@ -97,6 +98,10 @@ export_run() {
   t0=${EPOCHREALTIME/./}
   stats=$(cpu_of "$tmp/cpu_run" "$cryo_bin" --root "$tmp/A/root" --runroot "$tmp/A/run" container checkpoint -R --print-stats -c "$compression" -e "$file" "$id")
   t=$((${EPOCHREALTIME/./} - t0))
+  if [[ $kind == zstd ]]; then
+    round_zstd_whole+=("$t")
+    round_zstd_inside+=("$(stat_field "$stats" export_duration)")
+  fi
   if [[ -z ${best[$kind]:-} || $t -lt ${best[$kind]} ]]; then
     best[$kind]=$t
     best[${kind}_inside]=$(stat_field "$stats" export_duration)
@@ -124,10 +129,17 @@ zstd_ceiling_run() {
   zb=$(zstd -b1 -i1 -T"$cores" "$shm/ctr.tar" 2>&1 | tr '\r' '\n' | grep -E 'MB/s.*MB/s' | tail -n 1)
   c=$(echo "$zb" | grep -oE '[0-9.]+ MB/s' | head -n 1 | cut -d' ' -f1)
   d=$(echo "$zb" | grep -oE '[0-9.]+ MB/s' | tail -n 1 | cut -d' ' -f1)
+  round_zstd_ceiling+=("$c")
   zstd_c_mbs=$(python3 -c "import sys; print(max(float(x) for x in sys.argv[1:] if x))" "$c" "${zstd_c_mbs:-}")
   zstd_d_mbs=$(python3 -c "import sys; print(max(float(x) for x in sys.argv[1:] if x))" "$d" "${zstd_d_mbs:-}")
 }
 declare -A best
+# Each round's zstd export (whole command and inside cryo, µs) and the `zstd -b1` run right after
+# it (MB/s): the VM's speed drifts within a minute, so the ratio of the same round is printed
+# too, beside the ratio of the bests (which may come from different rounds).
+round_zstd_whole=()
+round_zstd_inside=()
+round_zstd_ceiling=()
 rounds=${ROUNDS:-2}
 for ((round = 0; round < rounds; ++round)); do
   export_run none none "$tmp/ctr.tar"
@@ -181,6 +193,12 @@ disk_direct=$(gbps "$bytes" "$t_disk_direct")
 disk=$(python3 -c "import sys; print(max(sys.argv[1:], key=float))" "$disk_buffered" "$disk_direct")
 printf "%-34s %10s %10s   %s\n" "export zstd (whole command)" "$(gbps "$bytes" "$t_zstd")" "$zc" "zstd -1 -T$cores in memory, same bytes ($(pct "$(gbps "$bytes" "$t_zstd")" "$zc"))"
 printf "%-34s %10s %10s   %s\n" "export zstd (inside cryo)" "$(gbps "$bytes" "$zstd_archive_us")" "$zc" "($(pct "$(gbps "$bytes" "$zstd_archive_us")" "$zc"))"
+for ((round = 0; round < rounds; ++round)); do
+  printf "%-34s %10s %10s   %s\n" "  round $((round + 1)): whole / inside" \
+    "$(gbps "$bytes" "${round_zstd_whole[$round]}")/$(gbps "$bytes" "${round_zstd_inside[$round]}")" \
+    "$(python3 -c "import sys; print('%.2f' % (float(sys.argv[1]) / 1000.0))" "${round_zstd_ceiling[$round]}")" \
+    "zstd -b1 right after ($(pct "$(gbps "$bytes" "${round_zstd_whole[$round]}")" "${round_zstd_ceiling[$round]}e-3") / $(pct "$(gbps "$bytes" "${round_zstd_inside[$round]}")" "${round_zstd_ceiling[$round]}e-3"))"
+done
 printf "%-34s %10s %10s   %s\n" "export none (whole command)" "$(gbps "$bytes" "$t_none")" "$disk" "dd to $disk_dir, same bytes: buffered $disk_buffered, O_DIRECT $disk_direct ($(pct "$(gbps "$bytes" "$t_none")" "$disk"))"
 printf "%-34s %10s %10s   %s\n" "export none (inside cryo)" "$(gbps "$bytes" "$none_archive_us")" "$disk" "($(pct "$(gbps "$bytes" "$none_archive_us")" "$disk"))"
 printf "%-34s %10s %10s   %s\n" "import+restore zstd (whole)" "$(gbps "$bytes" "$t_imp")" "1.00" "goal; zstd -d in memory: $zd GB/s"
