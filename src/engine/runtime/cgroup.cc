@@ -98,9 +98,8 @@ ContainerCgroup ContainerCgroup::existing(const std::string& cgroup_name) {
 }
 
 std::string ContainerCgroup::freezer_path() const {
-  if (!cgroup2_dir_.empty() && fs::exists(cgroup2_dir_ + "/cgroup.freeze")) return cgroup2_dir_;
-  if (!v1_freezer_dir_.empty()) return v1_freezer_dir_;
-  return cgroup2_dir_.empty() && !dirs_.empty() ? dirs_.front() : cgroup2_dir_;
+  bool cgroup2_freezes = !cgroup2_dir_.empty() && fs::exists(cgroup2_dir_ + "/cgroup.freeze");
+  return cgroup2_freezes || v1_freezer_dir_.empty() ? cgroup2_dir_ : v1_freezer_dir_;
 }
 
 ContainerCgroup ContainerCgroup::create(const std::string& cgroup_name,
