@@ -10,6 +10,9 @@
 // XXH3 through the library's run-time dispatch (AVX2/AVX-512 where the CPU has them): the plain
 // entry points of Debian's build use SSE2 only. Same hashes.
 #include <xxh_x86dispatch.h>
+// ZSTD_initStaticCCtx: the compressors' working memory in the archive's own buffers. Part of
+// zstd's experimental API, which the shared library exports; built against the installed header.
+#define ZSTD_STATIC_LINKING_ONLY
 #include <zstd.h>
 
 #include <cinttypes>
@@ -133,57 +136,86 @@ bool is_framed_image_entry(const std::string& name) {
          !(starts_with(name, "checkpoint/tmpfs-") && name.ends_with(".tar"));
 }
 
-// Memory that is written at once: mapped with its pages populated, since on a virtual machine
-// every first-touch page fault costs more than the copy into the page. Whole 2 MiB pieces are
-// backed by transparent huge pages where the kernel gives them (madvise mode): populating 32 MiB
-// took 8-10 ms in 4 KiB pages here, 2 ms in 2 MiB pages. Fresh memory is still costly on this VM
-// (its host backs it at first touch: clearing the pages of the import's buffers took ~0.1 s
-// when they were 44 MiB), so the buffers are kept few and small. Not inherited by child
-// processes (see below). The export's buffers are populated later, by the threads that use them,
-// while the dump's first single-threaded steps run: otherwise 30 MiB of first touches (~38 ms
-// here) would hold up the export before it begins.
-struct PopulatedBuffer {
+// Memory that is written at once, in one mapping per user (the export's output, its compressor,
+// the import's decompressor) carved into pieces, the whole backed by transparent huge pages where
+// the kernel gives them (madvise mode). Two costs of this VM shape it (docs/PERFORMANCE.md):
+// - every new 4 KiB mapping costs ~3 µs at its first access, even populated, even of a page that
+//   is resident (a 36 MiB memset after MADV_POPULATE_WRITE: 27-31 ms in 4 KiB pages, 1.3 ms in
+//   2 MiB pages). Buffers of 1 MiB each in mappings of their own never got huge pages.
+// - memory freed for ~2 s is handed back to the host (virtio-balloon free page reporting, in
+//   blocks of 2 MiB and more): populating it again costs ~2 ms per MiB instead of ~0.07. So the
+//   buffers are kept few and small.
+// Not inherited by child processes (see below). The export's buffers are populated later, by the
+// threads that use them, while the dump's first single-threaded steps run.
+class BufferArena {
+ public:
   static constexpr size_t kHugePage = 2 << 20;
-  enum class When { kNow, kLater };
+  static constexpr size_t kPage = 4096;
 
-  explicit PopulatedBuffer(size_t n, When when = When::kNow) : size(n) {
-    size_t used = (n + 4095) / 4096 * 4096;
-    mapped_size = used + kHugePage;  // room to align; the slack is never touched
+  static size_t rounded(size_t n) { return (n + kPage - 1) / kPage * kPage; }
+
+  // Room for pieces whose rounded() sizes add up to `capacity`.
+  explicit BufferArena(size_t capacity) : capacity_(rounded(capacity)) {
+    // Whole huge pages, and room to align the start; the slack before the start is never touched.
+    size_t huge = (capacity_ + kHugePage - 1) / kHugePage * kHugePage;
+    mapped_size_ = huge + kHugePage;
     void* p =
-        ::mmap(nullptr, mapped_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) throw_errno("mmap of " + std::to_string(n) + " bytes of archive buffers");
-    mapped = static_cast<char*>(p);
-    data = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(mapped) + kHugePage - 1) &
-                                   ~(uintptr_t{kHugePage} - 1));
-    if (size_t huge = used / kHugePage * kHugePage)
-      ::madvise(data, huge, MADV_HUGEPAGE);  // a hint: 4 KiB pages without it
+        ::mmap(nullptr, mapped_size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+      throw_errno("mmap of " + std::to_string(capacity) + " bytes of archive buffers");
+    mapped_ = static_cast<char*>(p);
+    data_ = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(mapped_) + kHugePage - 1) &
+                                    ~(uintptr_t{kHugePage} - 1));
+    ::madvise(data_, huge, MADV_HUGEPAGE);  // a hint: 4 KiB pages without it
     // The dump forks helpers while these buffers are in use: inherited, every page would turn
     // copy-on-write and fault (and flush the TLB) at its next write here.
-    if (::madvise(mapped, mapped_size, MADV_DONTFORK) < 0) {
-      ::munmap(mapped, mapped_size);
+    if (::madvise(mapped_, mapped_size_, MADV_DONTFORK) < 0) {
+      ::munmap(mapped_, mapped_size_);
       throw_errno("madvise(MADV_DONTFORK) of archive buffers");
     }
-    if (when == When::kNow) populate();
   }
-  // Faults every page in. It may run while another thread writes into the buffer: the pages'
+  ~BufferArena() { ::munmap(mapped_, mapped_size_); }
+  BufferArena(const BufferArena&) = delete;
+  BufferArena& operator=(const BufferArena&) = delete;
+
+  // The next `n` bytes of the arena (page-aligned), not yet populated.
+  char* take(size_t n) {
+    if (used_ + rounded(n) > capacity_) throw Error("internal: archive buffers overcommitted");
+    char* piece = data_ + used_;
+    used_ += rounded(n);
+    return piece;
+  }
+
+  // Faults the pages of [p, p + n) in. It may run while another thread writes there: the
   // contents are left as they are. Kernels before 5.14 lack MADV_POPULATE_WRITE: their pages
   // fault in at first use, which is only slower. In small steps: each call holds the process's
-  // mmap lock, which other threads' mmap and munmap (malloc, dlopen) wait for, and first touches
-  // run at ~0.5 GB/s on this VM.
-  void populate() {
+  // mmap lock, which other threads' mmap and munmap (malloc, dlopen) wait for.
+  static void populate(char* p, size_t n) {
     constexpr size_t kStep = 256 << 10;
-    size_t used = (size + 4095) / 4096 * 4096;
-    for (size_t at = 0; at < used; at += kStep)
-      ::madvise(data + at, std::min(kStep, used - at), MADV_POPULATE_WRITE);
+    n = rounded(n);
+    for (size_t at = 0; at < n; at += kStep)
+      ::madvise(p + at, std::min(kStep, n - at), MADV_POPULATE_WRITE);
   }
-  ~PopulatedBuffer() { ::munmap(mapped, mapped_size); }
-  PopulatedBuffer(const PopulatedBuffer&) = delete;
-  PopulatedBuffer& operator=(const PopulatedBuffer&) = delete;
-  char* get() const { return data; }
-  char* data;
-  size_t size;
-  char* mapped;
-  size_t mapped_size;
+
+ private:
+  size_t capacity_;
+  size_t used_ = 0;
+  char* mapped_;
+  size_t mapped_size_;
+  char* data_;
+};
+
+// One buffer in an arena of its own, populated at once.
+class PopulatedBuffer {
+ public:
+  explicit PopulatedBuffer(size_t n) : arena_(n), data_(arena_.take(n)) {
+    BufferArena::populate(data_, n);
+  }
+  char* get() const { return data_; }
+
+ private:
+  BufferArena arena_;
+  char* data_;
 };
 
 // An entry at least this large asks for a flush as it ends (of what has reached the disk then).
@@ -213,9 +245,9 @@ class ArchiveOutput {
 
   ArchiveOutput(int fd, std::string what, TransferProgress* progress)
       : fd_(fd), what_(std::move(what)), progress_(progress) {
+    arena_ = std::make_unique<BufferArena>(kBufferCount * kBufferSize);
     for (size_t i = 0; i < kBufferCount; ++i) {
-      buffers_.push_back(
-          std::make_unique<PopulatedBuffer>(kBufferSize, PopulatedBuffer::When::kLater));
+      buffers_.push_back(arena_->take(kBufferSize));
       free_.push_back(i);
     }
     int flags = ::fcntl(fd_, F_GETFL);
@@ -242,7 +274,7 @@ class ArchiveOutput {
   // Room in the current buffer (at least one byte); produced() says how much was filled.
   std::pair<char*, size_t> space() {
     if (current_ == kNone) current_ = take_free_buffer();
-    return {buffers_[current_]->get() + current_used_, kBufferSize - current_used_};
+    return {buffers_[current_] + current_used_, kBufferSize - current_used_};
   }
   void produced(size_t n) {
     current_used_ += n;
@@ -330,7 +362,7 @@ class ArchiveOutput {
   }
 
   void writer_loop() {
-    for (auto& buffer : buffers_) buffer->populate();
+    for (char* buffer : buffers_) BufferArena::populate(buffer, kBufferSize);
     std::unique_lock lock(mutex_);
     for (;;) {
       changed_.wait(lock, [&] { return !filled_.empty() || stopping_; });
@@ -339,7 +371,7 @@ class ArchiveOutput {
       filled_.pop_front();
       busy_ = true;
       lock.unlock();
-      int err = write_out(buffers_[buffer]->get(), size);
+      int err = write_out(buffers_[buffer], size);
       lock.lock();
       busy_ = false;
       if (err != 0) {
@@ -418,7 +450,8 @@ class ArchiveOutput {
   int fd_;
   std::string what_;
   TransferProgress* progress_;  // only the writer thread adds to it
-  std::vector<std::unique_ptr<PopulatedBuffer>> buffers_;
+  std::unique_ptr<BufferArena> arena_;
+  std::vector<char*> buffers_;
   size_t current_ = kNone;
   size_t current_used_ = 0;
   uint64_t queued_bytes_ = 0;
@@ -464,28 +497,40 @@ class ZstdFrameCompressor {
   ZstdFrameCompressor(ArchiveOutput& output, std::string what, unsigned workers)
       : output_(output), what_(std::move(what)) {
     size_t slots = 2 * workers + 2;
+    // A staging frame for each slot (a frame keeps its staging buffer until it is written) and
+    // the one being filled: none is allocated while the archive is written.
+    // Each slot's compression context (~570 KiB at level 1) lives there too: allocated by
+    // zstd, it would be fresh 4 KiB pages, ~580 first touches of ~10 µs at every export.
+    size_t bound = ZSTD_compressBound(kFrameSize);
+    size_t workspace = ZSTD_estimateCCtxSize(1);
+    arena_ = std::make_unique<BufferArena>(
+        slots * (BufferArena::rounded(bound) + BufferArena::rounded(workspace)) +
+        (slots + 1) * BufferArena::rounded(kFrameSize));
     for (size_t i = 0; i < slots; ++i) {
       auto slot = std::make_unique<Slot>();
-      slot->cctx = ZSTD_createCCtx();
-      if (!slot->cctx) throw Error("out of memory creating the zstd compressor for " + what_);
-      size_t r = ZSTD_CCtx_setParameter(slot->cctx, ZSTD_c_compressionLevel, 1);
+      char* context_memory = arena_->take(workspace);
+      to_populate_.push_back({context_memory, workspace});
+      slot->cctx = ZSTD_initStaticCCtx(context_memory, workspace);
+      if (!slot->cctx) throw Error("cannot set up the zstd compressor for " + what_);
+      // A static context starts with every parameter zero, the content size flag too: the
+      // importer needs each frame's content size, so it is set explicitly.
+      size_t r = ZSTD_CCtx_reset(slot->cctx, ZSTD_reset_parameters);
+      if (!ZSTD_isError(r)) r = ZSTD_CCtx_setParameter(slot->cctx, ZSTD_c_compressionLevel, 1);
+      if (!ZSTD_isError(r)) r = ZSTD_CCtx_setParameter(slot->cctx, ZSTD_c_contentSizeFlag, 1);
       if (!ZSTD_isError(r)) r = ZSTD_CCtx_setParameter(slot->cctx, ZSTD_c_checksumFlag, 0);
       if (ZSTD_isError(r))
         throw Error("zstd compressor for " + what_ + ": " + ZSTD_getErrorName(r));
-      slot->compressed = std::make_unique<PopulatedBuffer>(ZSTD_compressBound(kFrameSize),
-                                                           PopulatedBuffer::When::kLater);
-      to_populate_.push_back(slot->compressed.get());
+      slot->compressed = arena_->take(bound);
+      to_populate_.push_back({slot->compressed, bound});
       free_.push_back(slot.get());
       slots_.push_back(std::move(slot));
     }
-    // A staging frame for each slot (a frame keeps its staging buffer until it is written) and
-    // the one being filled: none is allocated while the archive is written.
     for (size_t i = 0; i <= slots; ++i) {
-      auto buffer = std::make_unique<PopulatedBuffer>(kFrameSize, PopulatedBuffer::When::kLater);
-      to_populate_.push_back(buffer.get());
-      spare_staging_.push_back(std::move(buffer));
+      char* buffer = arena_->take(kFrameSize);
+      to_populate_.push_back({buffer, kFrameSize});
+      spare_staging_.push_back(buffer);
     }
-    staging_ = std::move(spare_staging_.back());
+    staging_ = spare_staging_.back();
     spare_staging_.pop_back();
     try {
       for (unsigned i = 0; i < workers; ++i)
@@ -504,7 +549,7 @@ class ZstdFrameCompressor {
   // the next call.
   std::pair<char*, size_t> room(size_t min_size) {
     if (kFrameSize - staged_ < min_size && staged_ > 0) submit_staging();
-    return {staging_->get() + staged_, kFrameSize - staged_};
+    return {staging_ + staged_, kFrameSize - staged_};
   }
 
   // Whether the last write() found its bytes already in place (see room()).
@@ -512,7 +557,7 @@ class ZstdFrameCompressor {
 
   void write(const void* data, size_t size) {
     const char* p = static_cast<const char*>(data);
-    last_in_place_ = p == staging_->get() + staged_ && size <= kFrameSize - staged_;
+    last_in_place_ = p == staging_ + staged_ && size <= kFrameSize - staged_;
     if (last_in_place_) {
       staged_ += size;
       if (staged_ == kFrameSize) submit_staging();
@@ -521,7 +566,7 @@ class ZstdFrameCompressor {
     if (size < kInPlaceMin) {
       while (size > 0) {
         size_t n = std::min(size, kFrameSize - staged_);
-        std::memcpy(staging_->get() + staged_, p, n);
+        std::memcpy(staging_ + staged_, p, n);
         staged_ += n;
         p += n;
         size -= n;
@@ -571,10 +616,9 @@ class ZstdFrameCompressor {
 
  private:
   struct Slot {
-    ~Slot() { ZSTD_freeCCtx(cctx); }
-    ZSTD_CCtx* cctx = nullptr;
-    std::unique_ptr<PopulatedBuffer> owned;  // the staging buffer handed over with the frame
-    std::unique_ptr<PopulatedBuffer> compressed;
+    ZSTD_CCtx* cctx = nullptr;  // in the arena
+    char* owned = nullptr;      // the staging buffer handed over with the frame
+    char* compressed = nullptr;
     const char* input = nullptr;
     size_t input_size = 0;
     size_t compressed_size = 0;
@@ -583,19 +627,15 @@ class ZstdFrameCompressor {
   };
 
   void submit_staging() {
-    std::unique_ptr<PopulatedBuffer> buffer = std::move(staging_);
-    const char* p = buffer->get();
-    submit(p, staged_, std::move(buffer));
+    submit(staging_, staged_, staging_);
     staged_ = 0;
     std::lock_guard lock(mutex_);
-    if (!spare_staging_.empty()) {
-      staging_ = std::move(spare_staging_.back());
-      spare_staging_.pop_back();
-    }
-    if (!staging_) staging_ = std::make_unique<PopulatedBuffer>(kFrameSize);
+    // One more staging buffer than slots, and each slot holds at most one: never empty here.
+    staging_ = spare_staging_.back();
+    spare_staging_.pop_back();
   }
 
-  void submit(const char* input, size_t size, std::unique_ptr<PopulatedBuffer> owned) {
+  void submit(const char* input, size_t size, char* owned) {
     std::unique_lock lock(mutex_);
     for (;;) {
       if (error_) std::rethrow_exception(error_);
@@ -610,7 +650,7 @@ class ZstdFrameCompressor {
     free_.pop_back();
     slot->input = input;
     slot->input_size = size;
-    slot->owned = std::move(owned);
+    slot->owned = owned;
     slot->seq = next_seq_++;
     slot->done = false;
     in_order_.push_back(slot);
@@ -630,7 +670,7 @@ class ZstdFrameCompressor {
     queued_.pop_front();
     ++compressing_;
     lock.unlock();
-    size_t n = ZSTD_compress2(slot->cctx, slot->compressed->get(), ZSTD_compressBound(kFrameSize),
+    size_t n = ZSTD_compress2(slot->cctx, slot->compressed, ZSTD_compressBound(kFrameSize),
                               slot->input, slot->input_size);
     lock.lock();
     --compressing_;
@@ -656,7 +696,7 @@ class ZstdFrameCompressor {
       lock.unlock();
       std::exception_ptr failed;
       try {
-        output_.append(slot->compressed->get(), slot->compressed_size);
+        output_.append(slot->compressed, slot->compressed_size);
       } catch (...) {
         failed = std::current_exception();
       }
@@ -666,7 +706,8 @@ class ZstdFrameCompressor {
         break;
       }
       in_order_.pop_front();
-      if (slot->owned) spare_staging_.push_back(std::move(slot->owned));
+      if (slot->owned) spare_staging_.push_back(slot->owned);
+      slot->owned = nullptr;
       slot->input = nullptr;
       free_.push_back(slot);
       ++emitted_;
@@ -681,9 +722,10 @@ class ZstdFrameCompressor {
     changed_.notify_all();
   }
 
-  // Worker `index` of `count` first populates its share of the buffers (see PopulatedBuffer).
+  // Worker `index` of `count` first populates its share of the buffers (see BufferArena).
   void worker_loop(unsigned index, unsigned count) {
-    for (size_t i = index; i < to_populate_.size(); i += count) to_populate_[i]->populate();
+    for (size_t i = index; i < to_populate_.size(); i += count)
+      BufferArena::populate(to_populate_[i].first, to_populate_[i].second);
     std::unique_lock lock(mutex_);
     for (;;) {
       work_.wait(lock, [&] { return stopping_ || (!queued_.empty() && !error_); });
@@ -706,12 +748,14 @@ class ZstdFrameCompressor {
   ArchiveOutput& output_;
   std::string what_;
   // The calling thread's.
-  std::unique_ptr<PopulatedBuffer> staging_;
+  char* staging_ = nullptr;
   size_t staged_ = 0;
   uint64_t next_seq_ = 0;
   bool last_in_place_ = false;
-  // Every buffer made at construction (they live as long as this object), for the workers.
-  std::vector<PopulatedBuffer*> to_populate_;
+  // Every buffer, made at construction (they live as long as this object).
+  std::unique_ptr<BufferArena> arena_;
+  // For the workers to populate.
+  std::vector<std::pair<char*, size_t>> to_populate_;
   // Shared, under mutex_.
   std::mutex mutex_;
   std::condition_variable changed_;  // for the calling thread: a frame compressed or written
@@ -720,7 +764,7 @@ class ZstdFrameCompressor {
   std::vector<Slot*> free_;
   std::deque<Slot*> queued_;    // waiting for a compressing thread, in stream order
   std::deque<Slot*> in_order_;  // submitted, not yet written, in stream order
-  std::vector<std::unique_ptr<PopulatedBuffer>> spare_staging_;
+  std::vector<char*> spare_staging_;
   size_t compressing_ = 0;
   uint64_t emitted_ = 0;
   bool emitting_ = false;
@@ -1046,10 +1090,14 @@ class ParallelZstdSource {
 
   ParallelZstdSource(int fd, unsigned workers) : fd_(fd), window_(kWindow) {
     size_t slots = 2 * workers + 2;
+    size_t bound = ZSTD_compressBound(kMaxFrame);
+    arena_ = std::make_unique<BufferArena>(slots * (BufferArena::rounded(bound) + kMaxFrame));
     for (size_t i = 0; i < slots; ++i) {
       auto slot = std::make_unique<Slot>();
-      slot->compressed = std::make_unique<PopulatedBuffer>(ZSTD_compressBound(kMaxFrame));
-      slot->content = std::make_unique<PopulatedBuffer>(kMaxFrame);
+      slot->compressed = arena_->take(bound);
+      slot->content = arena_->take(kMaxFrame);
+      BufferArena::populate(slot->compressed, bound);
+      BufferArena::populate(slot->content, kMaxFrame);
       free_.push_back(slot.get());
       slots_.push_back(std::move(slot));
     }
@@ -1083,8 +1131,8 @@ class ParallelZstdSource {
 
  private:
   struct Slot {
-    std::unique_ptr<PopulatedBuffer> compressed;
-    std::unique_ptr<PopulatedBuffer> content;
+    char* compressed = nullptr;
+    char* content = nullptr;
     size_t compressed_size = 0;
     size_t content_size = 0;
     uint64_t frame = 0;  // its number in the file, for errors
@@ -1126,7 +1174,7 @@ class ParallelZstdSource {
         handed_out_ = nullptr;
         continue;
       }
-      *buffer = head->content->get();
+      *buffer = head->content;
       return head->content_size;
     }
   }
@@ -1142,7 +1190,7 @@ class ParallelZstdSource {
       }
       size_t frame_size = 0;
       if (!scan(&frame_size)) return;  // the end of the file
-      std::memcpy(slot->compressed->get(), window_.get() + window_start_, frame_size);
+      std::memcpy(slot->compressed, window_.get() + window_start_, frame_size);
       window_start_ += frame_size;
       slot->compressed_size = frame_size;
       slot->frame = frames_++;
@@ -1198,7 +1246,7 @@ class ParallelZstdSource {
   }
 
   void decompress(Slot* slot, ZSTD_DCtx* dctx) {
-    const char* in = slot->compressed->get();
+    const char* in = slot->compressed;
     std::string error;
     unsigned long long declared = ZSTD_getFrameContentSize(in, slot->compressed_size);
     size_t n = 0;
@@ -1210,7 +1258,7 @@ class ParallelZstdSource {
                declared > kMaxFrame) {
       error = "does not declare a content size of at most " + std::to_string(kMaxFrame) + " bytes";
     } else {
-      n = ZSTD_decompressDCtx(dctx, slot->content->get(), static_cast<size_t>(declared), in,
+      n = ZSTD_decompressDCtx(dctx, slot->content, static_cast<size_t>(declared), in,
                               slot->compressed_size);
       if (ZSTD_isError(n))
         error = ZSTD_getErrorName(n);
@@ -1272,6 +1320,7 @@ class ParallelZstdSource {
   std::mutex mutex_;
   std::condition_variable work_;
   std::condition_variable done_;
+  std::unique_ptr<BufferArena> arena_;  // the slots' buffers
   std::vector<std::unique_ptr<Slot>> slots_;
   std::vector<Slot*> free_;
   std::deque<Slot*> queued_;
