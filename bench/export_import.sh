@@ -109,16 +109,22 @@ export_run() {
     cp "$tmp/cpu_run" "$tmp/cpu_$kind"
   fi
 }
-# disk_run KIND DD_FLAGS...: dd of the uncompressed archive to the disk, fsynced.
-disk_run() {
-  local kind=$1 t0 t
+# timed_dd SOURCE DD_FLAGS...: µs to dd SOURCE (in memory) to the disk, fsynced, after a sync.
+timed_dd() {
+  local source=$1 t0
   shift
   rm -f "$tmp/disk-ceiling"
   sync
   t0=${EPOCHREALTIME/./}
-  dd if="$shm/ctr.tar" of="$tmp/disk-ceiling" bs=4M conv=fsync status=none "$@"
-  t=$((${EPOCHREALTIME/./} - t0))
+  dd if="$source" of="$tmp/disk-ceiling" bs=4M conv=fsync status=none "$@" || return 1
+  echo $((${EPOCHREALTIME/./} - t0))
   rm -f "$tmp/disk-ceiling"
+}
+# disk_run KIND DD_FLAGS...: dd of the uncompressed archive to the disk.
+disk_run() {
+  local kind=$1 t
+  shift
+  t=$(timed_dd "$shm/ctr.tar" "$@")
   if [[ -z ${best[$kind]:-} || $t -lt ${best[$kind]} ]]; then best[$kind]=$t; fi
 }
 # zstd_ceiling_run: `zstd -b1 -T<cores>` on the uncompressed archive in memory, in the same round
@@ -138,17 +144,9 @@ zstd_ceiling_run() {
 # once its archive is on disk: when the disk is slower than the compressor's output (~1 GB/s of
 # archive at 3.7 GB/s of input), the round's real bound is the uncompressed bytes over this time.
 archive_write_run() {
-  local t0 t
+  local t
   cp "$tmp/ctr.tar.zst" "$shm/ctr.tar.zst"
-  rm -f "$tmp/disk-ceiling"
-  sync
-  t0=${EPOCHREALTIME/./}
-  if ! dd if="$shm/ctr.tar.zst" of="$tmp/disk-ceiling" bs=4M conv=fsync oflag=direct status=none 2>/dev/null; then
-    rm -f "$tmp/disk-ceiling"
-    t0=${EPOCHREALTIME/./}
-    dd if="$shm/ctr.tar.zst" of="$tmp/disk-ceiling" bs=4M conv=fsync status=none
-  fi
-  t=$((${EPOCHREALTIME/./} - t0))
+  t=$(timed_dd "$shm/ctr.tar.zst" oflag=direct 2>/dev/null) || t=$(timed_dd "$shm/ctr.tar.zst")
   rm -f "$tmp/disk-ceiling" "$shm/ctr.tar.zst"
   round_archive_write+=("$t")
 }
