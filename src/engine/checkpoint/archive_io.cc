@@ -238,8 +238,8 @@ constexpr uint64_t kEarlyFlushEntry = 64 << 20;
 // and request_flush() at the end of a large entry (the pages) leaves it ~1 ms.
 class ArchiveOutput {
  public:
-  static constexpr size_t kBufferSize = 4 << 20;  // a multiple of every logical block size
-  static constexpr size_t kBufferCount = 6;
+  static constexpr size_t kBufferSize = 2 << 20;  // a multiple of every logical block size
+  static constexpr size_t kBufferCount = 4;
   static constexpr size_t kWritebackInFlight = 8;
   static constexpr uint64_t kFlushEvery = 8 << 20;
 
@@ -496,29 +496,36 @@ class ZstdFrameCompressor {
   ZstdFrameCompressor(ArchiveOutput& output, std::string what, unsigned workers)
       : output_(output), what_(std::move(what)) {
     size_t slots = 2 * workers + 2;
-    // All in one arena, none allocated while the archive is written: per slot a compression
-    // context (~570 KiB at level 1; allocated by zstd, it would be fresh 4 KiB pages, ~580 first
-    // touches of ~10 µs at every export) and a compressed frame; and a staging frame for each
-    // slot (a frame keeps its staging buffer until it is written) and the one being filled.
+    // At most one frame per compressing thread (the workers and the calling thread) is being
+    // compressed at a time: that many compression contexts.
+    size_t contexts = workers + 1;
+    // All in one arena, none allocated while the archive is written: the compression contexts
+    // (~570 KiB each at level 1; allocated by zstd, they would be fresh 4 KiB pages, ~580 first
+    // touches of ~10 µs at every export), per slot a compressed frame, and a staging frame for
+    // each slot (a frame keeps its staging buffer until it is written) and the one being filled.
+    // Every MiB of it costs 0.2-2.5 ms of CPU to populate on this VM (see BufferArena).
     size_t bound = ZSTD_compressBound(kFrameSize);
     size_t workspace = ZSTD_estimateCCtxSize(1);
-    arena_ = std::make_unique<BufferArena>(
-        slots * (BufferArena::rounded(bound) + BufferArena::rounded(workspace)) +
-        (slots + 1) * BufferArena::rounded(kFrameSize));
-    for (size_t i = 0; i < slots; ++i) {
-      auto slot = std::make_unique<Slot>();
+    arena_ = std::make_unique<BufferArena>(contexts * BufferArena::rounded(workspace) +
+                                           slots * BufferArena::rounded(bound) +
+                                           (slots + 1) * BufferArena::rounded(kFrameSize));
+    for (size_t i = 0; i < contexts; ++i) {
       char* context_memory = arena_->take(workspace);
       to_populate_.push_back({context_memory, workspace});
-      slot->cctx = ZSTD_initStaticCCtx(context_memory, workspace);
-      if (!slot->cctx) throw Error("cannot set up the zstd compressor for " + what_);
+      ZSTD_CCtx* cctx = ZSTD_initStaticCCtx(context_memory, workspace);
+      if (!cctx) throw Error("cannot set up the zstd compressor for " + what_);
       // A static context starts with every parameter zero, the content size flag too: the
       // importer needs each frame's content size, so it is set explicitly.
-      size_t r = ZSTD_CCtx_reset(slot->cctx, ZSTD_reset_parameters);
-      if (!ZSTD_isError(r)) r = ZSTD_CCtx_setParameter(slot->cctx, ZSTD_c_compressionLevel, 1);
-      if (!ZSTD_isError(r)) r = ZSTD_CCtx_setParameter(slot->cctx, ZSTD_c_contentSizeFlag, 1);
-      if (!ZSTD_isError(r)) r = ZSTD_CCtx_setParameter(slot->cctx, ZSTD_c_checksumFlag, 0);
+      size_t r = ZSTD_CCtx_reset(cctx, ZSTD_reset_parameters);
+      if (!ZSTD_isError(r)) r = ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, 1);
+      if (!ZSTD_isError(r)) r = ZSTD_CCtx_setParameter(cctx, ZSTD_c_contentSizeFlag, 1);
+      if (!ZSTD_isError(r)) r = ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 0);
       if (ZSTD_isError(r))
         throw Error("zstd compressor for " + what_ + ": " + ZSTD_getErrorName(r));
+      free_contexts_.push_back(cctx);
+    }
+    for (size_t i = 0; i < slots; ++i) {
+      auto slot = std::make_unique<Slot>();
       slot->compressed = arena_->take(bound);
       to_populate_.push_back({slot->compressed, bound});
       free_.push_back(slot.get());
@@ -615,8 +622,7 @@ class ZstdFrameCompressor {
 
  private:
   struct Slot {
-    ZSTD_CCtx* cctx = nullptr;  // in the arena
-    char* owned = nullptr;      // the staging buffer handed over with the frame
+    char* owned = nullptr;  // the staging buffer handed over with the frame
     char* compressed = nullptr;
     const char* input = nullptr;
     size_t input_size = 0;
@@ -668,10 +674,14 @@ class ZstdFrameCompressor {
     Slot* slot = queued_.front();
     queued_.pop_front();
     ++compressing_;
+    // Never empty: one context per thread that compresses.
+    ZSTD_CCtx* cctx = free_contexts_.back();
+    free_contexts_.pop_back();
     lock.unlock();
-    size_t n = ZSTD_compress2(slot->cctx, slot->compressed, ZSTD_compressBound(kFrameSize),
-                              slot->input, slot->input_size);
+    size_t n = ZSTD_compress2(cctx, slot->compressed, ZSTD_compressBound(kFrameSize), slot->input,
+                              slot->input_size);
     lock.lock();
+    free_contexts_.push_back(cctx);
     --compressing_;
     if (ZSTD_isError(n)) {
       if (!error_)
@@ -761,8 +771,9 @@ class ZstdFrameCompressor {
   std::condition_variable work_;     // for the workers: a frame queued
   std::vector<std::unique_ptr<Slot>> slots_;
   std::vector<Slot*> free_;
-  std::deque<Slot*> queued_;    // waiting for a compressing thread, in stream order
-  std::deque<Slot*> in_order_;  // submitted, not yet written, in stream order
+  std::vector<ZSTD_CCtx*> free_contexts_;  // in the arena
+  std::deque<Slot*> queued_;               // waiting for a compressing thread, in stream order
+  std::deque<Slot*> in_order_;             // submitted, not yet written, in stream order
   std::vector<char*> spare_staging_;
   size_t compressing_ = 0;
   uint64_t emitted_ = 0;
