@@ -145,8 +145,11 @@ bool is_framed_image_entry(const std::string& name) {
 // - memory freed for ~2 s is handed back to the host (virtio-balloon free page reporting, in
 //   blocks of 2 MiB and more): populating it again costs ~2 ms per MiB instead of ~0.07. So the
 //   buffers are kept few and small.
-// Not inherited by child processes (see below). The export's buffers are populated later, by the
-// threads that use them, while the dump's first single-threaded steps run.
+// Not inherited by child processes (see below). The export's buffers fault in where they are first
+// written: populated ahead by its threads (sessions 6-7), they held the mmap lock while the CLI
+// froze the container and read its mappings, whose own mmap calls then waited (an export's steps
+// before the page copy took 57-80 ms instead of 26-42 ms after 2.5 s of rest), and the copy was
+// no faster for it (medians 250 and 266 ms; whole command 336 and 326 ms).
 class BufferArena {
  public:
   static constexpr size_t kHugePage = 2 << 20;
@@ -186,8 +189,7 @@ class BufferArena {
     return piece;
   }
 
-  // Faults the pages of [p, p + n) in. It may run while another thread writes there: the
-  // contents are left as they are. Kernels before 5.14 lack MADV_POPULATE_WRITE: their pages
+  // Faults the pages of [p, p + n) in. Kernels before 5.14 lack MADV_POPULATE_WRITE: their pages
   // fault in at first use, which is only slower. In small steps: each call holds the process's
   // mmap lock, which other threads' mmap and munmap (malloc, dlopen) wait for.
   static void populate(char* p, size_t n) {
@@ -268,8 +270,7 @@ class ArchiveOutput {
               ::fcntl(fd_, F_SETFL, flags | O_DIRECT) == 0;
   }
 
-  // Starts the threads (the writer first populates the buffers): once the other buffers of the
-  // archive are mapped, since mappings wait while a buffer is populated.
+  // Starts the threads.
   void start() {
     flusher_ = std::thread([this] { flusher_loop(); });
     try {
@@ -375,7 +376,6 @@ class ArchiveOutput {
   }
 
   void writer_loop() {
-    for (char* buffer : buffers_) BufferArena::populate(buffer, buffer_size_);
     std::unique_lock lock(mutex_);
     for (;;) {
       changed_.wait(lock, [&] { return !filled_.empty() || stopping_; });
@@ -518,7 +518,7 @@ class ZstdFrameCompressor {
     // (~570 KiB each at level 1; allocated by zstd, they would be fresh 4 KiB pages, ~580 first
     // touches of ~10 µs at every export), per slot a compressed frame, and a staging frame for
     // each slot (a frame keeps its staging buffer until it is written) and the one being filled.
-    // Every MiB of it costs 0.2-2.5 ms of CPU to populate on this VM (see BufferArena).
+    // Every MiB of it costs 0.2-2.5 ms of CPU at its first touch on this VM (see BufferArena).
     size_t bound = ZSTD_compressBound(kFrameSize);
     size_t workspace = ZSTD_estimateCCtxSize(1);
     arena_ = std::make_unique<BufferArena>(contexts * BufferArena::rounded(workspace) +
@@ -526,7 +526,6 @@ class ZstdFrameCompressor {
                                            (slots + 1) * BufferArena::rounded(kFrameSize));
     for (size_t i = 0; i < contexts; ++i) {
       char* context_memory = arena_->take(workspace);
-      to_populate_.push_back({context_memory, workspace});
       ZSTD_CCtx* cctx = ZSTD_initStaticCCtx(context_memory, workspace);
       if (!cctx) throw Error("cannot set up the zstd compressor for " + what_);
       // A static context starts with every parameter zero, the content size flag too: the
@@ -542,20 +541,17 @@ class ZstdFrameCompressor {
     for (size_t i = 0; i < slots; ++i) {
       auto slot = std::make_unique<Slot>();
       slot->compressed = arena_->take(bound);
-      to_populate_.push_back({slot->compressed, bound});
       free_.push_back(slot.get());
       slots_.push_back(std::move(slot));
     }
     for (size_t i = 0; i <= slots; ++i) {
       char* buffer = arena_->take(kFrameSize);
-      to_populate_.push_back({buffer, kFrameSize});
       spare_staging_.push_back(buffer);
     }
     staging_ = spare_staging_.back();
     spare_staging_.pop_back();
     try {
-      for (unsigned i = 0; i < workers; ++i)
-        workers_.emplace_back([this, i, workers] { worker_loop(i, workers); });
+      for (unsigned i = 0; i < workers; ++i) workers_.emplace_back([this] { worker_loop(); });
     } catch (...) {
       stop();
       throw;
@@ -746,10 +742,7 @@ class ZstdFrameCompressor {
     changed_.notify_all();
   }
 
-  // Worker `index` of `count` first populates its share of the buffers (see BufferArena).
-  void worker_loop(unsigned index, unsigned count) {
-    for (size_t i = index; i < to_populate_.size(); i += count)
-      BufferArena::populate(to_populate_[i].first, to_populate_[i].second);
+  void worker_loop() {
     std::unique_lock lock(mutex_);
     for (;;) {
       work_.wait(lock, [&] { return stopping_ || (!queued_.empty() && !error_); });
@@ -778,8 +771,6 @@ class ZstdFrameCompressor {
   bool last_in_place_ = false;
   // Every buffer, made at construction (they live as long as this object).
   std::unique_ptr<BufferArena> arena_;
-  // For the workers to populate.
-  std::vector<std::pair<char*, size_t>> to_populate_;
   // Shared, under mutex_.
   std::mutex mutex_;
   std::condition_variable changed_;  // for the calling thread: a frame compressed or written
@@ -812,7 +803,7 @@ ArchiveWriter::ArchiveWriter(int fd, std::string what, ArchiveCompression compre
                              TransferProgress* progress)
     : what_(std::move(what)),
       // libarchive is loaded here, on first use (lazy_library.h), before the output's threads
-      // start populating their buffers: its mappings would wait for them.
+      // start.
       archive_(archive_write_new()),
       output_(std::make_unique<ArchiveOutput>(fd, what_, progress,
                                               compression == ArchiveCompression::kZstd
