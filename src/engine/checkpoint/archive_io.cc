@@ -243,9 +243,9 @@ class ArchiveOutput {
   // The buffers' size (a multiple of every logical block size) and number. The uncompressed
   // bytes come faster than any disk takes them: large buffers, large O_DIRECT writes. With zstd
   // the compressor's frames wait in slots of their own, and every MiB of fresh memory costs the
-  // export 0.2-2.5 ms of CPU on this VM (see BufferArena): measured interleaved, 4 x 2 MiB
-  // (the compressor waits 6-40 ms per export for a buffer) used 20-90 ms less CPU than 6 x 4 MiB
-  // (no wait) and was no slower.
+  // export 0.2-2.5 ms of CPU on this VM (see BufferArena): measured interleaved, four 2 MiB
+  // buffers (the compressor waits 6-40 ms per export for one) were no slower than six of 4 MiB
+  // (no wait) and used less CPU (docs/PERFORMANCE.md, session 8).
   struct Geometry {
     size_t buffer_size;
     size_t buffer_count;
@@ -270,7 +270,7 @@ class ArchiveOutput {
               ::fcntl(fd_, F_SETFL, flags | O_DIRECT) == 0;
   }
 
-  // Starts the threads.
+  // Starts the writer and the flusher.
   void start() {
     flusher_ = std::thread([this] { flusher_loop(); });
     try {
