@@ -136,9 +136,10 @@ bool is_framed_image_entry(const std::string& name) {
          !(starts_with(name, "checkpoint/tmpfs-") && name.ends_with(".tar"));
 }
 
-// Memory that is written at once, in one mapping per user (the export's output, its compressor,
-// the import's decompressor) carved into pieces, the whole backed by transparent huge pages where
-// the kernel gives them (madvise mode). Two costs of this VM shape it (docs/PERFORMANCE.md):
+// The buffers the archive's bytes pass through, in one mapping per user (the export's output, its
+// compressor, the import's decompressor) carved into pieces, the whole backed by transparent huge
+// pages where the kernel gives them (madvise mode). Two costs of this VM shape it
+// (docs/PERFORMANCE.md):
 // - every new 4 KiB mapping costs ~3 µs at its first access, even populated, even of a page that
 //   is resident (a 36 MiB memset after MADV_POPULATE_WRITE: 27-31 ms in 4 KiB pages, 1.3 ms in
 //   2 MiB pages). Buffers of 1 MiB each in mappings of their own never got huge pages.
@@ -146,10 +147,11 @@ bool is_framed_image_entry(const std::string& name) {
 //   blocks of 2 MiB and more): populating it again costs ~2 ms per MiB instead of ~0.07. So the
 //   buffers are kept few and small.
 // Not inherited by child processes (see below). The export's buffers fault in where they are first
-// written: populated ahead by its threads (sessions 6-7), they held the mmap lock while the CLI
-// froze the container and read its mappings, whose own mmap calls then waited (an export's steps
-// before the page copy took 57-80 ms instead of 26-42 ms after 2.5 s of rest), more than the copy
-// gained (medians 250 against 266 ms; whole command 336 against 326 ms).
+// written rather than being populated ahead by its threads: populating holds the mmap lock, which
+// the CLI's own mmap calls wait for while it freezes the container and reads its mappings (the
+// steps before the page copy took 57-80 ms instead of 26-42 ms after 2.5 s of rest), and the copy
+// gained less than that (medians 250 against 266 ms; whole command 336 against 326 ms). The
+// import's buffers are populated at once (PopulatedBuffer, ParallelZstdSource).
 class BufferArena {
  public:
   static constexpr size_t kHugePage = 2 << 20;
