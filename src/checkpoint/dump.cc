@@ -25,6 +25,7 @@
 #include "common/error.h"
 #include "common/fault_injection.h"
 #include "common/fs.h"
+#include "common/interruption.h"
 #include "common/log.h"
 #include "common/phase_trace.h"
 #include "common/unique_fd.h"
@@ -88,6 +89,7 @@ json dump_process(FrozenProcess& process, ImageSink& sink, MemoryDumpCounters& c
       if (thread.tid() == pid) {
         // brk and the tid address go to their own places of the images (mm, thread).
         json attrs = dump_process_attrs(pid, remote);
+        fault_point("dump-in-injected-syscalls");
         brk = attrs.at("brk");
         attrs.erase("brk");
         tid_address = attrs.at("thread").at("tid_address");
@@ -122,6 +124,7 @@ json dump_process(FrozenProcess& process, ImageSink& sink, MemoryDumpCounters& c
 }  // namespace
 
 DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& options) {
+  throw_if_interrupted();
   DumpStats stats;
   std::unique_ptr<DirectorySink> directory;
   if (options.sink == nullptr) directory = std::make_unique<DirectorySink>(image_dir);
@@ -188,6 +191,8 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
     pstree.push_back(entry);
     if (info.zombie) continue;
     with_context("dumping pid " + std::to_string(info.pid), [&] {
+      // Outside any injected syscall: a held Ctrl-C stops the dump here, the tree runs on.
+      throw_if_interrupted();
       dump_process(process, sink, counters, tree_memory, pids);
       fault_point("dump-first-memory-written");
       UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, info.pid, 0)));
@@ -209,6 +214,8 @@ DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& optio
   write_json_image(sink, kMappedGhostsImage, mapped_ghosts);
   write_inventory(sink, pids.to_image(pid), options);
 
+  // The last point where a held Ctrl-C stops the dump: from here on the images are committed.
+  throw_if_interrupted();
   uint64_t images_done = steady_now_us();
   stats.memdump_time = counters.read_us;
   stats.memwrite_time = counters.write_us;

@@ -28,6 +28,7 @@
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/fs.h"
+#include "common/interruption.h"
 #include "common/log.h"
 #include "common/phase_trace.h"
 #include "common/unique_fd.h"
@@ -192,6 +193,8 @@ void for_each_batch(const std::vector<Range>& ranges, Limit&& batch_limit, Batch
   size_t bytes = 0;
   size_t limit = 0;
   auto flush = [&] {
+    // Between two batches no page is half copied: a held Ctrl-C stops the dump here.
+    throw_if_interrupted();
     if (!pieces.empty()) batch(remote, pieces, bytes);
     remote.clear();
     pieces.clear();

@@ -9,6 +9,7 @@
 
 #include "cli/cli.h"
 #include "common/error.h"
+#include "common/interruption.h"
 #include "common/phase_trace.h"
 #include "engine/checkpoint/archive.h"
 #include "engine/checkpoint/container_checkpoint.h"
@@ -91,6 +92,7 @@ void for_each_container(const std::vector<std::string>& ids, Action action) {
 [[noreturn]] void exit_without_teardown() {
   std::cout.flush();
   std::fflush(nullptr);
+  raise_deferred_termination();
   ::_exit(exit_code());
 }
 
@@ -229,6 +231,9 @@ void register_checkpoint_commands(CLI::App& app, CLI::App& container, GlobalOpti
     cmd->callback([&g, sel, opts, print_stats, exp] {
       uint64_t t0 = now_us();
       phase_mark("cli: checkpoint command parsed");
+      // Ctrl-C or a kill stops the checkpoint where it can be undone, never in the middle of
+      // an injected syscall; the process ends by that signal afterwards (main).
+      DeferredTermination hold_termination;
       engine::StorePaths paths{g.root, g.runroot};
       ContainerManager manager(paths);
       auto ids = select_containers(manager, *sel, [](const ContainerRecord& r) {

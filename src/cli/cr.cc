@@ -9,6 +9,7 @@
 #include "cli/cli.h"
 #include "common/error.h"
 #include "common/fs.h"
+#include "common/interruption.h"
 #include "common/log.h"
 
 namespace cryo::cli {
@@ -68,6 +69,8 @@ void register_cr_commands(CLI::App& app, GlobalOptions& global) {
   dump_args->options.wait_for_exit = false;
   dump->callback([dump_args] {
     if (dump_args->verbose) log::set_level(log::Level::kDebug);
+    // As `container checkpoint`: never cut short in the middle of an injected syscall.
+    DeferredTermination hold_termination;
     ckpt::DumpStats stats = with_context("dump of pid " + std::to_string(dump_args->pid), [&] {
       return ckpt::dump(dump_args->pid, dump_args->dir, dump_args->options);
     });

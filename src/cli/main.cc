@@ -4,6 +4,7 @@
 
 #include "cli/cli.h"
 #include "common/error.h"
+#include "common/interruption.h"
 #include "common/log.h"
 
 namespace cryo::cli {
@@ -13,7 +14,9 @@ int& exit_code() {
 }
 }  // namespace cryo::cli
 
-int main(int argc, char** argv) {
+namespace {
+
+int run_command_line(int argc, char** argv) {
   using namespace cryo::cli;
   try {
     if (run_internal_command(argc, argv)) return exit_code();
@@ -68,4 +71,14 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "Error: %s\n", e.what());
     return 125;
   }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int code = run_command_line(argc, argv);
+  // A termination signal held during a checkpoint ends the process now that the checkpoint is
+  // undone (or complete) and the error, if any, is printed.
+  cryo::raise_deferred_termination();
+  return code;
 }

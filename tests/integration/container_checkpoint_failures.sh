@@ -87,6 +87,41 @@ wait_until count_at_least "$killed" $((at + 3))
 counter_continuous "$killed" || fail "counter restarted after the killed checkpoint"
 cryo rm -f -t 0 "$killed" >/dev/null
 
+# --- checkpoint interrupted: Ctrl-C, a kill or a hangup reaches the CLI while the container's
+# init runs its injected syscalls (its registers are the injection's), or while the pages are
+# copied. The checkpoint stops where it can be undone: the container runs on as before, no
+# checkpoint or archive is left, and the CLI then ends by the signal it got ---
+interrupted=$(big_container 20)
+wait_until count_at_least "$interrupted" 3
+wait_until dd_holds "$interrupted" 20
+init=$(pid_of "$interrupted")
+for case in "INT 130 dump-in-injected-syscalls" "TERM 143 dump-in-injected-syscalls -R" \
+  "HUP 129 dump-first-memory-written" "TERM 143 dump-first-memory-written -e"; do
+  read -r sig code point flag <<<"$case"
+  args=(container checkpoint)
+  case $flag in
+  -R) args+=(-R) ;;
+  -e) args+=(-e "$tmp/interrupted.tar.zst") ;;
+  esac
+  expect_exit "$code" env CRYO_FAULT_SIGNAL_AT="$point:$sig" \
+    "$cryo_bin" --root "$tmp/root" --runroot "$tmp/run" "${args[@]}" "$interrupted"
+  grep -q "fault injection: SIG$sig at $point" "$tmp/err" ||
+    fail "SIG$sig was not sent at $point: $(cat "$tmp/err")"
+  grep -q "^Error: .*interrupted by SIG$sig" "$tmp/err" ||
+    fail "no error naming SIG$sig at $point: $(cat "$tmp/err")"
+  expect_running_as_before "$interrupted" "$init"
+  dd_holds "$interrupted" 20 || fail "the dd lost its pages after SIG$sig at $point"
+  expect_no_checkpoint_dirs "$interrupted"
+  ! compgen -G "$tmp/interrupted.tar.zst*" >/dev/null || fail "archive left: $(ls "$tmp")"
+done
+# The same checkpoint uninterrupted works, and so does its restore.
+cryo container checkpoint "$interrupted" >/dev/null
+at=$(last_count "$interrupted")
+cryo container restore "$interrupted" >/dev/null
+wait_until count_at_least "$interrupted" $((at + 3))
+counter_continuous "$interrupted" || fail "counter restarted after the interrupted checkpoints"
+cryo rm -f -t 0 "$interrupted" >/dev/null
+
 # --- restore fails: a corrupted image; the checkpoint stays and a second restore works ---
 victim=$(cryo run -d busybox sh -c "$counter_script")
 wait_until count_at_least "$victim" 3

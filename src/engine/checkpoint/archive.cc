@@ -17,6 +17,7 @@
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/fs.h"
+#include "common/interruption.h"
 #include "common/log.h"
 #include "common/phase_trace.h"
 #include "common/strings.h"
@@ -176,6 +177,8 @@ void write_archive_tail(ArchiveWriter& out, int fd, const StorePaths& paths,
   ContainerStore store(paths);
   std::string container_dir = paths.container_dir(record.id);
   uint64_t t0 = steady_now_us();
+  // The tree may still be frozen; a held Ctrl-C stops here rather than after the tars.
+  throw_if_interrupted();
   if (!options.ignore_rootfs) {
     std::string upper = container_dir + "/upper";
     std::string tar = container_dir + "/rootfs-diff.tar.export-tmp";
@@ -193,6 +196,7 @@ void write_archive_tail(ArchiveWriter& out, int fd, const StorePaths& paths,
     VolumeStore volumes(paths);
     for (const auto& m : record.config.mounts) {
       if (m.volume_name.empty()) continue;
+      throw_if_interrupted();
       if (!any) out.add_directory("volumes");
       any = true;
       std::string tar = container_dir + "/volume-" + m.volume_name + ".tar.export-tmp";

@@ -24,6 +24,7 @@
 #include "common/error.h"
 #include "common/fd_passing.h"
 #include "common/fs.h"
+#include "common/interruption.h"
 #include "common/lazy_library.h"
 #include "common/log.h"
 #include "common/phase_trace.h"
@@ -232,6 +233,7 @@ void require_checkpointable(const ContainerRecord& record, bool leave_running, b
 
 ContainerCheckpointResult checkpoint_container(const StorePaths& paths, const std::string& id,
                                                const ContainerCheckpointOptions& options) {
+  throw_if_interrupted();  // the next of several containers, after a Ctrl-C
   uint64_t t0 = steady_now_us();
   phase_mark("checkpoint: begins");
   ContainerManager manager(paths);
