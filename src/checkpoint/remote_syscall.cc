@@ -56,6 +56,9 @@ struct RemoteSyscalls::Impl {
   size_t scratch_size = 0;
   RemoteAddr fixed_place;
   std::vector<pid_t> new_threads;
+  static constexpr long kNoSyscallInFlight = -1;
+  long in_flight_nr = kNoSyscallInFlight;
+  uint64_t in_flight_insn = 0;
   std::vector<int> stashed_signals;
   bool finished = false;
 
@@ -115,6 +118,7 @@ struct RemoteSyscalls::Impl {
   }
 
   void run_code(RemoteAddr code, RemoteAddr block, RemoteAddr stack) {
+    settle();
     user_regs_struct regs = saved;
     regs.rip = code.value();
     regs.rdi = block.value();
@@ -153,8 +157,10 @@ struct RemoteSyscalls::Impl {
     scratch_base = RemoteAddr();
   }
 
-  long do_syscall(long nr, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4, uint64_t a5,
-                  uint64_t a6) {
+  // Sets the registers for syscall `nr` at the [vdso]'s syscall instruction and lets the thread
+  // run to it; complete_syscall() collects it.
+  void launch_syscall(long nr, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4, uint64_t a5,
+                      uint64_t a6) {
     uint64_t insn = find_syscall_instruction();
     user_regs_struct regs = saved;
     regs.rax = static_cast<uint64_t>(nr);
@@ -169,26 +175,47 @@ struct RemoteSyscalls::Impl {
     thread.set_regs(regs);
     // From syscall-entry stop to syscall-exit stop (no single-step: its forced SIGTRAP would reset
     // a blocked or ignored SIGTRAP handler of the target).
+    if (::ptrace(PTRACE_SYSCALL, thread.tid(), nullptr, nullptr) != 0)
+      throw_errno(who() + ": PTRACE_SYSCALL");
+    in_flight_nr = nr;
+    in_flight_insn = insn;
+  }
+
+  long complete_syscall() {
+    long nr = in_flight_nr;
+    in_flight_nr = kNoSyscallInFlight;  // waited for once, even if the wait fails
     int stops = 0;
-    while (stops < 2) {
-      if (::ptrace(PTRACE_SYSCALL, thread.tid(), nullptr, nullptr) != 0)
-        throw_errno(who() + ": PTRACE_SYSCALL");
+    for (;;) {
       int status = thread.wait_stop();
       int sig = WSTOPSIG(status);
       if ((status >> 16) == 0 && sig == (SIGTRAP | 0x80)) {
-        ++stops;
-        continue;
+        if (++stops == 2) break;
+      } else if ((status >> 16) == 0 && sig != SIGSTOP) {
+        stashed_signals.push_back(sig);
       }
-      if ((status >> 16) == 0 && sig != SIGSTOP) stashed_signals.push_back(sig);
+      if (::ptrace(PTRACE_SYSCALL, thread.tid(), nullptr, nullptr) != 0)
+        throw_errno(who() + ": PTRACE_SYSCALL");
     }
     user_regs_struct after = thread.get_regs();
-    if (after.rip != insn + 2) {
+    if (after.rip != in_flight_insn + 2) {
       std::ostringstream msg;
       msg << who() << ": injected syscall " << nr << " ended at unexpected rip 0x" << std::hex
           << after.rip;
       throw Error(msg.str());
     }
     return static_cast<long>(after.rax);
+  }
+
+  // Collects a syscall started without waiting (start_unawaited_syscall), if any.
+  void settle() {
+    if (in_flight_nr != kNoSyscallInFlight) complete_syscall();
+  }
+
+  long do_syscall(long nr, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4, uint64_t a5,
+                  uint64_t a6) {
+    settle();
+    launch_syscall(nr, a1, a2, a3, a4, a5, a6);
+    return complete_syscall();
   }
 
   void write(RemoteAddr addr, const void* data, size_t size) {
@@ -241,6 +268,7 @@ RemoteSyscalls::~RemoteSyscalls() {
 void RemoteSyscalls::finish(bool keep_registers) {
   if (impl_->finished) return;
   impl_->finished = true;
+  impl_->settle();
   impl_->unmap_scratch();
   if (!keep_registers) impl_->thread.set_regs(impl_->saved);
   // Signals that arrived while injected code ran were held back; send them again.
@@ -255,6 +283,11 @@ pid_t RemoteSyscalls::tid() const {
 long RemoteSyscalls::syscall(long nr, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4,
                              uint64_t a5, uint64_t a6) {
   return impl_->do_syscall(nr, a1, a2, a3, a4, a5, a6);
+}
+
+void RemoteSyscalls::start_unawaited_syscall(long nr) {
+  impl_->settle();
+  impl_->launch_syscall(nr, 0, 0, 0, 0, 0, 0);
 }
 
 RemoteAddr RemoteSyscalls::scratch(size_t size) {

@@ -25,6 +25,12 @@ class RemoteSyscalls {
   // result (-errno on failure); never throws for a failing syscall.
   long syscall(long nr, uint64_t a1 = 0, uint64_t a2 = 0, uint64_t a3 = 0, uint64_t a4 = 0,
                uint64_t a5 = 0, uint64_t a6 = 0);
+  // Starts a syscall without arguments and returns without waiting for it; its result is
+  // dropped. The session's next call, or its end, waits for it. What it is for: the first return
+  // to user mode of a process, after other processes ran, costs this VM's hypervisor 10-20 ms per
+  // GiB of the process (its page tables are shadowed anew); started early, it goes on while the
+  // caller works.
+  void start_unawaited_syscall(long nr);
   // Scratch memory in the target, mapped on first use and unmapped on destruction.
   RemoteAddr scratch(size_t size);
   void write_memory(RemoteAddr addr, const void* data, size_t size);
