@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "common/error.h"
+#include "common/fault_injection.h"
 #include "common/fs.h"
 #include "common/log.h"
 #include "common/strings.h"
@@ -169,6 +170,7 @@ FrozenTree FrozenTree::freeze(pid_t root, const std::string& freezer_cgroup) {
     }
   }
   if (cgroup) {
+    fault_point("dump-cgroup-frozen");
     // Everything is seized with a stop requested; thawing lets each thread reach that stop (a
     // v1-frozen task gets there only once thawed) before it can run any user code.
     cgroup.reset();

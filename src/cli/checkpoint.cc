@@ -85,10 +85,10 @@ void for_each_container(const std::vector<std::string>& ids, Action action) {
 }
 
 // The command succeeded and printed everything: the process ends now, without destroying the
-// CLI's objects. The monitor (restore) and the thaw guard (checkpoint) are forks of this process:
-// every heap page the teardown would write costs a copy-on-write fault, with a TLB flush on
-// every CPU, 5-10 ms in all on these VMs, between the command's output and its exit. Nothing
-// else is pending: files and locks are closed by the kernel, stdout is flushed here.
+// CLI's objects. The monitor (restore) is a fork of this process: every heap page the teardown
+// would write costs a copy-on-write fault, with a TLB flush on every CPU, 5-10 ms in all on these
+// VMs, between the command's output and its exit. Nothing else is pending: files and locks are
+// closed by the kernel, stdout is flushed here.
 [[noreturn]] void exit_without_teardown() {
   std::cout.flush();
   std::fflush(nullptr);

@@ -992,10 +992,6 @@ bool run_internal_command(int argc, char** argv) {
     exit_code() = engine::monitor_main(std::vector<std::string>(argv + 2, argv + argc));
     return true;
   }
-  if (command == engine::kThawGuardCommand) {
-    exit_code() = engine::thaw_guard_main(std::vector<std::string>(argv + 2, argv + argc));
-    return true;
-  }
   return false;
 }
 

@@ -13,6 +13,8 @@
 namespace cryo {
 
 // Points armed today (named here so that tests and code agree):
+//   dump-cgroup-frozen              the tree's cgroup is frozen, its threads seized (the cgroup
+//                                   is thawed a moment later)
 //   dump-in-injected-syscalls       a thread of the dumped tree runs injected syscalls (its
 //                                   registers are the injection's until the session ends)
 //   dump-first-memory-written       the dump wrote the memory images of its first process

@@ -87,6 +87,22 @@ wait_until count_at_least "$killed" $((at + 3))
 counter_continuous "$killed" || fail "counter restarted after the killed checkpoint"
 cryo rm -f -t 0 "$killed" >/dev/null
 
+# --- checkpoint killed while the container's cgroup is frozen: its tracer's death does not thaw
+# it, the helper that outlives the CLI does ---
+frozen=$(cryo run -d busybox sh -c "$counter_script")
+wait_until count_at_least "$frozen" 3
+init=$(pid_of "$frozen")
+expect_exit 137 env CRYO_FAULT_KILL_AT=dump-cgroup-frozen \
+  "$cryo_bin" --root "$tmp/root" --runroot "$tmp/run" container checkpoint "$frozen"
+grep -q "fault injection: SIGKILL at dump-cgroup-frozen" "$tmp/err" ||
+  fail "the checkpoint was not killed with the cgroup frozen: $(cat "$tmp/err")"
+expect_running_as_before "$frozen" "$init"
+for f in /sys/fs/cgroup/freezer/cryo*/"$frozen"/freezer.state /sys/fs/cgroup/cryo*/"$frozen"/cgroup.freeze; do
+  [[ -e $f ]] || continue
+  grep -qx -e THAWED -e 0 "$f" || fail "$f after the killed checkpoint: $(cat "$f")"
+done
+cryo rm -f -t 0 "$frozen" >/dev/null
+
 # --- checkpoint interrupted: Ctrl-C, a kill or a hangup reaches the CLI while the container's
 # init runs its injected syscalls (its registers are the injection's), or while the pages are
 # copied. The checkpoint stops where it can be undone: the container runs on as before, no

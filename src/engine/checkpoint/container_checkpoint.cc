@@ -23,6 +23,7 @@
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/fd_passing.h"
+#include "common/files_written_on_death.h"
 #include "common/fs.h"
 #include "common/interruption.h"
 #include "common/lazy_library.h"
@@ -94,38 +95,13 @@ std::string controlling_console(pid_t init, const nlohmann::json& streams) {
 }
 
 // A checkpoint runs in the CLI process, which may be killed half way. The tree then resumes by
-// itself when its tracer dies, except when frozen in its cgroup at that moment: this small process
-// of its own (`cryo __thaw-guard DIR` in a new session) thaws the cgroup when the CLI ends without
-// saying the checkpoint is over. Spawned (a vfork and an exec), not forked: a fork copies the
-// CLI's page tables on the checkpoint's path (2-3 ms here) and makes every private page of both
-// copy-on-write while the guard lives.
-class ThawGuard {
- public:
-  explicit ThawGuard(const std::string& freezer_dir) {
-    int p[2];
-    if (::pipe2(p, O_CLOEXEC) < 0) throw_errno("pipe2");
-    UniqueFd read_end(p[0]);
-    done_.reset(p[1]);
-    UniqueFd null_fd = fs::open_or_throw("/dev/null", O_RDWR | O_CLOEXEC);
-    static_assert(kThawGuardFd == 3);
-    pid_ = spawn_self_in_new_session({"cryo", kThawGuardCommand, freezer_dir},
-                                     {null_fd.get(), null_fd.get(), null_fd.get(), read_end.get()},
-                                     "spawn the checkpoint's thaw guard");
-  }
-  ~ThawGuard() {
-    if (pid_ <= 0) return;
-    (void)!::write(done_.get(), "d", 1);
-    done_.reset();
-    while (::waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {
-    }
-  }
-  ThawGuard(const ThawGuard&) = delete;
-  ThawGuard& operator=(const ThawGuard&) = delete;
-
- private:
-  pid_t pid_ = -1;
-  UniqueFd done_;
-};
+// itself when its tracer dies, except when frozen in its cgroup at that moment: a helper thaws
+// the cgroup when the CLI ends without saying the checkpoint is over (v1 or v2, whichever file
+// exists).
+FilesWrittenOnDeath thaw_if_killed(const std::string& freezer_dir) {
+  return FilesWrittenOnDeath(
+      {{freezer_dir + "/freezer.state", "THAWED"}, {freezer_dir + "/cgroup.freeze", "0"}});
+}
 
 void rename_or_throw(const std::string& from, const std::string& to) {
   if (::rename(from.c_str(), to.c_str()) < 0) throw_errno("rename " + from + " to " + to);
@@ -188,27 +164,6 @@ class TmpfsExportSink : public ckpt::ImageSink {
 };
 
 }  // namespace
-
-int thaw_guard_main(const std::vector<std::string>& args) {
-  if (args.size() != 1) return 2;
-  const std::string& freezer_dir = args[0];
-  char byte = 0;
-  ssize_t n;
-  do {
-    n = ::read(kThawGuardFd, &byte, 1);
-  } while (n < 0 && errno == EINTR);
-  if (n == 1 && byte == 'd') return 0;
-  // The CLI died in the checkpoint: never leave the container frozen.
-  auto write_value = [](const std::string& path, const char* value) {
-    int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
-    if (fd < 0) return;
-    (void)!::write(fd, value, std::strlen(value));
-    ::close(fd);
-  };
-  write_value(freezer_dir + "/freezer.state", "THAWED");
-  write_value(freezer_dir + "/cgroup.freeze", "0");
-  return 0;
-}
 
 std::string checkpoint_dir(const StorePaths& paths, const std::string& id) {
   return paths.container_dir(id) + "/checkpoint";
@@ -324,7 +279,7 @@ ContainerCheckpointResult checkpoint_container(const StorePaths& paths, const st
     // while the container is frozen.
     if (options.tcp_established)
       load_lazy_library(CRYO_SONAME_NFTABLES, "holding the packets of established TCP connections");
-    ThawGuard guard(freezer_dir);
+    FilesWrittenOnDeath thaw_guard = thaw_if_killed(freezer_dir);
     result.stats = with_context("checkpointing container " + record.name,
                                 [&] { return ckpt::dump(record.pid, temp_dir, dump_options); });
     LOG_INFO << "dumped at t=" << steady_now_us() << ": " << dump_stats_json(result.stats).dump();

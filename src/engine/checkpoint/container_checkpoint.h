@@ -21,12 +21,6 @@
 
 namespace cryo::engine {
 
-// `cryo __thaw-guard FREEZER_DIR`: the process that thaws a container's cgroup when the CLI
-// checkpointing it dies (it reads fd kThawGuardFd: EOF without the byte 'd' means so).
-inline constexpr const char* kThawGuardCommand = "__thaw-guard";
-inline constexpr int kThawGuardFd = 3;
-int thaw_guard_main(const std::vector<std::string>& args);
-
 struct ContainerCheckpointOptions {
   bool leave_running = false;  // -R
   bool keep = false;           // -k: keep the engine's log of the dump (dump.log) as well
