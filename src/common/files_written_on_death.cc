@@ -4,6 +4,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -56,8 +57,9 @@ int run_helper(void* arg) {
   raw_syscall(SYS_rt_sigprocmask, SIG_SETMASK, reinterpret_cast<long>(&all_signals), 0,
               sizeof all_signals);
   raw_syscall(SYS_setsid);
-  // Only the pipe's read end stays open here: a copy of its write end, or of any other fd of the
-  // process (an archive being written, a socket), must not outlive the process because of us.
+  // Only the helper's end of the socket pair stays open here: a copy of the other end, or of any
+  // other fd of the process (an archive being written, a socket), must not outlive the process
+  // because of us.
   if (plan->read_fd > 0) raw_syscall(SYS_close_range, 0, plan->read_fd - 1, 0);
   raw_syscall(SYS_close_range, plan->read_fd + 1, ~0U, 0);
   char byte = 0;
@@ -83,8 +85,11 @@ FilesWrittenOnDeath::FilesWrittenOnDeath(std::vector<std::pair<std::string, std:
   if (writes_.size() > kMaxWrites)
     throw std::logic_error("FilesWrittenOnDeath: more than " + std::to_string(kMaxWrites) +
                            " files");
+  // A socket pair rather than a pipe: "done" is sent with MSG_NOSIGNAL, so a helper that died
+  // (killed by hand) costs this process an EPIPE, not a SIGPIPE.
   int p[2];
-  if (::pipe2(p, O_CLOEXEC) < 0) throw_errno("pipe2 for the helper that writes on death");
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p) < 0)
+    throw_errno("socketpair for the helper that writes on death");
   UniqueFd read_end(p[0]);
   done_.reset(p[1]);
   // Owned here, read by the helper. Both live as long as the helper needs them: this object until
@@ -105,10 +110,16 @@ FilesWrittenOnDeath::FilesWrittenOnDeath(std::vector<std::pair<std::string, std:
     plan_ = nullptr;
     throw_errno("mmap the stack of the helper that writes on death");
   }
+  // The helper starts with every signal blocked (it inherits this thread's mask): no handler of
+  // this process may run on its stack, and it keeps them blocked.
+  sigset_t all, previous;
+  sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &previous);
   pid_ =
       ::clone(run_helper, static_cast<char*>(stack_) + kHelperStackSize, CLONE_VM | SIGCHLD, plan_);
+  int err = errno;
+  ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
   if (pid_ < 0) {
-    int err = errno;
     ::munmap(stack_, kHelperStackSize);
     delete plan_;
     throw_errno("clone the helper that writes on death", err);
@@ -117,7 +128,7 @@ FilesWrittenOnDeath::FilesWrittenOnDeath(std::vector<std::pair<std::string, std:
 
 FilesWrittenOnDeath::~FilesWrittenOnDeath() {
   if (pid_ > 0) {
-    (void)!::write(done_.get(), "d", 1);
+    (void)!::send(done_.get(), "d", 1, MSG_NOSIGNAL);
     done_.reset();
     while (::waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {
     }

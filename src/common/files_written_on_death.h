@@ -5,8 +5,8 @@
 // The helper is a clone of this process that shares its memory (CLONE_VM) and runs a few raw
 // syscalls on a stack of its own, in a session of its own (a Ctrl-C to the CLI's terminal does not
 // reach it), with every signal but SIGKILL blocked. It costs a clone, not an exec: an exec'd
-// helper took ~20 ms of CPU to load beside the checkpoint. It waits on a pipe whose write end only
-// this process holds; end of file without the "done" byte means this process died.
+// helper took ~20 ms of CPU to load beside the checkpoint. It waits on a socket whose other end
+// only this process holds; end of file without the "done" byte means this process died.
 #pragma once
 
 #include <sys/types.h>
