@@ -1,7 +1,6 @@
 #include "common/fault_injection.h"
 
 #include <signal.h>
-#include <string.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -10,6 +9,8 @@
 #include <vector>
 
 #include "common/phase_trace.h"
+#include "common/signal_names.h"
+#include "common/strings.h"
 
 namespace cryo {
 
@@ -18,23 +19,11 @@ namespace {
 // "a:INT,b:TERM" -> {("a", SIGINT), ("b", SIGTERM)}; unknown signal names are skipped.
 std::vector<std::pair<std::string, int>> parse_signal_points(const char* value) {
   std::vector<std::pair<std::string, int>> points;
-  std::string text = value ? value : "";
-  size_t begin = 0;
-  while (begin < text.size()) {
-    size_t end = text.find(',', begin);
-    if (end == std::string::npos) end = text.size();
-    std::string item = text.substr(begin, end - begin);
-    begin = end + 1;
+  for (const std::string& item : split(value ? value : "", ',')) {
     size_t colon = item.rfind(':');
     if (colon == std::string::npos) continue;
-    std::string name = item.substr(colon + 1);
-    for (int sig = 1; sig < NSIG; ++sig) {
-      const char* abbrev = ::sigabbrev_np(sig);
-      if (abbrev && name == abbrev) {
-        points.emplace_back(item.substr(0, colon), sig);
-        break;
-      }
-    }
+    if (int sig = signal_number(item.substr(colon + 1)))
+      points.emplace_back(item.substr(0, colon), sig);
   }
   return points;
 }
@@ -59,7 +48,7 @@ void fault_point(std::string_view point) {
       parse_signal_points(::getenv("CRYO_FAULT_SIGNAL_AT"));
   for (const auto& [name, sig] : armed_signals)
     if (name == point) {
-      announce(std::string("SIG") + ::sigabbrev_np(sig), point);
+      announce(signal_name(sig), point);
       ::kill(::getpid(), sig);
     }
   if (armed_kill.empty()) return;

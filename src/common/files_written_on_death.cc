@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -12,6 +11,7 @@
 #include <array>
 #include <cerrno>
 #include <cstdint>
+#include <memory>
 #include <stdexcept>
 
 #include "common/error.h"
@@ -94,7 +94,7 @@ FilesWrittenOnDeath::FilesWrittenOnDeath(std::vector<std::pair<std::string, std:
   done_.reset(p[1]);
   // Owned here, read by the helper. Both live as long as the helper needs them: this object until
   // the helper is reaped, or the whole memory, which the helper keeps when this process dies.
-  plan_ = new Plan;
+  plan_ = std::make_unique<Plan>();
   plan_->read_fd = read_end.get();
   plan_->count = writes_.size();
   for (size_t i = 0; i < writes_.size(); ++i) {
@@ -102,39 +102,26 @@ FilesWrittenOnDeath::FilesWrittenOnDeath(std::vector<std::pair<std::string, std:
     plan_->contents[i] = writes_[i].second.data();
     plan_->sizes[i] = writes_[i].second.size();
   }
-  stack_ = ::mmap(nullptr, kHelperStackSize, PROT_READ | PROT_WRITE,
-                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-  if (stack_ == MAP_FAILED) {
-    stack_ = nullptr;
-    delete plan_;
-    plan_ = nullptr;
-    throw_errno("mmap the stack of the helper that writes on death");
-  }
+  // Not zeroed: only the pages the helper uses are touched. new[] aligns it for any type, which
+  // keeps its top 16-byte aligned as the ABI wants.
+  stack_.reset(new char[kHelperStackSize]);
   // The helper starts with every signal blocked (it inherits this thread's mask): no handler of
   // this process may run on its stack, and it keeps them blocked.
   sigset_t all, previous;
   sigfillset(&all);
   ::pthread_sigmask(SIG_SETMASK, &all, &previous);
-  pid_ =
-      ::clone(run_helper, static_cast<char*>(stack_) + kHelperStackSize, CLONE_VM | SIGCHLD, plan_);
+  pid_ = ::clone(run_helper, stack_.get() + kHelperStackSize, CLONE_VM | SIGCHLD, plan_.get());
   int err = errno;
   ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
-  if (pid_ < 0) {
-    ::munmap(stack_, kHelperStackSize);
-    delete plan_;
-    throw_errno("clone the helper that writes on death", err);
-  }
+  if (pid_ < 0) throw_errno("clone the helper that writes on death", err);
 }
 
 FilesWrittenOnDeath::~FilesWrittenOnDeath() {
-  if (pid_ > 0) {
-    (void)!::send(done_.get(), "d", 1, MSG_NOSIGNAL);
-    done_.reset();
-    while (::waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {
-    }
+  if (pid_ <= 0) return;
+  (void)!::send(done_.get(), "d", 1, MSG_NOSIGNAL);
+  done_.reset();
+  while (::waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {
   }
-  if (stack_) ::munmap(stack_, kHelperStackSize);
-  delete plan_;
 }
 
 }  // namespace cryo

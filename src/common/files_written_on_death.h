@@ -11,6 +11,7 @@
 
 #include <sys/types.h>
 
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -34,9 +35,10 @@ class FilesWrittenOnDeath {
   struct Plan;  // what the helper reads, in memory it shares with this process
 
  private:
+  // Read by the helper; freed after the destructor's body has reaped it.
   std::vector<std::pair<std::string, std::string>> writes_;
-  Plan* plan_ = nullptr;
-  void* stack_ = nullptr;
+  std::unique_ptr<Plan> plan_;
+  std::unique_ptr<char[]> stack_;
   pid_t pid_ = -1;
   UniqueFd done_;
 };

@@ -1,7 +1,6 @@
 #include "common/interruption.h"
 
 #include <signal.h>
-#include <string.h>
 
 #include <array>
 #include <atomic>
@@ -10,6 +9,7 @@
 #include <string>
 
 #include "common/error.h"
+#include "common/signal_names.h"
 
 namespace cryo {
 
@@ -42,10 +42,11 @@ DeferredTermination::DeferredTermination() {
   sigfillset(&record.sa_mask);
   for (size_t i = 0; i < kHeldSignals.size(); ++i)
     if (::sigaction(kHeldSignals[i], &record, &previous_held[i]) < 0)
-      throw_errno("sigaction " + std::string(::sigabbrev_np(kHeldSignals[i])));
+      throw_errno("sigaction " + signal_name(kHeldSignals[i]));
   struct sigaction ignore {};
   ignore.sa_handler = SIG_IGN;
-  if (::sigaction(SIGPIPE, &ignore, &previous_pipe) < 0) throw_errno("sigaction PIPE");
+  if (::sigaction(SIGPIPE, &ignore, &previous_pipe) < 0)
+    throw_errno("sigaction " + signal_name(SIGPIPE));
 }
 
 DeferredTermination::~DeferredTermination() {
@@ -61,7 +62,7 @@ int deferred_termination_signal() {
 
 void throw_if_interrupted() {
   int sig = deferred_termination_signal();
-  if (sig != 0) throw Error(std::string("interrupted by SIG") + ::sigabbrev_np(sig), EINTR);
+  if (sig != 0) throw Error("interrupted by " + signal_name(sig), EINTR);
 }
 
 void raise_deferred_termination() {

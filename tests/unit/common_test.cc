@@ -1,9 +1,11 @@
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include "checkpoint/remote_addr.h"
 #include "common/error.h"
 #include "common/fs.h"
+#include "common/signal_names.h"
 #include "common/strings.h"
 #include "common/subprocess.h"
 
@@ -58,6 +60,19 @@ TEST(RemoteAddr, ArithmeticAndFormatting) {
   EXPECT_EQ((a + 0x10) - a, 0x10u);
   EXPECT_EQ(a.hex(), "0x1000");
   EXPECT_LT(a, a + 1);
+}
+
+TEST(SignalNames, ByNameAndNumber) {
+  EXPECT_EQ(signal_number("TERM"), SIGTERM);
+  EXPECT_EQ(signal_number("sigint"), SIGINT);
+  EXPECT_EQ(signal_number("SIGHUP"), SIGHUP);
+  EXPECT_EQ(signal_number("9"), SIGKILL);
+  EXPECT_EQ(signal_number("NOPE"), 0);
+  EXPECT_EQ(signal_number("0"), 0);
+  EXPECT_EQ(signal_number("9x"), 0);
+  EXPECT_EQ(signal_number(""), 0);
+  EXPECT_EQ(signal_name(SIGTERM), "SIGTERM");
+  EXPECT_EQ(signal_name(SIGRTMIN + 1).rfind("signal ", 0), 0u);
 }
 
 }  // namespace

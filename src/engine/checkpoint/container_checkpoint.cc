@@ -30,7 +30,6 @@
 #include "common/log.h"
 #include "common/phase_trace.h"
 #include "common/strings.h"
-#include "common/subprocess.h"
 #include "engine/checkpoint/container_checkpoint_mounts.h"
 #include "engine/container/container.h"
 #include "engine/container/manager.h"

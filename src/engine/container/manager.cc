@@ -14,6 +14,7 @@
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/signal_names.h"
 #include "common/strings.h"
 #include "engine/container/oci_spec.h"
 #include "engine/image/image_store.h"
@@ -130,19 +131,7 @@ SpecInputs make_container_dirs(const StorePaths& paths, const ContainerRecord& r
 }
 
 int parse_signal(const std::string& text) {
-  std::string name = text;
-  for (auto& c : name) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  if (!name.empty() && std::isdigit(static_cast<unsigned char>(name[0]))) {
-    char* end = nullptr;
-    long sig = std::strtol(name.c_str(), &end, 10);
-    if (*end == '\0' && sig > 0 && sig < NSIG) return static_cast<int>(sig);
-  } else {
-    if (starts_with(name, "SIG")) name = name.substr(3);
-    for (int sig = 1; sig < NSIG; ++sig) {
-      const char* abbrev = ::sigabbrev_np(sig);
-      if (abbrev && name == abbrev) return sig;
-    }
-  }
+  if (int sig = signal_number(text)) return sig;
   throw ExitCodeError("invalid signal: " + text, 125);
 }
 
