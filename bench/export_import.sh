@@ -201,6 +201,10 @@ cpu_of "$tmp/cpu_zstd_cli" zstd -q -1 -T"$cores" -c "$shm/ctr.tar" >/dev/null
 # Their CPU seconds per GB summed give the fastest export all cores could do.
 parts=$("$build/bench/ceilings" --export-parts "$shm/ctr.tar")
 part() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$parts" "$1"; }
+# For reference, zstd -b1 on one core: on these 2-core VMs its multithreaded mode (-T2, the
+# ceiling) has been slower than a single thread (3.2-3.5 against 4.0-4.2 GB/s, session 10), while
+# two single-threaded zstd processes each kept ~4.0: the ceiling reflects zstd's own threading.
+zstd_one=$(zstd -b1 -i1 -T1 "$shm/ctr.tar" 2>&1 | tr '\r' '\n' | grep -E 'MB/s.*MB/s' | tail -n 1 | grep -oE '[0-9.]+ MB/s' | head -n 1 | cut -d' ' -f1)
 rm -f "$shm/ctr.tar"
 
 # Import + restore on engine B from the zstd archive, its file in the page cache as after a copy
@@ -227,6 +231,7 @@ disk_buffered=$(gbps "$bytes" "$t_disk")
 disk_direct=$(gbps "$bytes" "$t_disk_direct")
 disk=$(python3 -c "import sys; print(max(sys.argv[1:], key=float))" "$disk_buffered" "$disk_direct")
 printf "%-34s %10s %10s   %s\n" "export zstd (whole command)" "$(gbps "$bytes" "$t_zstd")" "$zc" "zstd -1 -T$cores in memory, same bytes ($(pct "$(gbps "$bytes" "$t_zstd")" "$zc"))"
+printf "%-34s %10s %10s   %s\n" "  (zstd -b1 on one core)" "" "$(python3 -c "import sys; print('%.2f' % (float(sys.argv[1]) / 1000.0))" "$zstd_one")" "for reference, same bytes"
 printf "%-34s %10s %10s   %s\n" "export zstd (inside cryo)" "$(gbps "$bytes" "$zstd_archive_us")" "$zc" "($(pct "$(gbps "$bytes" "$zstd_archive_us")" "$zc"))"
 for ((round = 0; round < rounds; ++round)); do
   printf "%-34s %10s %10s   %s\n" "  round $((round + 1)): whole / inside" \

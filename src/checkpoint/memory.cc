@@ -15,6 +15,7 @@
 #include <deque>
 #include <exception>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <mutex>
 #include <optional>
@@ -31,6 +32,7 @@
 #include "common/interruption.h"
 #include "common/log.h"
 #include "common/phase_trace.h"
+#include "common/shared_once_check.h"
 #include "common/unique_fd.h"
 
 namespace cryo::ckpt {
@@ -89,6 +91,28 @@ struct Range {
   uint64_t key;  // the address recorded in the run (vaddr, or offset in a shmem object)
   bool skip_zero;
   bool readable;
+  // Read only once the mappings' VmFlags are known (MappingFlagsGate): the mapping has a file
+  // or a driver behind it, and may be a device's.
+  bool after_flags = false;
+};
+
+// Holds back the reading of pages that may belong to a device's mapping (VM_IO, VM_PFNMAP: read,
+// they could act on the device) until the mappings' VmFlags say that none is one. The flags come
+// from smaps, which a large process takes ~17 ms per GiB to give (it counts every page): plain
+// anonymous memory is read meanwhile.
+class MappingFlagsGate {
+ public:
+  // `check` takes the flags in and throws if a mapping is a device's.
+  explicit MappingFlagsGate(std::function<void()> check) : check_(std::move(check)) {}
+
+  void pass() { check_.pass(); }
+  void pass_before(const std::vector<Range>& pieces) {
+    if (std::any_of(pieces.begin(), pieces.end(), [](const Range& r) { return r.after_flags; }))
+      check_.pass();
+  }
+
+ private:
+  SharedOnceCheck check_;
 };
 
 // Calls `run(piece, first_page, pages, offset_in_data)` for each run of pages worth keeping in
@@ -210,7 +234,12 @@ void for_each_batch(const std::vector<Range>& ranges, Limit&& batch_limit, Batch
       }
       uint64_t room = (limit - bytes) / kPageSize;
       uint64_t n = std::min(room, r.pages - done);
-      Range piece{r.addr + done * kPageSize, n, r.key + done * kPageSize, r.skip_zero, r.readable};
+      Range piece{r.addr + done * kPageSize,
+                  n,
+                  r.key + done * kPageSize,
+                  r.skip_zero,
+                  r.readable,
+                  r.after_flags};
       remote.push_back({reinterpret_cast<void*>(piece.addr), n * kPageSize});
       pieces.push_back(piece);
       bytes += n * kPageSize;
@@ -247,8 +276,8 @@ void add_run(std::vector<PageRun>& runs, uint64_t key, uint64_t pages, uint64_t 
 // sum of both.
 class PageCopier {
  public:
-  PageCopier(pid_t pid, RawImageWriter& out, MemoryDumpCounters& counters)
-      : pid_(pid), out_(out), counters_(counters), next_offset_(out.payload_size()) {}
+  PageCopier(pid_t pid, RawImageWriter& out, MemoryDumpCounters& counters, MappingFlagsGate& gate)
+      : pid_(pid), out_(out), counters_(counters), gate_(gate), next_offset_(out.payload_size()) {}
 
   ~PageCopier() { stop_writer(); }
 
@@ -307,6 +336,7 @@ class PageCopier {
   // may run elsewhere) and records the runs of its pages worth restoring.
   void read_and_check(const std::vector<iovec>& remote, const std::vector<Range>& pieces,
                       uint8_t* data, size_t bytes, std::vector<PageRun>& runs) {
+    gate_.pass_before(pieces);
     read_remote(pid_, mem_, remote, pieces, data, bytes);
     out_.add_to_checksum(data, bytes);
     const uint64_t base = next_offset_;
@@ -403,6 +433,7 @@ class PageCopier {
   pid_t pid_;
   RawImageWriter& out_;
   MemoryDumpCounters& counters_;
+  MappingFlagsGate& gate_;
   uint64_t next_offset_;
   UniqueFd mem_;
 
@@ -425,8 +456,9 @@ class ShardedPageDump {
  public:
   static_assert(kMaxPageImages <= CopyBuffers::kCount, "a copy buffer per image");
 
-  ShardedPageDump(pid_t pid, ImageSink& sink, const std::string& base_name, size_t images)
-      : pid_(pid) {
+  ShardedPageDump(pid_t pid, ImageSink& sink, const std::string& base_name, size_t images,
+                  MappingFlagsGate& gate)
+      : pid_(pid), gate_(gate) {
     for (size_t i = 0; i < images; ++i) {
       std::string name = i == 0 ? base_name + ".img" : base_name + "." + std::to_string(i) + ".img";
       shards_.push_back(std::make_unique<Shard>());
@@ -434,7 +466,7 @@ class ShardedPageDump {
     }
   }
 
-  // Returns the runs of every image, in address order (`ranges` are).
+  // Returns the runs of every image, in the order of `ranges`.
   std::vector<PageRun> copy(const std::vector<Range>& ranges, MemoryDumpCounters& counters) {
     uint64_t total_pages = 0;
     for (const Range& r : ranges) total_pages += r.pages;
@@ -448,7 +480,8 @@ class ShardedPageDump {
         const Range& r = ranges[next_range];
         uint64_t take = std::min(want, r.pages - done_in_range);
         uint64_t at = done_in_range * kPageSize;
-        shards_[i]->ranges.push_back({r.addr + at, take, r.key + at, r.skip_zero, r.readable});
+        shards_[i]->ranges.push_back(
+            {r.addr + at, take, r.key + at, r.skip_zero, r.readable, r.after_flags});
         want -= take;
         done_in_range += take;
         if (done_in_range == r.pages) {
@@ -515,6 +548,7 @@ class ShardedPageDump {
         shard.ranges, copy_chunk_limit,
         [&](const std::vector<iovec>& remote, const std::vector<Range>& pieces, size_t bytes) {
           if (stop_) throw Error("stopped: another page image failed");
+          gate_.pass_before(pieces);
           uint64_t t0 = steady_now_us();
           read_remote(pid_, mem, remote, pieces, data, bytes);
           keep.clear();
@@ -539,6 +573,7 @@ class ShardedPageDump {
   }
 
   pid_t pid_;
+  MappingFlagsGate& gate_;
   std::vector<std::unique_ptr<Shard>> shards_;
   std::atomic<bool> stop_{false};
   std::mutex error_mutex_;
@@ -950,14 +985,26 @@ uint64_t resident_bytes(pid_t pid) {
   return resident_pages * kPageSize;
 }
 
+namespace {
+
+// Anonymous memory that no driver maps (no device can stand behind it): the heap, the stack,
+// unnamed and named (PR_SET_VMA_ANON_NAME) private anonymous mappings.
+bool is_plain_anonymous(const Vma& vma) {
+  return vma.kind == VmaKind::kAnon && !vma.shared &&
+         (vma.path.empty() || vma.path == "[heap]" || vma.path == "[stack]" ||
+          vma.path.rfind("[anon:", 0) == 0);
+}
+
+}  // namespace
+
 json dump_memory(pid_t pid, ImageSink& sink, MemoryDumpCounters& counters, TreeMemory& tree) {
   std::map<uint64_t, json>& dumped_shmem = tree.shmem;
   std::string proc = "/proc/" + std::to_string(pid);
   // The VmFlags exist only in smaps, whose reading counts every page of the process (~17 ms per
   // GiB): for a large process it is read on a thread of its own while the pages to copy are found
   // from the mappings of /proc/PID/maps (the same ones: the process is frozen); a small one
-  // reads smaps alone, which costs less than a thread. Nothing is read from the process before
-  // its flags are known: device mappings are refused, not read.
+  // reads smaps alone, which costs less than a thread. Device mappings are refused, not read:
+  // nothing but plain anonymous memory is read before the flags are known (MappingFlagsGate).
   // The kernel's own mappings are made anew, file and SysV shared ones mapped again at restore.
   auto not_copied = [](const Vma& vma) {
     return vma.kind == VmaKind::kVdso || vma.kind == VmaKind::kVvar ||
@@ -1016,12 +1063,15 @@ json dump_memory(pid_t pid, ImageSink& sink, MemoryDumpCounters& counters, TreeM
                            : pages_to_dump(pagemap.get(), vma.start, vma.end, false, counters);
     counters.read_us += steady_now_us() - t0;
     for (auto [addr, n] : present) {
-      ranges.push_back({addr, n, addr, vma.kind == VmaKind::kAnon, (vma.prot & PROT_READ) != 0});
+      ranges.push_back({addr, n, addr, vma.kind == VmaKind::kAnon, (vma.prot & PROT_READ) != 0,
+                        !is_plain_anonymous(vma)});
       pages_in_ranges += n;
     }
   }
-  take_flags();
-  for (const Vma& vma : vmas) vma_list.push_back(vma_to_json(vma));
+  // Plain anonymous memory first, read while smaps is; the other pages after the flags.
+  std::stable_partition(ranges.begin(), ranges.end(),
+                        [](const Range& r) { return !r.after_flags; });
+  MappingFlagsGate flags_gate(take_flags);
   phase_mark("dump: pages to copy found");
   std::string pages_base = "pages-" + std::to_string(pid);
   std::vector<PageRun> runs;
@@ -1030,13 +1080,13 @@ json dump_memory(pid_t pid, ImageSink& sink, MemoryDumpCounters& counters, TreeM
     size_t images = 1;
     if (pages_in_ranges * kPageSize >= kShardMinBytes)
       images = std::clamp<size_t>(std::thread::hardware_concurrency(), 1, kMaxPageImages);
-    ShardedPageDump dump(pid, sink, pages_base, images);
+    ShardedPageDump dump(pid, sink, pages_base, images, flags_gate);
     runs = dump.copy(ranges, counters);
     for (const std::string& name : dump.image_names()) pages_images.push_back(name);
   } else {
     // The image's size is known from pagemap before any page is read (a streaming sink needs it).
     RawImageWriter pages(sink, pages_base + ".img", pages_in_ranges * kPageSize);
-    PageCopier copier(pid, pages, counters);
+    PageCopier copier(pid, pages, counters, flags_gate);
     copier.copy(ranges, runs);
     uint64_t t0 = steady_now_us();
     pages.finish();
@@ -1045,6 +1095,11 @@ json dump_memory(pid_t pid, ImageSink& sink, MemoryDumpCounters& counters, TreeM
   }
 
   phase_mark("dump: pages copied");
+  flags_gate.pass();
+  for (const Vma& vma : vmas) vma_list.push_back(vma_to_json(vma));
+  // In address order, as the restorer looks them up (the copy took the anonymous ones first).
+  std::sort(runs.begin(), runs.end(),
+            [](const PageRun& a, const PageRun& b) { return a.vaddr < b.vaddr; });
   json mm;
   mm["vmas"] = vma_list;
   mm["runs"] = runs_to_json(runs);

@@ -208,6 +208,9 @@ RestorerPlan prepare_restorer(const json& core, const json& mm, const RestorerFd
 
   // 3. Every VMA at its address, writable while it is filled.
   std::vector<PageRun> runs = runs_from_json(mm.at("runs"));
+  // Looked up by address: images list them in address order, but they are input.
+  std::sort(runs.begin(), runs.end(),
+            [](const PageRun& a, const PageRun& b) { return a.vaddr < b.vaddr; });
   auto vma_has_runs = [&](const Vma& v) {
     auto it = std::lower_bound(runs.begin(), runs.end(), v.start, [](const PageRun& r, uint64_t a) {
       return r.vaddr + r.pages * kPageSize <= a;

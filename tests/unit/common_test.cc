@@ -2,9 +2,15 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
+#include <thread>
+#include <vector>
+
 #include "checkpoint/remote_addr.h"
 #include "common/error.h"
 #include "common/fs.h"
+#include "common/shared_once_check.h"
 #include "common/signal_names.h"
 #include "common/strings.h"
 #include "common/subprocess.h"
@@ -73,6 +79,53 @@ TEST(SignalNames, ByNameAndNumber) {
   EXPECT_EQ(signal_number(""), 0);
   EXPECT_EQ(signal_name(SIGTERM), "SIGTERM");
   EXPECT_EQ(signal_name(SIGRTMIN + 1).rfind("signal ", 0), 0u);
+}
+
+TEST(SharedOnceCheck, RunsOnceAndSharesItsOutcome) {
+  int runs = 0;
+  SharedOnceCheck ok([&] { ++runs; });
+  ok.pass();
+  ok.pass();
+  EXPECT_EQ(runs, 1);
+
+  int failed_runs = 0;
+  SharedOnceCheck failing([&] {
+    ++failed_runs;
+    throw Error("device mapping at 0x1000");
+  });
+  for (int i = 0; i < 3; ++i) {
+    try {
+      failing.pass();
+      FAIL() << "no exception on call " << i;
+    } catch (const Error& e) {
+      EXPECT_STREQ(e.what(), "device mapping at 0x1000");
+    }
+  }
+  EXPECT_EQ(failed_runs, 1);
+}
+
+TEST(SharedOnceCheck, ThreadsArrivingMeanwhileWaitForTheFirst) {
+  std::atomic<int> runs{0};
+  std::atomic<bool> release{false};
+  std::atomic<int> passed{0};
+  SharedOnceCheck slow([&] {
+    ++runs;
+    while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  });
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i)
+    threads.emplace_back([&] {
+      slow.pass();
+      ++passed;
+    });
+  // No thread gets past pass() while the check runs.
+  while (runs == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(passed, 0);
+  release = true;
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(passed, 4);
+  EXPECT_EQ(runs, 1);
 }
 
 }  // namespace
