@@ -91,22 +91,24 @@ struct Range {
   uint64_t key;  // the address recorded in the run (vaddr, or offset in a shmem object)
   bool skip_zero;
   bool readable;
-  // Read only once the mappings' VmFlags are known (MappingFlagsGate): the mapping has a file
-  // or a driver behind it, and may be a device's.
+  // Not plain anonymous memory: a file or a driver is behind the mapping, which may be a
+  // device's (MappingFlagsGate).
   bool after_flags = false;
 };
 
-// Holds back the reading of pages that may belong to a device's mapping (VM_IO, VM_PFNMAP: read,
-// they could act on the device) until the mappings' VmFlags say that none is one. The flags come
-// from smaps, which a large process takes ~17 ms per GiB to give (it counts every page): plain
-// anonymous memory is read meanwhile.
+// Device memory (mappings with VM_IO or VM_PFNMAP) must never be read: a read may act on the
+// device. process_vm_readv cannot read it (get_user_pages refuses such mappings: EFAULT), but
+// /proc/PID/mem can (through the mapping's own access method), so that fallback waits for the
+// mappings' VmFlags, which say whether a mapping is a device's. The flags come from smaps, which a
+// large process takes ~17 ms per GiB to give (it counts every page): the copy does not wait for
+// them unless it needs the fallback for a mapping that is not plain anonymous memory.
 class MappingFlagsGate {
  public:
   // `check` takes the flags in and throws if a mapping is a device's.
   explicit MappingFlagsGate(std::function<void()> check) : check_(std::move(check)) {}
 
   void pass() { check_.pass(); }
-  void pass_before(const std::vector<Range>& pieces) {
+  void pass_before_fallback(const std::vector<Range>& pieces) {
     if (std::any_of(pieces.begin(), pieces.end(), [](const Range& r) { return r.after_flags; }))
       check_.pass();
   }
@@ -176,7 +178,8 @@ class CopyBuffers {
 
 // Reads the `remote` pieces of process `pid` (the pages of `pieces`, `bytes` in all) into `data`.
 void read_remote(pid_t pid, UniqueFd& mem, const std::vector<iovec>& remote,
-                 const std::vector<Range>& pieces, uint8_t* data, size_t bytes) {
+                 const std::vector<Range>& pieces, uint8_t* data, size_t bytes,
+                 MappingFlagsGate& gate) {
   bool all_readable =
       std::all_of(pieces.begin(), pieces.end(), [](const Range& r) { return r.readable; });
   ssize_t n = -1;
@@ -187,6 +190,7 @@ void read_remote(pid_t pid, UniqueFd& mem, const std::vector<iovec>& remote,
   if (n == static_cast<ssize_t>(bytes)) return;
   // Pages without read permission (PROT_NONE, write-only) are readable through /proc/PID/mem,
   // which reads with FOLL_FORCE.
+  gate.pass_before_fallback(pieces);
   if (!mem) {
     std::string path = "/proc/" + std::to_string(pid) + "/mem";
     mem = UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
@@ -336,8 +340,7 @@ class PageCopier {
   // may run elsewhere) and records the runs of its pages worth restoring.
   void read_and_check(const std::vector<iovec>& remote, const std::vector<Range>& pieces,
                       uint8_t* data, size_t bytes, std::vector<PageRun>& runs) {
-    gate_.pass_before(pieces);
-    read_remote(pid_, mem_, remote, pieces, data, bytes);
+    read_remote(pid_, mem_, remote, pieces, data, bytes, gate_);
     out_.add_to_checksum(data, bytes);
     const uint64_t base = next_offset_;
     for_each_kept_run(pieces, data,
@@ -466,7 +469,7 @@ class ShardedPageDump {
     }
   }
 
-  // Returns the runs of every image, in the order of `ranges`.
+  // Returns the runs of every image, in address order (`ranges` are).
   std::vector<PageRun> copy(const std::vector<Range>& ranges, MemoryDumpCounters& counters) {
     uint64_t total_pages = 0;
     for (const Range& r : ranges) total_pages += r.pages;
@@ -548,9 +551,8 @@ class ShardedPageDump {
         shard.ranges, copy_chunk_limit,
         [&](const std::vector<iovec>& remote, const std::vector<Range>& pieces, size_t bytes) {
           if (stop_) throw Error("stopped: another page image failed");
-          gate_.pass_before(pieces);
           uint64_t t0 = steady_now_us();
-          read_remote(pid_, mem, remote, pieces, data, bytes);
+          read_remote(pid_, mem, remote, pieces, data, bytes, gate_);
           keep.clear();
           uint64_t offset = shard.writer->payload_size();
           for_each_kept_run(
@@ -1003,8 +1005,8 @@ json dump_memory(pid_t pid, ImageSink& sink, MemoryDumpCounters& counters, TreeM
   // The VmFlags exist only in smaps, whose reading counts every page of the process (~17 ms per
   // GiB): for a large process it is read on a thread of its own while the pages to copy are found
   // from the mappings of /proc/PID/maps (the same ones: the process is frozen); a small one
-  // reads smaps alone, which costs less than a thread. Device mappings are refused, not read:
-  // nothing but plain anonymous memory is read before the flags are known (MappingFlagsGate).
+  // reads smaps alone, which costs less than a thread. Device mappings are refused, not read
+  // (MappingFlagsGate): the page copy starts before the flags are known.
   // The kernel's own mappings are made anew, file and SysV shared ones mapped again at restore.
   auto not_copied = [](const Vma& vma) {
     return vma.kind == VmaKind::kVdso || vma.kind == VmaKind::kVvar ||
@@ -1068,9 +1070,6 @@ json dump_memory(pid_t pid, ImageSink& sink, MemoryDumpCounters& counters, TreeM
       pages_in_ranges += n;
     }
   }
-  // Plain anonymous memory first, read while smaps is; the other pages after the flags.
-  std::stable_partition(ranges.begin(), ranges.end(),
-                        [](const Range& r) { return !r.after_flags; });
   MappingFlagsGate flags_gate(take_flags);
   phase_mark("dump: pages to copy found");
   std::string pages_base = "pages-" + std::to_string(pid);
@@ -1097,9 +1096,6 @@ json dump_memory(pid_t pid, ImageSink& sink, MemoryDumpCounters& counters, TreeM
   phase_mark("dump: pages copied");
   flags_gate.pass();
   for (const Vma& vma : vmas) vma_list.push_back(vma_to_json(vma));
-  // In address order, as the restorer looks them up (the copy took the anonymous ones first).
-  std::sort(runs.begin(), runs.end(),
-            [](const PageRun& a, const PageRun& b) { return a.vaddr < b.vaddr; });
   json mm;
   mm["vmas"] = vma_list;
   mm["runs"] = runs_to_json(runs);
