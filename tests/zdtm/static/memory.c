@@ -1,8 +1,8 @@
 /* Memory of every kind a process can hold, checked after restore: private anonymous memory with
  * random data, a big 64 MiB region, shared anonymous memory between parent and child (a write
  * after restore is seen by the other), a private file mapping with a COW-modified page, an
- * mprotect'ed region, guard pages, madvise flags (DONTFORK, WIPEONFORK, HUGEPAGE), mlock, and the
- * brk heap grown with sbrk. */
+ * mprotect'ed region, guard pages, a PROT_NONE modified page of a file mapping, madvise flags
+ * (DONTFORK, WIPEONFORK, HUGEPAGE), mlock, and the brk heap grown with sbrk. */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <signal.h>
@@ -90,6 +90,14 @@ int main(int argc, char** argv) {
   mprotect(ro, PAGE, PROT_NONE);
   mprotect(ro + PAGE, PAGE, PROT_READ);
   mprotect(ro + 2 * PAGE, PAGE, PROT_NONE);
+  /* A modified page of a private file mapping, then made PROT_NONE: only /proc/PID/mem reads it,
+   * and for a mapping that is not plain anonymous memory that read waits for the VmFlags. */
+  int exe = open("/proc/self/exe", O_RDONLY);
+  unsigned char* hidden = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE, exe, 0);
+  close(exe);
+  if (hidden == MAP_FAILED) test_fail("mmap of the exe");
+  test_fill_random(hidden, PAGE, 6);
+  mprotect(hidden, PAGE, PROT_NONE);
   /* madvise flags and mlock. */
   unsigned char* adv =
       mmap(NULL, 8 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -144,6 +152,10 @@ int main(int argc, char** argv) {
   if (prot_of(ro) != 0 || prot_of(ro + PAGE) != PROT_READ || prot_of(ro + 2 * PAGE) != 0)
     test_fail("protections not restored: %d %d %d", prot_of(ro), prot_of(ro + PAGE),
               prot_of(ro + 2 * PAGE));
+  if (prot_of(hidden) != 0) test_fail("PROT_NONE of the file mapping's page lost");
+  mprotect(hidden, PAGE, PROT_READ);
+  if (test_check_random(hidden, PAGE, 6) != (size_t)-1)
+    test_fail("PROT_NONE page of a private file mapping differs");
   if (!has_vmflag(adv, "dc")) test_fail("MADV_DONTFORK lost");
   if (!has_vmflag(adv + 2 * PAGE, "wf")) test_fail("MADV_WIPEONFORK lost");
   if (!has_vmflag(adv + 4 * PAGE, "hg")) test_fail("MADV_HUGEPAGE lost");
