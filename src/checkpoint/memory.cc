@@ -94,6 +94,15 @@ struct Range {
   // Not plain anonymous memory: a file or a driver is behind the mapping, which may be a
   // device's (MappingFlagsGate).
   bool after_flags = false;
+
+  // `count` pages from page `first` on, with this range's attributes.
+  Range part(uint64_t first, uint64_t count) const {
+    Range r = *this;
+    r.addr += first * kPageSize;
+    r.key += first * kPageSize;
+    r.pages = count;
+    return r;
+  }
 };
 
 // Device memory (mappings with VM_IO or VM_PFNMAP) must never be read: a read may act on the
@@ -238,12 +247,7 @@ void for_each_batch(const std::vector<Range>& ranges, Limit&& batch_limit, Batch
       }
       uint64_t room = (limit - bytes) / kPageSize;
       uint64_t n = std::min(room, r.pages - done);
-      Range piece{r.addr + done * kPageSize,
-                  n,
-                  r.key + done * kPageSize,
-                  r.skip_zero,
-                  r.readable,
-                  r.after_flags};
+      Range piece = r.part(done, n);
       remote.push_back({reinterpret_cast<void*>(piece.addr), n * kPageSize});
       pieces.push_back(piece);
       bytes += n * kPageSize;
@@ -482,9 +486,7 @@ class ShardedPageDump {
       while (want > 0 && next_range < ranges.size()) {
         const Range& r = ranges[next_range];
         uint64_t take = std::min(want, r.pages - done_in_range);
-        uint64_t at = done_in_range * kPageSize;
-        shards_[i]->ranges.push_back(
-            {r.addr + at, take, r.key + at, r.skip_zero, r.readable, r.after_flags});
+        shards_[i]->ranges.push_back(r.part(done_in_range, take));
         want -= take;
         done_in_range += take;
         if (done_in_range == r.pages) {

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "common/fs.h"
+#include "image_test_util.h"
 
 namespace cryo {
 namespace {
@@ -20,14 +21,10 @@ namespace {
 class FilesWrittenOnDeathTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char dir[] = "/tmp/cryo-death-test.XXXXXX";
-    ASSERT_NE(::mkdtemp(dir), nullptr);
-    dir_ = dir;
     // Existing, empty files: the helper opens them for writing (as it does a cgroup's files); it
     // neither creates nor truncates them.
-    for (const char* name : {"a", "b"}) fs::write_file(dir_ + "/" + name, "");
+    for (const char* name : {"a", "b"}) fs::write_file(dir_ / name, "");
   }
-  void TearDown() override { fs::remove_all(dir_); }
 
   // Runs `body` in a child process; returns its wait status.
   template <typename Body>
@@ -52,27 +49,26 @@ class FilesWrittenOnDeathTest : public ::testing::Test {
     return "";
   }
 
-  std::string dir_;
+  cryo::testing::TempDir dir_;
 };
 
 TEST_F(FilesWrittenOnDeathTest, WritesWhenTheProcessIsKilled) {
   int status = in_child([&] {
-    FilesWrittenOnDeath guard(
-        {{dir_ + "/a", "THAWED"}, {dir_ + "/missing", "x"}, {dir_ + "/b", "0"}});
+    FilesWrittenOnDeath guard({{dir_ / "a", "THAWED"}, {dir_ / "missing", "x"}, {dir_ / "b", "0"}});
     ::kill(::getpid(), SIGKILL);
   });
   ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
   // The helper outlives the killed process (reparented); it writes what exists, in order.
-  EXPECT_EQ(await_change(dir_ + "/b"), "0");
-  EXPECT_EQ(fs::read_file(dir_ + "/a"), "THAWED");
-  EXPECT_FALSE(fs::exists(dir_ + "/missing"));
+  EXPECT_EQ(await_change(dir_ / "b"), "0");
+  EXPECT_EQ(fs::read_file(dir_ / "a"), "THAWED");
+  EXPECT_FALSE(fs::exists(dir_ / "missing"));
 }
 
 TEST_F(FilesWrittenOnDeathTest, WritesNothingWhenDone) {
   int status = in_child([&] {
     pid_t helper;
     {
-      FilesWrittenOnDeath guard({{dir_ + "/a", "THAWED"}});
+      FilesWrittenOnDeath guard({{dir_ / "a", "THAWED"}});
       helper = guard.helper_pid();
     }
     // Reaped by the destructor: no such child any more.
@@ -80,12 +76,12 @@ TEST_F(FilesWrittenOnDeathTest, WritesNothingWhenDone) {
   });
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0);
-  EXPECT_EQ(fs::read_file(dir_ + "/a"), "");
+  EXPECT_EQ(fs::read_file(dir_ / "a"), "");
 }
 
 TEST_F(FilesWrittenOnDeathTest, HelperInItsOwnSessionWritesWhenTheProcessExitsWithoutDone) {
   int status = in_child([&] {
-    FilesWrittenOnDeath guard({{dir_ + "/a", "THAWED"}});
+    FilesWrittenOnDeath guard({{dir_ / "a", "THAWED"}});
     // A session of its own (a terminal's Ctrl-C or hangup is not for it); give it a moment to
     // call setsid().
     for (int i = 0; i < 500 && ::getsid(guard.helper_pid()) != guard.helper_pid(); ++i)
@@ -95,7 +91,7 @@ TEST_F(FilesWrittenOnDeathTest, HelperInItsOwnSessionWritesWhenTheProcessExitsWi
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0);
   // The process ended (_exit) without the "done" byte: the helper wrote.
-  EXPECT_EQ(await_change(dir_ + "/a"), "THAWED");
+  EXPECT_EQ(await_change(dir_ / "a"), "THAWED");
 }
 
 }  // namespace
