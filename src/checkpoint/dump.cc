@@ -78,7 +78,8 @@ json dump_process(FrozenProcess& process, ImageSink& sink, MemoryDumpCounters& c
 
   // The leader's session starts with a syscall that is not waited for: the process's first
   // return to user mode (10-20 ms per GiB on this VM, see RemoteSyscalls) overlaps the memory
-  // dump instead of preceding it. Nothing the memory dump reads depends on the registers.
+  // dump instead of preceding it. Nothing the memory dump reads depends on the registers or
+  // needs the thread stopped; the attribute dump, which does (ptrace requests), waits for the stop.
   std::unique_ptr<RemoteSyscalls> leader_session;
   for (PtraceAttachment& thread : process.threads)
     if (thread.tid() == pid) {

@@ -352,11 +352,14 @@ json dump_thread_attrs_with(pid_t pid, pid_t tid, const BatchRunner& runner) {
 }  // namespace attrs
 
 json dump_process_attrs(pid_t pid, RemoteSyscalls& main_thread) {
+  // The seccomp filters are read by ptrace requests of our own, which need the thread stopped.
+  main_thread.wait_until_stopped();
   return attrs::dump_process_attrs_with(
       pid, [&](const SyscallBatch& batch) { return main_thread.run_batch(batch); });
 }
 
 json dump_thread_attrs(pid_t tid, RemoteSyscalls& thread) {
+  thread.wait_until_stopped();  // as in dump_process_attrs
   attrs::ShareStatusReads share_status;
   if (std::atoi(attrs::read_status(tid, tid)["Tgid"].c_str()) == tid) return json{{"leader", true}};
   // /proc/TID/task/TID names the thread whichever process it belongs to.

@@ -290,6 +290,10 @@ void RemoteSyscalls::start_unawaited_syscall(long nr) {
   impl_->launch_syscall(nr, 0, 0, 0, 0, 0, 0);
 }
 
+void RemoteSyscalls::wait_until_stopped() {
+  impl_->settle();
+}
+
 RemoteAddr RemoteSyscalls::scratch(size_t size) {
   impl_->ensure_scratch(size);
   return impl_->scratch_base;

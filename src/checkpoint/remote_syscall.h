@@ -31,6 +31,10 @@ class RemoteSyscalls {
   // GiB of the process (its page tables are shadowed anew); started early, it goes on while the
   // caller works.
   void start_unawaited_syscall(long nr);
+  // Waits for the syscall start_unawaited_syscall started, if any: the thread is back in its
+  // ptrace stop. Any ptrace request on the thread made outside this session (seccomp filters,
+  // registers) needs that stop; while the syscall runs, the kernel answers ESRCH.
+  void wait_until_stopped();
   // Scratch memory in the target, mapped on first use and unmapped on destruction.
   RemoteAddr scratch(size_t size);
   void write_memory(RemoteAddr addr, const void* data, size_t size);

@@ -14,15 +14,13 @@ namespace cryo::ckpt {
 
 namespace {
 
-#define CRYO_REGS(X)                                                                              \
-  X(r15)                                                                                          \
-  X(r14)                                                                                          \
-  X(r13)                                                                                          \
-  X(r12)                                                                                          \
-  X(rbp)                                                                                          \
-  X(rbx)                                                                                          \
-  X(r11) X(r10) X(r9) X(r8) X(rax) X(rcx) X(rdx) X(rsi) X(rdi) X(orig_rax) X(rip) X(cs) X(eflags) \
-      X(rsp) X(ss) X(fs_base) X(gs_base) X(ds) X(es) X(fs) X(gs)
+// clang-format alternates between two layouts of this macro, one per run.
+// clang-format off
+#define CRYO_REGS(X) \
+  X(r15) X(r14) X(r13) X(r12) X(rbp) X(rbx) X(r11) X(r10) X(r9) \
+  X(r8) X(rax) X(rcx) X(rdx) X(rsi) X(rdi) X(orig_rax) X(rip) X(cs) \
+  X(eflags) X(rsp) X(ss) X(fs_base) X(gs_base) X(ds) X(es) X(fs) X(gs)
+// clang-format on
 
 constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 

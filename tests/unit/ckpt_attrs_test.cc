@@ -9,6 +9,7 @@
 #include <linux/seccomp.h>
 #include <linux/securebits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/fsuid.h>
 #include <sys/personality.h>
@@ -23,11 +24,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "checkpoint/process_attrs.h"
@@ -774,6 +777,86 @@ TEST(ProcessAttrs, LateRestoreBatchRunsInATargetThroughRemoteSyscalls) {
   }
   EXPECT_EQ(restored["thread"], original["thread"])
       << json::diff(original["thread"], restored["thread"]).dump();
+}
+
+// The dump starts the leader's first injected syscall without waiting for it (it overlaps the
+// memory dump). The seccomp filters are read by ptrace, which answers ESRCH until that syscall's
+// stop: the attribute dump must wait for it. To make "not stopped yet" certain rather than a race,
+// the target shares its only CPU with a real-time thread that spins until a deadline.
+TEST(ProcessAttrs, DumpWaitsForTheUnawaitedSyscallBeforePtraceReads) {
+  cpu_set_t ours;
+  ASSERT_EQ(sched_getaffinity(0, sizeof ours, &ours), 0);
+  if (CPU_COUNT(&ours) < 2) GTEST_SKIP() << "needs two CPUs (one is taken by a spinning thread)";
+  int busy_cpu = -1;
+  for (int cpu = 0; cpu < CPU_SETSIZE && busy_cpu < 0; ++cpu)
+    if (CPU_ISSET(cpu, &ours)) busy_cpu = cpu;
+  cpu_set_t busy_only, all_but_busy = ours;
+  CPU_ZERO(&busy_only);
+  CPU_SET(busy_cpu, &busy_only);
+  CPU_CLR(busy_cpu, &all_but_busy);
+
+  int ready[2], wake[2];
+  ASSERT_EQ(pipe(ready), 0);
+  ASSERT_EQ(pipe(wake), 0);
+  pid_t target = fork();
+  if (target == 0) {
+    close(ready[0]);
+    close(wake[1]);
+    if (sched_setaffinity(0, sizeof busy_only, &busy_only) != 0) _exit(4);
+    install_test_filters(true);
+    if (write(ready[1], "r", 1) != 1) _exit(2);
+    char c;
+    while (read(wake[0], &c, 1) != 1) {
+    }
+    _exit(0);
+  }
+  close(ready[1]);
+  close(wake[0]);
+  char c;
+  ASSERT_EQ(read(ready[0], &c, 1), 1);
+  close(ready[0]);
+  usleep(20000);  // let it block in read()
+  ASSERT_EQ(sched_setaffinity(0, sizeof all_but_busy, &all_but_busy), 0);
+
+  json dumped;
+  std::string failure;
+  std::atomic<int> spinner_state{0};  // 0 starting, 1 spinning, 2 could not become real-time
+  std::atomic<int> spinner_errno{0};
+  std::thread spinner;
+  try {
+    // Seized before the spinner starts: the stop needs the target to run.
+    PtraceAttachment attachment = PtraceAttachment::seize_and_interrupt(target);
+    RemoteSyscalls remote(attachment);
+    spinner = std::thread([&] {
+      sched_param fifo{};
+      fifo.sched_priority = 1;
+      if (sched_setaffinity(0, sizeof busy_only, &busy_only) != 0 ||
+          sched_setscheduler(0, SCHED_FIFO, &fifo) != 0) {
+        spinner_errno = errno;
+        spinner_state = 2;
+        return;
+      }
+      spinner_state = 1;
+      // Well under the real-time throttling budget (950 ms per second).
+      auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(300);
+      while (std::chrono::steady_clock::now() < until) {
+      }
+    });
+    while (spinner_state == 0) std::this_thread::yield();
+    if (spinner_state == 1) {
+      remote.start_unawaited_syscall(SYS_getpid);
+      dumped = dump_process_attrs(target, remote);
+    }
+  } catch (const std::exception& e) {
+    failure = e.what();
+  }
+  if (spinner.joinable()) spinner.join();
+  sched_setaffinity(0, sizeof ours, &ours);
+  release_and_expect_clean_exit(wake[1], target);
+  ASSERT_NE(spinner_state, 2) << "could not run a SCHED_FIFO thread: "
+                              << std::strerror(spinner_errno);
+  ASSERT_EQ(failure, "");
+  EXPECT_EQ(dumped["thread"]["seccomp"]["filters"].size(), 2u) << dumped["thread"]["seccomp"];
 }
 
 }  // namespace
