@@ -26,6 +26,7 @@
 #include "checkpoint/file_kinds/file_kind.h"
 #include "checkpoint/remote_addr.h"
 #include "checkpoint/threads.h"
+#include "common/buffer_pool.h"
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/fs.h"
@@ -33,6 +34,7 @@
 #include "common/log.h"
 #include "common/phase_trace.h"
 #include "common/shared_once_check.h"
+#include "common/thread_name.h"
 #include "common/unique_fd.h"
 
 namespace cryo::ckpt {
@@ -157,27 +159,17 @@ class CopyBuffers {
  public:
   static constexpr size_t kCount = 4;
   static uint8_t* get(size_t index) {
-    static uint8_t* base = [] {
-      // In transparent huge pages where the kernel gives them (madvise mode here): populating the
-      // buffers is then a few 2 MiB faults rather than 2048 faults of ~8 µs, and the copies into
-      // them miss the TLB less. Reserved one chunk larger to start at a 2 MiB boundary.
-      constexpr size_t kHugePage = 2 << 20;
-      static_assert(kCopyChunk % kHugePage == 0);
-      const size_t size = kCopyChunk * kCount;
-      void* p = ::mmap(nullptr, size + kHugePage, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-      if (p == MAP_FAILED) throw_errno("mmap of the page copy buffers");
-      auto start = reinterpret_cast<uintptr_t>(p);
-      uintptr_t aligned = (start + kHugePage - 1) & ~(kHugePage - 1);
-      if (aligned > start) ::munmap(p, aligned - start);
-      if (size_t tail = start + size + kHugePage - (aligned + size); tail > 0)
-        ::munmap(reinterpret_cast<void*>(aligned + size), tail);
-      auto* buffers = reinterpret_cast<uint8_t*>(aligned);
-      ::madvise(buffers, size, MADV_HUGEPAGE);  // a hint: 4 KiB pages work too
-      if (::madvise(buffers, size, kMadvPopulateWrite) != 0)
-        for (size_t at = 0; at < size; at += kPageSize) buffers[at] = 0;
-      return buffers;
+    // Pool memory where the machine has a pool (common/buffer_pool.h: pages that stay populated
+    // between commands), else fresh memory in transparent huge pages where the kernel gives them
+    // (madvise mode here): populating is then a few 2 MiB faults rather than 2048 faults of
+    // ~8 µs, and the copies into them miss the TLB less.
+    static PooledMemory memory = [] {
+      PooledMemory taken = BufferPool::system().take(kCopyChunk * kCount);
+      if (::madvise(taken.data(), taken.size(), kMadvPopulateWrite) != 0)
+        for (size_t at = 0; at < taken.size(); at += kPageSize) taken.data()[at] = 0;
+      return taken;
     }();
+    auto* base = reinterpret_cast<uint8_t*>(memory.data());
     return base + index * kCopyChunk;
   }
 
@@ -369,6 +361,7 @@ class PageCopier {
   }
 
   void writer_loop() {
+    name_this_thread("cryo-pagewrite");
     std::unique_lock lock(mutex_);
     for (;;) {
       changed_.wait(lock, [&] { return !filled_.empty() || closing_; });
@@ -534,6 +527,7 @@ class ShardedPageDump {
   };
 
   void run_shard(size_t index) {
+    if (index > 0) name_this_thread("cryo-pages");
     Shard& shard = *shards_[index];
     try {
       copy_shard(index, shard);
@@ -1019,8 +1013,10 @@ json dump_memory(pid_t pid, ImageSink& sink, MemoryDumpCounters& counters, TreeM
   std::vector<Vma> vmas = read_vmas(pid, large ? VmaDetail::kWithoutFlags : VmaDetail::kWithFlags);
   std::future<std::vector<Vma>> vmas_with_flags;
   if (large)
-    vmas_with_flags =
-        std::async(std::launch::async, [pid] { return read_vmas(pid, VmaDetail::kWithFlags); });
+    vmas_with_flags = std::async(std::launch::async, [pid] {
+      name_this_thread("cryo-smaps");
+      return read_vmas(pid, VmaDetail::kWithFlags);
+    });
   auto take_flags = [&] {
     if (vmas_with_flags.valid()) {
       std::vector<Vma> flagged = vmas_with_flags.get();

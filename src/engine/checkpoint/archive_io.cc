@@ -29,10 +29,12 @@
 #include <vector>
 
 #include "checkpoint/image/image_file.h"
+#include "common/buffer_pool.h"
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/strings.h"
+#include "common/thread_name.h"
 
 namespace cryo::engine {
 
@@ -145,8 +147,9 @@ bool is_framed_image_entry(const std::string& name) {
 //   2 MiB pages). Buffers of 1 MiB each in mappings of their own never got huge pages.
 // - memory freed for ~2 s is handed back to the host (virtio-balloon free page reporting, in
 //   blocks of 2 MiB and more): populating it again costs ~2 ms per MiB instead of ~0.07. So the
-//   buffers are kept few and small.
-// Not inherited by child processes (see below). The export's buffers fault in where they are first
+//   buffers are kept few and small, and come from the machine's BufferPool (common/buffer_pool.h):
+//   files of a huge-page tmpfs whose pages stay the guest's between commands.
+// Not inherited by child processes. The export's buffers fault in where they are first
 // written rather than being populated ahead by its threads: populating holds the mmap lock, which
 // the CLI's own mmap calls wait for while it freezes the container and reads its mappings (the
 // steps before the page copy took 57-80 ms instead of 26-42 ms after 2.5 s of rest), and the copy
@@ -154,32 +157,15 @@ bool is_framed_image_entry(const std::string& name) {
 // import's buffers are populated at once (PopulatedBuffer, ParallelZstdSource).
 class BufferArena {
  public:
-  static constexpr size_t kHugePage = 2 << 20;
   static constexpr size_t kPage = 4096;
 
   static size_t rounded(size_t n) { return (n + kPage - 1) / kPage * kPage; }
 
   // Room for pieces whose rounded() sizes add up to `capacity`.
-  explicit BufferArena(size_t capacity) : capacity_(rounded(capacity)) {
-    // Whole huge pages, and room to align the start; the slack before the start is never touched.
-    size_t huge = (capacity_ + kHugePage - 1) / kHugePage * kHugePage;
-    mapped_size_ = huge + kHugePage;
-    void* p =
-        ::mmap(nullptr, mapped_size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-      throw_errno("mmap of " + std::to_string(capacity) + " bytes of archive buffers");
-    mapped_ = static_cast<char*>(p);
-    data_ = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(mapped_) + kHugePage - 1) &
-                                    ~(uintptr_t{kHugePage} - 1));
-    ::madvise(data_, huge, MADV_HUGEPAGE);  // a hint: 4 KiB pages without it
-    // The dump forks helpers while these buffers are in use: inherited, every page would turn
-    // copy-on-write and fault (and flush the TLB) at its next write here.
-    if (::madvise(mapped_, mapped_size_, MADV_DONTFORK) < 0) {
-      ::munmap(mapped_, mapped_size_);
-      throw_errno("madvise(MADV_DONTFORK) of archive buffers");
-    }
-  }
-  ~BufferArena() { ::munmap(mapped_, mapped_size_); }
+  explicit BufferArena(size_t capacity)
+      : capacity_(rounded(capacity)),
+        memory_(BufferPool::system().take(capacity_)),
+        data_(memory_.data()) {}
   BufferArena(const BufferArena&) = delete;
   BufferArena& operator=(const BufferArena&) = delete;
 
@@ -204,8 +190,7 @@ class BufferArena {
  private:
   size_t capacity_;
   size_t used_ = 0;
-  char* mapped_;
-  size_t mapped_size_;
+  PooledMemory memory_;
   char* data_;
 };
 
@@ -339,6 +324,7 @@ class ArchiveOutput {
   }
 
   void flusher_loop() {
+    name_this_thread("cryo-flush");
     std::unique_lock lock(mutex_);
     for (;;) {
       flush_wanted_.wait(lock, [&] { return flush_requested_ || stopping_; });
@@ -378,6 +364,7 @@ class ArchiveOutput {
   }
 
   void writer_loop() {
+    name_this_thread("cryo-write");
     std::unique_lock lock(mutex_);
     for (;;) {
       changed_.wait(lock, [&] { return !filled_.empty() || stopping_; });
@@ -745,6 +732,7 @@ class ZstdFrameCompressor {
   }
 
   void worker_loop() {
+    name_this_thread("cryo-zstd");
     std::unique_lock lock(mutex_);
     for (;;) {
       work_.wait(lock, [&] { return stopping_ || (!queued_.empty() && !error_); });
@@ -1295,6 +1283,7 @@ class ParallelZstdSource {
   }
 
   void worker_loop() {
+    name_this_thread("cryo-unzstd");
     ZSTD_DCtx* dctx = ZSTD_createDCtx();
     std::unique_lock lock(mutex_);
     for (;;) {
