@@ -228,17 +228,16 @@ constexpr uint64_t kEarlyFlushEntry = 64 << 20;
 class ArchiveOutput {
  public:
   // The buffers' size (a multiple of every logical block size) and number. The uncompressed
-  // bytes come faster than any disk takes them: large buffers, large O_DIRECT writes. With zstd
-  // the compressor's frames wait in slots of their own, and every MiB of fresh memory costs the
-  // export 0.2-2.5 ms of CPU on this VM (see BufferArena): measured interleaved, four 2 MiB
-  // buffers (the compressor waits 6-40 ms per export for one) were no slower than six of 4 MiB
-  // (no wait) and used less CPU (docs/PERFORMANCE.md, session 8).
+  // bytes come faster than any disk takes them: large buffers, large O_DIRECT writes. After zstd
+  // too: while every MiB of these buffers was fresh memory (0.2-2.5 ms of CPU each on this VM),
+  // four of 2 MiB were no slower than six of 4 MiB (session 8); from the buffer pool, six of 4 MiB
+  // (no wait for a free one, half the writes) made 1 GiB exports 13-16 ms faster (medians of 22
+  // interleaved pairs, docs/PERFORMANCE.md, session 11).
   struct Geometry {
     size_t buffer_size;
     size_t buffer_count;
   };
-  static constexpr Geometry kPlain{4 << 20, 6};
-  static constexpr Geometry kAfterZstd{2 << 20, 4};
+  static constexpr Geometry kGeometry{4 << 20, 6};
   static constexpr size_t kWritebackInFlight = 8;
   static constexpr uint64_t kFlushEvery = 8 << 20;
 
@@ -795,10 +794,7 @@ ArchiveWriter::ArchiveWriter(int fd, std::string what, ArchiveCompression compre
       // libarchive is loaded here, on first use (lazy_library.h), before the output's threads
       // start.
       archive_(archive_write_new()),
-      output_(std::make_unique<ArchiveOutput>(fd, what_, progress,
-                                              compression == ArchiveCompression::kZstd
-                                                  ? ArchiveOutput::kAfterZstd
-                                                  : ArchiveOutput::kPlain)),
+      output_(std::make_unique<ArchiveOutput>(fd, what_, progress, ArchiveOutput::kGeometry)),
       entry_hash_(XXH3_createState()) {
   if (!archive_ || !entry_hash_) throw Error("out of memory creating archive " + what_);
   archive* a = archive_.get();
