@@ -141,6 +141,10 @@ json dump_process(FrozenProcess& process, ImageSink& sink, MemoryDumpCounters& c
 
 DumpStats dump(pid_t pid, const std::string& image_dir, const DumpOptions& options) {
   throw_if_interrupted();
+  // However the dump ends, the page copy's buffers go back to the pool zeroed.
+  struct CopyBuffersReleased {
+    ~CopyBuffersReleased() { release_page_copy_buffers(); }
+  } copy_buffers_released;
   DumpStats stats;
   std::unique_ptr<DirectorySink> directory;
   if (options.sink == nullptr) directory = std::make_unique<DirectorySink>(image_dir);

@@ -159,22 +159,36 @@ class CopyBuffers {
  public:
   static constexpr size_t kCount = 4;
   static uint8_t* get(size_t index) {
-    // Pool memory where the machine has a pool (common/buffer_pool.h: pages that stay populated
-    // between commands), else fresh memory in transparent huge pages where the kernel gives them
-    // (madvise mode here): populating is then a few 2 MiB faults rather than 2048 faults of
-    // ~8 µs, and the copies into them miss the TLB less.
-    static PooledMemory memory = [] {
-      PooledMemory taken = BufferPool::system().take(kCopyChunk * kCount);
-      if (::madvise(taken.data(), taken.size(), kMadvPopulateWrite) != 0)
-        for (size_t at = 0; at < taken.size(); at += kPageSize) taken.data()[at] = 0;
-      return taken;
-    }();
-    auto* base = reinterpret_cast<uint8_t*>(memory.data());
-    return base + index * kCopyChunk;
+    std::lock_guard lock(mutex());
+    PooledMemory& memory = taken();
+    if (memory.data() == nullptr) {
+      // Pool memory where the machine has a pool (pages that stay populated between commands),
+      // else fresh memory in transparent huge pages where the kernel gives them (madvise mode
+      // here): populating is then a few 2 MiB faults rather than 2048 faults of ~8 µs, and the
+      // copies into them miss the TLB less.
+      memory = BufferPool::system().take(kCopyChunk * kCount);
+      if (::madvise(memory.data(), memory.size(), kMadvPopulateWrite) != 0)
+        for (size_t at = 0; at < memory.size(); at += kPageSize) memory.data()[at] = 0;
+    }
+    return reinterpret_cast<uint8_t*>(memory.data()) + index * kCopyChunk;
+  }
+
+  // Only once no copy runs (the end of a dump).
+  static void release() {
+    std::lock_guard lock(mutex());
+    taken() = PooledMemory();
   }
 
  private:
   static constexpr int kMadvPopulateWrite = 23;  // MADV_POPULATE_WRITE (Linux 5.14)
+  static std::mutex& mutex() {
+    static std::mutex m;
+    return m;
+  }
+  static PooledMemory& taken() {
+    static PooledMemory memory;
+    return memory;
+  }
 };
 
 // Reads the `remote` pieces of process `pid` (the pages of `pieces`, `bytes` in all) into `data`.
@@ -994,6 +1008,10 @@ bool is_plain_anonymous(const Vma& vma) {
 }
 
 }  // namespace
+
+void release_page_copy_buffers() {
+  CopyBuffers::release();
+}
 
 json dump_memory(pid_t pid, ImageSink& sink, MemoryDumpCounters& counters, TreeMemory& tree) {
   std::map<uint64_t, json>& dumped_shmem = tree.shmem;

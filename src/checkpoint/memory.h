@@ -97,4 +97,8 @@ struct MemoryDumpCounters {
 // open at a time). Mappings of devices other than /dev/zero are refused.
 json dump_memory(pid_t pid, ImageSink& sink, MemoryDumpCounters& counters, TreeMemory& tree);
 
+// Gives the page copy's buffers back (zeroed, to the buffer pool: common/buffer_pool.h) once a
+// dump is over; the next dump takes them again.
+void release_page_copy_buffers();
+
 }  // namespace cryo::ckpt
