@@ -167,8 +167,7 @@ class CopyBuffers {
       // here): populating is then a few 2 MiB faults rather than 2048 faults of ~8 µs, and the
       // copies into them miss the TLB less.
       memory = BufferPool::system().take(kCopyChunk * kCount);
-      if (::madvise(memory.data(), memory.size(), kMadvPopulateWrite) != 0)
-        for (size_t at = 0; at < memory.size(); at += kPageSize) memory.data()[at] = 0;
+      PooledMemory::populate(memory.data(), memory.size());
     }
     return reinterpret_cast<uint8_t*>(memory.data()) + index * kCopyChunk;
   }
@@ -180,7 +179,6 @@ class CopyBuffers {
   }
 
  private:
-  static constexpr int kMadvPopulateWrite = 23;  // MADV_POPULATE_WRITE (Linux 5.14)
   static std::mutex& mutex() {
     static std::mutex m;
     return m;

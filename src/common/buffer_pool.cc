@@ -28,20 +28,6 @@ size_t round_to_huge(size_t bytes) {
   return (std::max<size_t>(bytes, 1) + huge - 1) / huge * huge;
 }
 
-// Reserves `size` bytes of address space starting at a 2 MiB boundary: the region
-// [*aligned, *aligned + size) inside [*mapping, *mapping + *mapping_size). Returns false when
-// out of address space.
-bool reserve_aligned(size_t size, void** mapping, size_t* mapping_size, char** aligned) {
-  *mapping_size = size + BufferPool::kHugePage;
-  void* p =
-      ::mmap(nullptr, *mapping_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (p == MAP_FAILED) return false;
-  *mapping = p;
-  *aligned = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(p) + BufferPool::kHugePage - 1) &
-                                     ~(uintptr_t{BufferPool::kHugePage} - 1));
-  return true;
-}
-
 bool is_mount_point(const std::string& dir) {
   struct stat self {};
   struct stat parent {};
@@ -136,6 +122,33 @@ PooledMemory::~PooledMemory() {
   release();
 }
 
+void PooledMemory::map(size_t size, int fd) {
+  const size_t huge = BufferPool::kHugePage;
+  // One huge page more than asked, for the start to be moved to a 2 MiB boundary.
+  void* reserved =
+      ::mmap(nullptr, size + huge, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (reserved == MAP_FAILED) throw_errno("mmap of " + std::to_string(size) + " bytes of buffers");
+  auto* aligned = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(reserved) + huge - 1) &
+                                          ~(uintptr_t{huge} - 1));
+  int flags = fd >= 0 ? MAP_SHARED | MAP_FIXED : MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED;
+  if (::mmap(aligned, size, PROT_READ | PROT_WRITE, flags, fd, 0) == MAP_FAILED) {
+    int err = errno;
+    ::munmap(reserved, size + huge);
+    throw_errno("mmap of " + std::to_string(size) + " bytes of buffers", err);
+  }
+  mapping_ = reserved;
+  mapping_size_ = size + huge;
+  data_ = aligned;
+  size_ = size;
+  ::madvise(mapping_, mapping_size_, MADV_DONTFORK);
+}
+
+void PooledMemory::populate(char* p, size_t n) {
+  constexpr size_t kStep = 256 << 10;
+  for (size_t at = 0; at < n; at += kStep)
+    ::madvise(p + at, std::min(kStep, n - at), MADV_POPULATE_WRITE);
+}
+
 void PooledMemory::release() noexcept {
   if (mapping_ == nullptr) return;
   // The next command that takes the file must not find this one's data.
@@ -167,15 +180,8 @@ PooledMemory BufferPool::take(size_t bytes) const {
     if (pooled.data() != nullptr) return pooled;
   }
   PooledMemory fresh;
-  char* aligned = nullptr;
-  if (!reserve_aligned(size, &fresh.mapping_, &fresh.mapping_size_, &aligned) ||
-      ::mmap(aligned, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1,
-             0) == MAP_FAILED)
-    throw_errno("mmap of " + std::to_string(size) + " bytes of buffers");
-  fresh.data_ = aligned;
-  fresh.size_ = size;
-  ::madvise(aligned, size, MADV_HUGEPAGE);  // a hint: 4 KiB pages without it
-  ::madvise(fresh.mapping_, fresh.mapping_size_, MADV_DONTFORK);
+  fresh.map(size, -1);
+  ::madvise(fresh.data_, size, MADV_HUGEPAGE);  // a hint: 4 KiB pages without it
   return fresh;
 }
 
@@ -206,17 +212,12 @@ PooledMemory BufferPool::take_file(size_t size) const {
                 << " bytes: " << std::strerror(errno);
       return pooled;
     }
-    char* aligned = nullptr;
-    if (!reserve_aligned(size, &pooled.mapping_, &pooled.mapping_size_, &aligned)) return pooled;
-    if (::mmap(aligned, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, file.get(), 0) ==
-        MAP_FAILED) {
-      ::munmap(pooled.mapping_, pooled.mapping_size_);
-      pooled.mapping_ = nullptr;
+    try {
+      pooled.map(size, file.get());
+    } catch (const Error& e) {
+      LOG_DEBUG << "buffer pool: " << path << ": " << e.what();
       return pooled;
     }
-    ::madvise(pooled.mapping_, pooled.mapping_size_, MADV_DONTFORK);
-    pooled.data_ = aligned;
-    pooled.size_ = size;
     pooled.file_ = std::move(file);
     pooled.reservation_ = std::move(reservation);
     return pooled;

@@ -8,8 +8,9 @@
 // next command (whole 2 MiB pages on a tmpfs mounted with huge=always) they cost ~0.1 ms per
 // 20 MiB.
 //
-// The pool is a directory of files, each used by one command at a time (flock). A buffer is
-// zeroed when it is given back: the pool never keeps a container's data after the command.
+// The pool is a directory of files, each used by one command at a time (a record lock). A buffer
+// is zeroed when it is given back: the pool keeps no container's data after a command that ends,
+// only after one killed half way, until the next command takes the file.
 #pragma once
 
 #include <cstddef>
@@ -63,8 +64,16 @@ class PooledMemory {
   // Whether the memory is a pool file's (else fresh anonymous memory).
   bool pooled() const { return static_cast<bool>(file_); }
 
+  // Faults the pages of [p, p + n) in, writable. Kernels before 5.14 lack MADV_POPULATE_WRITE:
+  // their pages fault in at first use, which is only slower. In steps: each call holds the
+  // process's mmap lock, which other threads' mmap and munmap (malloc, dlopen) wait for.
+  static void populate(char* p, size_t n);
+
  private:
   friend class BufferPool;
+  // Maps `size` bytes at a 2 MiB boundary: of `fd` shared, or anonymous when `fd` < 0. Throws
+  // when the address space is short.
+  void map(size_t size, int fd);
   void release() noexcept;
 
   void* mapping_ = nullptr;

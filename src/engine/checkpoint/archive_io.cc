@@ -163,35 +163,24 @@ class BufferArena {
 
   // Room for pieces whose rounded() sizes add up to `capacity`.
   explicit BufferArena(size_t capacity)
-      : capacity_(rounded(capacity)),
-        memory_(BufferPool::system().take(capacity_)),
-        data_(memory_.data()) {}
+      : capacity_(rounded(capacity)), memory_(BufferPool::system().take(capacity_)) {}
   BufferArena(const BufferArena&) = delete;
   BufferArena& operator=(const BufferArena&) = delete;
 
   // The next `n` bytes of the arena (page-aligned), not yet populated.
   char* take(size_t n) {
     if (used_ + rounded(n) > capacity_) throw Error("internal: archive buffers overcommitted");
-    char* piece = data_ + used_;
+    char* piece = memory_.data() + used_;
     used_ += rounded(n);
     return piece;
   }
 
-  // Faults the pages of [p, p + n) in. Kernels before 5.14 lack MADV_POPULATE_WRITE: their pages
-  // fault in at first use, which is only slower. In small steps: each call holds the process's
-  // mmap lock, which other threads' mmap and munmap (malloc, dlopen) wait for.
-  static void populate(char* p, size_t n) {
-    constexpr size_t kStep = 256 << 10;
-    n = rounded(n);
-    for (size_t at = 0; at < n; at += kStep)
-      ::madvise(p + at, std::min(kStep, n - at), MADV_POPULATE_WRITE);
-  }
+  static void populate(char* p, size_t n) { PooledMemory::populate(p, rounded(n)); }
 
  private:
   size_t capacity_;
   size_t used_ = 0;
   PooledMemory memory_;
-  char* data_;
 };
 
 // One buffer in an arena of its own, populated at once.
@@ -233,22 +222,15 @@ class ArchiveOutput {
   // four of 2 MiB were no slower than six of 4 MiB (session 8); from the buffer pool, six of 4 MiB
   // (no wait for a free one, half the writes) made 1 GiB exports 13-16 ms faster (medians of 22
   // interleaved pairs, docs/PERFORMANCE.md, session 11).
-  struct Geometry {
-    size_t buffer_size;
-    size_t buffer_count;
-  };
-  static constexpr Geometry kGeometry{4 << 20, 6};
+  static constexpr size_t kBufferSize = 4 << 20;
+  static constexpr size_t kBufferCount = 6;
   static constexpr size_t kWritebackInFlight = 8;
   static constexpr uint64_t kFlushEvery = 8 << 20;
 
-  ArchiveOutput(int fd, std::string what, TransferProgress* progress, Geometry geometry)
-      : fd_(fd),
-        what_(std::move(what)),
-        progress_(progress),
-        buffer_size_(geometry.buffer_size),
-        arena_(geometry.buffer_count * geometry.buffer_size) {
-    for (size_t i = 0; i < geometry.buffer_count; ++i) {
-      buffers_.push_back(arena_.take(buffer_size_));
+  ArchiveOutput(int fd, std::string what, TransferProgress* progress)
+      : fd_(fd), what_(std::move(what)), progress_(progress), arena_(kBufferCount * kBufferSize) {
+    for (size_t i = 0; i < kBufferCount; ++i) {
+      buffers_.push_back(arena_.take(kBufferSize));
       free_.push_back(i);
     }
     int flags = ::fcntl(fd_, F_GETFL);
@@ -274,12 +256,12 @@ class ArchiveOutput {
   // Room in the current buffer (at least one byte); produced() says how much was filled.
   std::pair<char*, size_t> space() {
     if (current_ == kNone) current_ = take_free_buffer();
-    return {buffers_[current_] + current_used_, buffer_size_ - current_used_};
+    return {buffers_[current_] + current_used_, kBufferSize - current_used_};
   }
   void produced(size_t n) {
     current_used_ += n;
     queued_bytes_ += n;
-    if (current_used_ == buffer_size_) submit_current();
+    if (current_used_ == kBufferSize) submit_current();
   }
   void append(const void* data, size_t size) {
     const char* p = static_cast<const char*>(data);
@@ -389,7 +371,7 @@ class ArchiveOutput {
   // In the writer thread: 0 or an errno (error_doing_ says of what).
   int write_out(const char* p, size_t size) {
     uint64_t offset = written_;
-    if (direct_ && size != buffer_size_) {
+    if (direct_ && size != kBufferSize) {
       // The tail: not a whole number of blocks.
       int flags = ::fcntl(fd_, F_GETFL);
       if (flags < 0 || ::fcntl(fd_, F_SETFL, flags & ~O_DIRECT) < 0) {
@@ -451,7 +433,6 @@ class ArchiveOutput {
   int fd_;
   std::string what_;
   TransferProgress* progress_;  // only the writer thread adds to it
-  size_t buffer_size_;
   BufferArena arena_;
   std::vector<char*> buffers_;
   size_t current_ = kNone;
@@ -794,7 +775,7 @@ ArchiveWriter::ArchiveWriter(int fd, std::string what, ArchiveCompression compre
       // libarchive is loaded here, on first use (lazy_library.h), before the output's threads
       // start.
       archive_(archive_write_new()),
-      output_(std::make_unique<ArchiveOutput>(fd, what_, progress, ArchiveOutput::kGeometry)),
+      output_(std::make_unique<ArchiveOutput>(fd, what_, progress)),
       entry_hash_(XXH3_createState()) {
   if (!archive_ || !entry_hash_) throw Error("out of memory creating archive " + what_);
   archive* a = archive_.get();
